@@ -1,0 +1,12 @@
+//! kvoff's core: everything that decides and counts, with no Python in sight.
+//!
+//! The binding crate (`kvoff-py`) converts arguments and maps [`KvoffError`] onto Python
+//! exceptions; nothing here knows about PyO3, torch or Prometheus.
+
+pub mod direction;
+pub mod error;
+pub mod sink;
+
+pub use direction::Direction;
+pub use error::{KvoffError, Result};
+pub use sink::ManagerStatsSink;

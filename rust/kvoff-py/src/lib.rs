@@ -1,0 +1,19 @@
+//! The extension module `kvoff._core`: conversions, GIL release and error mapping only.
+//! Each Python-facing concept has its own file with a `register` function.
+
+mod errors;
+mod jobs;
+mod manager;
+mod stats;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn kvoff_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    manager::register(m)?;
+    stats::register(m)?;
+    jobs::register(m)?;
+    Ok(())
+}
