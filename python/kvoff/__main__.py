@@ -1,0 +1,5 @@
+import sys
+
+from kvoff.cli import main
+
+sys.exit(main())

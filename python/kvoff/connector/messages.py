@@ -1,0 +1,60 @@
+"""Plain data that crosses between the scheduler and worker halves (picklable, no handles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BlockHash = bytes | int
+
+STORE = "GPU_to_CPU"
+LOAD = "CPU_to_GPU"
+
+
+@dataclass(frozen=True)
+class RequestStep:
+    """What the scheduler knows of one request scheduled in this step.
+
+    ``gpu_block_hashes`` are the hashes of the request's full GPU blocks so far,
+    ``gpu_block_ids`` its allocated GPU block ids (same order), and ``num_tokens_after_step``
+    the tokens whose KV will exist once this step's compute is done.
+    """
+
+    req_id: str
+    gpu_block_hashes: list[BlockHash]
+    gpu_block_ids: list[int] | np.ndarray
+    num_tokens_after_step: int
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """One transfer for the worker: ``transfer_id`` is the scheduler's name for it."""
+
+    transfer_id: int
+    req_id: str
+    direction: str
+    gpu_block_ids: np.ndarray
+    cpu_block_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class StepMetadata:
+    """The scheduler's orders for one step: loads start before compute, stores after it."""
+
+    loads: list[TransferSpec] = field(default_factory=list)
+    stores: list[TransferSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorkerOutput:
+    """What one worker reports back after a step.
+
+    ``transfers``: ``(transfer_id, success)`` for every transfer that completed;
+    ``finished_storing``: finished requests whose stores are all done (their GPU blocks may be
+    freed); ``finished_loading``: requests whose loads are all done.
+    """
+
+    transfers: list[tuple[int, bool]] = field(default_factory=list)
+    finished_storing: list[str] = field(default_factory=list)
+    finished_loading: list[str] = field(default_factory=list)

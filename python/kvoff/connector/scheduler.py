@@ -1,0 +1,326 @@
+"""The scheduler half: which tokens the CPU tier can supply, which loads and stores to issue.
+
+It runs in the engine's scheduler process next to the block manager, and talks to the worker
+half only through plain data (:class:`StepMetadata` one way, :class:`WorkerOutput` back), so the
+two can live in different processes.
+
+Naming: one CPU block covers ``ratio = cpu_block_size // gpu_block_size`` GPU blocks and is
+named by the hash of the *last* GPU block inside it (the hash of a prefix-chained block names
+the whole prefix up to it). A partial CPU block is never looked up or stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kvoff._core import OffloadingEvent, OffloadingManager
+from kvoff.connector.messages import (
+    LOAD,
+    STORE,
+    RequestStep,
+    StepMetadata,
+    TransferSpec,
+    WorkerOutput,
+)
+from kvoff.errors import InvalidArgumentError, InvalidStateError
+
+BlockHash = bytes | int
+
+
+@dataclass
+class _Transfer:
+    req_id: str
+    direction: str
+    cpu_hashes: list[BlockHash]
+    gpu_block_ids: np.ndarray
+    reports: int = 0
+    success: bool = True
+
+
+@dataclass
+class _Request:
+    # Index of the next CPU block of this request that has not been offered to prepare_store.
+    next_store_block: int = 0
+    transfers: set[int] = field(default_factory=set)
+    finished: bool = False
+
+
+class OffloadingScheduler:
+    """Scheduler-side bookkeeping over an :class:`~kvoff.OffloadingManager`.
+
+    Call order per engine step (the same as vLLM's connector scheduler hooks):
+
+    1. :meth:`get_num_new_matched_tokens` for each waiting request, then
+       :meth:`update_state_after_alloc` once its GPU blocks are allocated;
+    2. :meth:`build_step` with the requests scheduled this step, which returns the loads (to
+       start before the step's compute) and stores (to submit after it);
+    3. :meth:`update_from_output` with each worker's :class:`WorkerOutput`;
+    4. :meth:`request_finished` when a request ends: ``True`` means its GPU blocks must stay
+       allocated until it shows up in :attr:`WorkerOutput.finished_storing`.
+
+    ``num_workers`` is the number of worker processes (tensor-parallel ranks) that each run every
+    transfer: a transfer is complete when all of them have reported it, and succeeded only if
+    all of them succeeded.
+    """
+
+    def __init__(
+        self,
+        manager: OffloadingManager,
+        gpu_block_size: int,
+        cpu_block_size: int,
+        *,
+        num_workers: int = 1,
+    ) -> None:
+        if gpu_block_size <= 0 or cpu_block_size <= 0:
+            raise InvalidArgumentError(
+                f"block sizes must be positive, got gpu_block_size={gpu_block_size}, "
+                f"cpu_block_size={cpu_block_size}"
+            )
+        if cpu_block_size % gpu_block_size != 0:
+            raise InvalidArgumentError(
+                f"cpu_block_size={cpu_block_size} is not a multiple of "
+                f"gpu_block_size={gpu_block_size}"
+            )
+        if manager.block_size != cpu_block_size:
+            raise InvalidArgumentError(
+                f"manager.block_size={manager.block_size} differs from "
+                f"cpu_block_size={cpu_block_size}"
+            )
+        if num_workers <= 0:
+            raise InvalidArgumentError(f"num_workers must be positive, got {num_workers}")
+        self.manager = manager
+        self.gpu_block_size = gpu_block_size
+        self.cpu_block_size = cpu_block_size
+        self.ratio = cpu_block_size // gpu_block_size
+        self.num_workers = num_workers
+        self._requests: dict[str, _Request] = {}
+        self._transfers: dict[int, _Transfer] = {}
+        self._next_transfer_id = 0
+        self._pending_loads: list[TransferSpec] = []
+        # CPU hashes being loaded, with the number of loads of each in flight, so a second
+        # request that needs them waits instead of loading the same blocks again.
+        self._loading: dict[BlockHash, int] = {}
+        self._freeable: list[str] = []
+        self._failed_loads: dict[str, list[int]] = {}
+
+    # -- naming ---------------------------------------------------------------------------
+
+    def cpu_block_hashes(self, gpu_block_hashes: Sequence[BlockHash]) -> list[BlockHash]:
+        """Names of the full CPU blocks covered by ``gpu_block_hashes`` (one per ``ratio``)."""
+        r = self.ratio
+        return [gpu_block_hashes[i] for i in range(r - 1, len(gpu_block_hashes), r)]
+
+    # -- step 1: matching and loads ---------------------------------------------------------
+
+    def get_num_new_matched_tokens(
+        self,
+        req_id: str,
+        gpu_block_hashes: Sequence[BlockHash],
+        num_tokens: int,
+        num_computed_tokens: int,
+    ) -> int | None:
+        """Tokens beyond ``num_computed_tokens`` that the CPU tier can supply (0 if none).
+
+        ``None`` means "ask again next step": some of the hit blocks are being loaded for
+        another request right now, and loading them twice would waste the link.
+
+        At least the last prompt token is always left to compute (the engine needs its logits),
+        so a CPU block that would cover it is not counted.
+        """
+        if num_computed_tokens < 0 or num_computed_tokens > num_tokens:
+            raise InvalidArgumentError(
+                f"request {req_id!r}: num_computed_tokens={num_computed_tokens} outside "
+                f"[0, num_tokens={num_tokens}]"
+            )
+        usable_blocks = min(
+            max(num_tokens - 1, 0) // self.cpu_block_size,
+            len(gpu_block_hashes) // self.ratio,
+        )
+        start = num_computed_tokens // self.cpu_block_size
+        if start >= usable_blocks:
+            return 0
+        names = self.cpu_block_hashes(gpu_block_hashes)[start:usable_blocks]
+        hits = self.manager.lookup(names)
+        if hits == 0:
+            return 0
+        if any(h in self._loading for h in names[:hits]):
+            return None
+        return (start + hits) * self.cpu_block_size - num_computed_tokens
+
+    def update_state_after_alloc(
+        self,
+        req_id: str,
+        gpu_block_hashes: Sequence[BlockHash],
+        gpu_block_ids: Sequence[int] | np.ndarray,
+        num_computed_tokens: int,
+        num_external_tokens: int,
+    ) -> None:
+        """Pin the matched CPU blocks and queue their load into the request's new GPU blocks.
+
+        ``num_computed_tokens`` is what the GPU prefix cache already holds (a multiple of the
+        GPU block size); ``num_external_tokens`` what :meth:`get_num_new_matched_tokens`
+        returned. The tail of a CPU block the GPU already holds is skipped.
+        """
+        self._requests.setdefault(req_id, _Request())
+        if num_external_tokens == 0:
+            return
+        gbs, cbs = self.gpu_block_size, self.cpu_block_size
+        end = num_computed_tokens + num_external_tokens
+        if num_computed_tokens % gbs or end % cbs:
+            raise InvalidArgumentError(
+                f"request {req_id!r}: computed={num_computed_tokens} must be a multiple of "
+                f"gpu_block_size={gbs} and computed+external={end} of cpu_block_size={cbs}"
+            )
+        first_cpu, end_cpu = num_computed_tokens // cbs, end // cbs
+        first_gpu, end_gpu = num_computed_tokens // gbs, end // gbs
+        ids = np.asarray(gpu_block_ids, dtype=np.int64)
+        if end_gpu > len(ids) or end_gpu > len(gpu_block_hashes):
+            raise InvalidArgumentError(
+                f"request {req_id!r}: loading up to GPU block {end_gpu} but only "
+                f"{len(ids)} GPU block ids and {len(gpu_block_hashes)} hashes were given"
+            )
+        names = self.cpu_block_hashes(gpu_block_hashes)[first_cpu:end_cpu]
+        spec = self.manager.prepare_load(names)
+        tid = self._new_transfer(req_id, LOAD, names, ids[first_gpu:end_gpu])
+        for h in names:
+            self._loading[h] = self._loading.get(h, 0) + 1
+        # Loaded blocks become the most recently used: they are about to be reused.
+        self.manager.touch(names)
+        self._pending_loads.append(
+            TransferSpec(tid, req_id, LOAD, ids[first_gpu:end_gpu].copy(), spec.block_ids.copy())
+        )
+
+    # -- step 2: what the worker does this step -----------------------------------------------
+
+    def build_step(self, scheduled: Iterable[RequestStep]) -> StepMetadata:
+        """Loads queued since the last step, and the stores of the CPU blocks that become full
+        in this step's compute (only the blocks ``prepare_store`` allocated)."""
+        stores: list[TransferSpec] = []
+        for step in scheduled:
+            req = self._requests.setdefault(step.req_id, _Request())
+            full = min(
+                step.num_tokens_after_step // self.cpu_block_size,
+                len(step.gpu_block_hashes) // self.ratio,
+                len(step.gpu_block_ids) // self.ratio,
+            )
+            if full <= req.next_store_block:
+                continue
+            names = self.cpu_block_hashes(step.gpu_block_hashes)[req.next_store_block : full]
+            index_of = {h: req.next_store_block + i for i, h in enumerate(names)}
+            # A request that fails to get room does not retry those blocks: retrying every step
+            # would keep evicting for blocks the tier has already said it cannot hold.
+            req.next_store_block = full
+            out = self.manager.prepare_store(names)
+            if out is None or not out.block_hashes_to_store:
+                continue
+            ids = np.asarray(step.gpu_block_ids, dtype=np.int64)
+            gpu = np.concatenate(
+                [
+                    ids[index_of[h] * self.ratio : (index_of[h] + 1) * self.ratio]
+                    for h in out.block_hashes_to_store
+                ]
+            )
+            tid = self._new_transfer(step.req_id, STORE, list(out.block_hashes_to_store), gpu)
+            stores.append(
+                TransferSpec(tid, step.req_id, STORE, gpu, out.store_spec.block_ids.copy())
+            )
+        loads, self._pending_loads = self._pending_loads, []
+        return StepMetadata(loads=loads, stores=stores)
+
+    # -- step 3: results -----------------------------------------------------------------
+
+    def update_from_output(self, output: WorkerOutput) -> None:
+        """Apply one worker's finished transfers: stored blocks become loadable (or are freed if
+        the store failed), loaded blocks are unpinned."""
+        unknown = [tid for tid, _ in output.transfers if tid not in self._transfers]
+        if unknown:
+            raise InvalidStateError(f"worker reported unknown transfer ids {unknown}")
+        for tid, success in output.transfers:
+            t = self._transfers[tid]
+            t.reports += 1
+            t.success &= bool(success)
+            if t.reports < self.num_workers:
+                continue
+            del self._transfers[tid]
+            if t.direction == STORE:
+                self.manager.complete_store(t.cpu_hashes, success=t.success)
+            else:
+                self.manager.complete_load(t.cpu_hashes)
+                for h in t.cpu_hashes:
+                    n = self._loading[h] - 1
+                    if n:
+                        self._loading[h] = n
+                    else:
+                        del self._loading[h]
+                if not t.success:
+                    self._failed_loads.setdefault(t.req_id, []).extend(
+                        int(b) for b in t.gpu_block_ids
+                    )
+            req = self._requests.get(t.req_id)
+            if req is not None:
+                req.transfers.discard(tid)
+                self._maybe_release(t.req_id, req)
+
+    def take_failed_loads(self) -> dict[str, list[int]]:
+        """GPU block ids whose load failed, per request: the engine must recompute them."""
+        out, self._failed_loads = self._failed_loads, {}
+        return out
+
+    # -- step 4: request lifecycle --------------------------------------------------------
+
+    def request_finished(self, req_id: str) -> bool:
+        """The engine finished ``req_id``. ``True``: keep its GPU blocks until its transfers are
+        done (it will then appear in :meth:`take_freeable`)."""
+        req = self._requests.get(req_id)
+        if req is None:
+            return False
+        req.finished = True
+        # Any transfer still in flight reads or writes this request's GPU blocks (an aborted
+        # request can still be loading), so they must not be handed to another request yet.
+        if req.transfers:
+            return True
+        self._maybe_release(req_id, req, report=False)
+        return False
+
+    def request_preempted(self, req_id: str) -> None:
+        """The request lost its GPU blocks; when it is scheduled again it starts from block 0
+        (blocks already in the CPU tier are skipped by ``prepare_store``). The worker must have
+        flushed its stores first (:meth:`OffloadingWorker.handle_preemptions`)."""
+        req = self._requests.get(req_id)
+        if req is not None:
+            req.next_store_block = 0
+
+    def take_freeable(self) -> list[str]:
+        """Finished requests whose delayed stores have all completed since the last call."""
+        out, self._freeable = self._freeable, []
+        return out
+
+    def take_events(self) -> list[OffloadingEvent]:
+        return self.manager.take_events()
+
+    @property
+    def num_transfers_in_flight(self) -> int:
+        return len(self._transfers)
+
+    def has_request(self, req_id: str) -> bool:
+        return req_id in self._requests
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _new_transfer(
+        self, req_id: str, direction: str, names: list[BlockHash], gpu_ids: np.ndarray
+    ) -> int:
+        tid = self._next_transfer_id
+        self._next_transfer_id += 1
+        self._transfers[tid] = _Transfer(req_id, direction, names, gpu_ids)
+        self._requests[req_id].transfers.add(tid)
+        return tid
+
+    def _maybe_release(self, req_id: str, req: _Request, *, report: bool = True) -> None:
+        if req.finished and not req.transfers:
+            del self._requests[req_id]
+            if report:
+                self._freeable.append(req_id)
