@@ -15,12 +15,15 @@ from kvoff.errors import (
     UnknownHashError,
     UnknownJobError,
 )
+from kvoff.transfer import CpuGpuTransfer, TransferResult
 
 __all__ = [
+    "CpuGpuTransfer",
     "HashTypeError",
     "InvalidArgumentError",
     "InvalidStateError",
     "KvoffError",
+    "TransferResult",
     "UnknownHashError",
     "UnknownJobError",
     "__version__",

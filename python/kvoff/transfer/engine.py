@@ -1,0 +1,397 @@
+"""``CpuGpuTransfer``: asynchronous block copies between GPU KV tensors and the CPU tier.
+
+Each direction owns a *lane*: a kernel stream (gather or scatter), a DMA stream, and a ring of
+staging buffers. A store runs, per piece: gather (kernel stream) -> event -> DMA to the CPU tier
+(DMA stream) -> "buffer free" event. A load is the mirror: DMA into staging -> event -> scatter
+-> "buffer free". Consecutive pieces use different buffers, so piece ``p + 1``'s gather overlaps
+piece ``p``'s DMA, and the only host work per piece is one launch and one copy per run of
+adjacent CPU slots. The two lanes share nothing, so stores and loads run at the same time, one
+on each direction of the link.
+
+Without CUDA the same code runs on CPU tensors with no streams: every step is synchronous, the
+job is finished when ``transfer_async`` returns, and its time is wall-clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from kvoff.errors import InvalidArgumentError, InvalidStateError, UnknownJobError
+from kvoff.transfer.cpu_tier import CpuTier
+from kvoff.transfer.kernels import Copier, TorchCopier, TritonCopier, triton_usable
+from kvoff.transfer.layout import KvLayout, parse_layout, positive_int
+from kvoff.transfer.plan import Plan, as_block_ids, plan_job
+from kvoff.transfer.result import CPU_TO_GPU, DIRECTIONS, GPU_TO_CPU, TransferResult
+
+__all__ = ["CpuGpuTransfer"]
+
+_Event = Any  # torch.cuda.Event on CUDA; unused on CPU
+
+
+@dataclass
+class _Lane:
+    """One direction's streams and staging ring."""
+
+    kernel_stream: Any  # torch.cuda.Stream, or None on CPU
+    dma_stream: Any
+    staging: list[torch.Tensor]
+    free: list[_Event | None]  # per buffer: the event after which it may be overwritten
+    next_buffer: int = 0
+
+
+@dataclass
+class _Job:
+    job_id: int
+    direction: Literal["GPU_to_CPU", "CPU_to_GPU"]
+    nbytes: int
+    success: bool
+    start: Any = None  # timing event (CUDA) or perf_counter seconds (CPU)
+    end: Any = None  # event to poll (CUDA) or perf_counter seconds (CPU); None: already done
+
+
+class CpuGpuTransfer:
+    """Moves KV blocks between the engine's GPU tensors and a block-major CPU tier.
+
+    Args:
+        gpu_kv: per-layer tensors (sequence or mapping), per-layer ``[2, num_blocks, ...]`` K/V
+            tensors, or one cross-layer tensor; see ``layout``. Any dtype; the elements of one
+            block must be contiguous. All on one CUDA device (or all on CPU, for tests).
+        gpu_block_size: tokens per GPU block.
+        cpu_block_size: tokens per CPU block, a multiple of ``gpu_block_size``.
+        num_cpu_blocks: CPU blocks to allocate.
+        layout: ``"blocks_first"``, ``"kv_split"`` or ``"cross_layer"``; None infers it (a
+            single tensor is cross-layer, a sequence blocks-first, and a sequence of tensors
+            whose ``shape[0]`` is 2 must be declared).
+        staging_bytes: device memory per direction for staging, split over
+            ``num_staging_buffers`` buffers; each buffer holds whole GPU-block slots.
+        num_staging_buffers: buffers per direction (2 = double buffering).
+        pin_chunk_bytes: the CPU tier is allocated and pinned in chunks of about this size.
+        copier: ``"auto"`` (Triton on CUDA when importable, else torch), ``"triton"`` or
+            ``"torch"``.
+
+    Raises:
+        InvalidArgumentError: for any malformed argument, before anything is allocated.
+    """
+
+    def __init__(
+        self,
+        gpu_kv: object,
+        gpu_block_size: int,
+        cpu_block_size: int,
+        num_cpu_blocks: int,
+        *,
+        layout: str | None = None,
+        staging_bytes: int = 64 << 20,
+        num_staging_buffers: int = 2,
+        pin_chunk_bytes: int = 256 << 20,
+        copier: str = "auto",
+    ) -> None:
+        gpu_bs = positive_int("gpu_block_size", gpu_block_size)
+        cpu_bs = positive_int("cpu_block_size", cpu_block_size)
+        if cpu_bs % gpu_bs:
+            raise InvalidArgumentError(
+                f"cpu_block_size ({cpu_bs}) must be a multiple of gpu_block_size ({gpu_bs})"
+            )
+        self._num_cpu_blocks = positive_int("num_cpu_blocks", num_cpu_blocks)
+        staging = positive_int("staging_bytes", staging_bytes)
+        nbuf = positive_int("num_staging_buffers", num_staging_buffers)
+        pin_chunk = positive_int("pin_chunk_bytes", pin_chunk_bytes)
+        if copier not in ("auto", "triton", "torch"):
+            raise InvalidArgumentError(
+                f"unknown copier {copier!r}; expected 'auto', 'triton' or 'torch'"
+            )
+        kv = parse_layout(gpu_kv, layout)
+        if kv.device.type == "cuda" and not torch.cuda.is_available():  # pragma: no cover
+            raise InvalidArgumentError(f"gpu_kv is on {kv.device} but CUDA is not available")
+        if copier == "triton" and not triton_usable(kv.device):
+            raise InvalidArgumentError(
+                f"copier='triton' needs triton and a CUDA device (or TRITON_INTERPRET=1); "
+                f"gpu_kv is on {kv.device}"
+            )
+        slots_per_buffer = staging // nbuf // kv.slot_bytes
+        if slots_per_buffer == 0:
+            raise InvalidArgumentError(
+                f"staging_bytes={staging} split over {nbuf} buffers cannot hold one GPU block "
+                f"of {kv.slot_bytes} bytes (all layers); pass at least {nbuf * kv.slot_bytes}"
+            )
+
+        self._kv: KvLayout = kv
+        self._ratio = cpu_bs // gpu_bs
+        self._slots_per_buffer = slots_per_buffer
+        self._cuda = kv.device.type == "cuda"
+        use_triton = copier == "triton" or (
+            copier == "auto" and self._cuda and triton_usable(kv.device)
+        )
+        self._copier: Copier = TritonCopier(kv) if use_triton else TorchCopier(kv)
+        self._copier_name = "triton" if use_triton else "torch"
+        self._tier = CpuTier(
+            self._num_cpu_blocks,
+            self._ratio * kv.slot_bytes,
+            pin=self._cuda,
+            chunk_bytes=pin_chunk,
+        )
+        self._slots_per_chunk = self._tier.blocks_per_chunk * self._ratio
+        self._lanes = {d: self._make_lane(nbuf) for d in DIRECTIONS}
+        self._jobs: dict[int, _Job] = {}
+
+    def _make_lane(self, nbuf: int) -> _Lane:
+        dev = self._kv.device
+        size = self._slots_per_buffer * self._kv.slot_bytes
+        bufs = [torch.empty(size, dtype=torch.uint8, device=dev) for _ in range(nbuf)]
+        if not self._cuda:
+            return _Lane(None, None, bufs, [None] * nbuf)
+        streams = (torch.cuda.Stream(dev), torch.cuda.Stream(dev))  # type: ignore[no-untyped-call]
+        return _Lane(streams[0], streams[1], bufs, [None] * nbuf)
+
+    # ----------------------------------------------------------------- description
+
+    @property
+    def device(self) -> torch.device:
+        return self._kv.device
+
+    @property
+    def layout(self) -> str:
+        return self._kv.layout
+
+    @property
+    def num_gpu_blocks(self) -> int:
+        return self._kv.num_blocks
+
+    @property
+    def num_cpu_blocks(self) -> int:
+        return self._num_cpu_blocks
+
+    @property
+    def gpu_blocks_per_cpu_block(self) -> int:
+        return self._ratio
+
+    @property
+    def gpu_block_bytes(self) -> int:
+        """Bytes of one GPU block across all layers (the size of a slot)."""
+        return self._kv.slot_bytes
+
+    @property
+    def cpu_block_bytes(self) -> int:
+        return self._tier.block_bytes
+
+    @property
+    def pinned(self) -> bool:
+        return self._tier.pinned
+
+    @property
+    def cpu_alloc_seconds(self) -> float:
+        """Seconds the CPU tier took to allocate (and pin) at construction."""
+        return self._tier.alloc_seconds
+
+    @property
+    def copier(self) -> str:
+        """``"triton"`` or ``"torch"``: which gather/scatter implementation runs."""
+        return self._copier_name
+
+    def cpu_block(self, cpu_block_id: int) -> torch.Tensor:
+        """A uint8 view of one CPU block: ``gpu_blocks_per_cpu_block`` slots of
+        ``gpu_block_bytes``, each the block's rows of every region in layout order."""
+        j = operator.index(cpu_block_id)
+        if not 0 <= j < self._num_cpu_blocks:
+            raise InvalidArgumentError(f"cpu_block_id {j} outside [0, {self._num_cpu_blocks})")
+        return self._tier.block(j)
+
+    # ----------------------------------------------------------------- jobs
+
+    def transfer_async(
+        self, job_id: int, direction: str, gpu_block_ids: object, cpu_block_ids: object
+    ) -> None:
+        """Start moving blocks; the result comes from :meth:`get_finished` or :meth:`wait`.
+
+        ``direction`` is ``"GPU_to_CPU"`` (store: ``len(gpu) == len(cpu) * ratio``, whole CPU
+        blocks) or ``"CPU_to_GPU"`` (load: the GPU blocks fill the tail of the CPU blocks, the
+        first ``len(cpu) * ratio - len(gpu)`` slots of the first CPU block are skipped). Ids are
+        sequences or 1-D integer arrays; destination ids must not repeat.
+
+        Raises (with nothing enqueued and no state changed):
+            InvalidArgumentError: unknown direction, ids out of range, mismatched counts,
+                repeated destinations.
+            InvalidStateError: ``job_id`` was submitted and its result not yet returned.
+
+        A failure while the copies are being issued (a CUDA error, say) does not raise: the job
+        comes back with ``success=False`` once whatever it had enqueued has drained, and the
+        staging buffers are free again.
+        """
+        if isinstance(job_id, bool):
+            raise InvalidArgumentError(f"job_id must be an integer, got {job_id!r}")
+        try:
+            jid = operator.index(job_id)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"job_id must be an integer, got {type(job_id).__name__}"
+            ) from None
+        if direction not in DIRECTIONS:
+            raise InvalidArgumentError(
+                f"unknown direction {direction!r}; expected 'GPU_to_CPU' or 'CPU_to_GPU'"
+            )
+        if jid in self._jobs:
+            raise InvalidStateError(f"job {jid} is already in flight (or its result uncollected)")
+        store = direction == GPU_TO_CPU
+        gpu = as_block_ids("gpu_block_ids", gpu_block_ids, self._kv.num_blocks)
+        cpu = as_block_ids("cpu_block_ids", cpu_block_ids, self._num_cpu_blocks)
+        plan = plan_job(
+            store=store,
+            gpu_ids=gpu,
+            cpu_ids=cpu,
+            ratio=self._ratio,
+            slot_bytes=self._kv.slot_bytes,
+            slots_per_piece=self._slots_per_buffer,
+            slots_per_chunk=self._slots_per_chunk,
+        )
+        dir_name: Literal["GPU_to_CPU", "CPU_to_GPU"] = GPU_TO_CPU if store else CPU_TO_GPU
+        job = _Job(jid, dir_name, plan.nbytes, success=True)
+        lane = self._lanes[dir_name]
+        try:
+            if self._cuda:
+                self._enqueue_cuda(job, lane, plan, store)
+            else:
+                job.start = time.perf_counter()
+                self._run_pieces(lane, plan, store, torch.from_numpy(plan.gpu_ids))
+                job.end = time.perf_counter()
+        except Exception:
+            job.success = False
+            job.end = self._drain_after_failure(lane)
+        self._jobs[jid] = job
+
+    def _enqueue_cuda(self, job: _Job, lane: _Lane, plan: Plan, store: bool) -> None:
+        compute = torch.cuda.current_stream(self._kv.device)
+        first = lane.kernel_stream if store else lane.dma_stream
+        last = lane.dma_stream if store else lane.kernel_stream
+        # Stores read blocks the compute stream may still be writing; loads overwrite blocks it
+        # may still be reading (a block freed last step can be reused this step).
+        first.wait_stream(compute)
+        job.start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        job.start.record(first)
+        with torch.cuda.stream(lane.kernel_stream):
+            # Through a pinned buffer so the copy is truly asynchronous; torch's host allocator
+            # keeps it from reuse until the copy has run.
+            host = torch.from_numpy(plan.gpu_ids).pin_memory()
+            ids = host.to(self._kv.device, non_blocking=True)
+        self._run_pieces(lane, plan, store, ids)
+        job.end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        job.end.record(last)
+
+    def _run_pieces(self, lane: _Lane, plan: Plan, store: bool, ids: torch.Tensor) -> None:
+        chunks = self._tier.chunks
+        nbuf = len(lane.staging)
+        for piece in plan.pieces:
+            b = lane.next_buffer
+            lane.next_buffer = (b + 1) % nbuf
+            buf = lane.staging[b]
+            block_ids = ids[piece.first : piece.first + piece.count]
+            if store:
+                self._wait(lane.kernel_stream, lane.free[b])
+                with self._on(lane.kernel_stream):
+                    self._copier.gather(block_ids, buf)
+                self._wait(lane.dma_stream, self._record(lane.kernel_stream))
+                with self._on(lane.dma_stream):
+                    for so, c, co, nb in piece.runs:
+                        chunks[c][co : co + nb].copy_(buf[so : so + nb], non_blocking=True)
+                lane.free[b] = self._record(lane.dma_stream)
+            else:
+                self._wait(lane.dma_stream, lane.free[b])
+                with self._on(lane.dma_stream):
+                    for so, c, co, nb in piece.runs:
+                        buf[so : so + nb].copy_(chunks[c][co : co + nb], non_blocking=True)
+                self._wait(lane.kernel_stream, self._record(lane.dma_stream))
+                with self._on(lane.kernel_stream):
+                    self._copier.scatter(block_ids, buf)
+                lane.free[b] = self._record(lane.kernel_stream)
+
+    def _drain_after_failure(self, lane: _Lane) -> Any:
+        """After a failed enqueue: one event after everything either stream holds, which frees
+        every staging buffer and marks when the failed job's partial copies are done."""
+        if not self._cuda:
+            return None
+        try:
+            lane.dma_stream.wait_stream(lane.kernel_stream)
+            done = lane.dma_stream.record_event()
+            lane.kernel_stream.wait_event(done)
+            lane.free = [done] * len(lane.free)
+            return done
+        except Exception:  # the device itself is failing; nothing left to order
+            lane.free = [None] * len(lane.free)
+            return None
+
+    def _on(self, stream: Any) -> contextlib.AbstractContextManager[Any]:
+        return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+    @staticmethod
+    def _record(stream: Any) -> Any:
+        return stream.record_event() if stream is not None else None
+
+    @staticmethod
+    def _wait(stream: Any, event: Any) -> None:
+        if stream is not None and event is not None:
+            stream.wait_event(event)
+
+    # ----------------------------------------------------------------- completion
+
+    def _result(self, job: _Job) -> TransferResult:
+        if not job.success:
+            seconds = 0.0
+        elif self._cuda:
+            seconds = job.start.elapsed_time(job.end) / 1000.0
+        else:
+            seconds = job.end - job.start
+        return TransferResult(job.job_id, job.success, job.nbytes, seconds, job.direction)
+
+    def _is_done(self, job: _Job) -> bool:
+        return job.end is None or not self._cuda or bool(job.end.query())
+
+    def get_finished(self) -> list[TransferResult]:
+        """Results of the jobs finished since the last call, in submission order. Never blocks:
+        completion is polled with ``event.query()``."""
+        done = [j for j in self._jobs.values() if self._is_done(j)]
+        for j in done:
+            del self._jobs[j.job_id]
+        return [self._result(j) for j in done]
+
+    def wait(self, job_ids: Iterable[int]) -> list[TransferResult]:
+        """Block until the given jobs finish and return their results (in the order given);
+        they are not returned again by :meth:`get_finished`.
+
+        Raises:
+            UnknownJobError: an id that is not in flight (never submitted, or already returned);
+                nothing is waited for or consumed then.
+        """
+        ids = list(job_ids)
+        for jid in ids:
+            if jid not in self._jobs:
+                raise UnknownJobError(f"job {jid} is not in flight")
+        if len(set(ids)) != len(ids):
+            raise InvalidArgumentError(f"job ids repeat in {ids}")
+        results = []
+        for jid in ids:
+            job = self._jobs[jid]
+            if self._cuda and job.end is not None:
+                job.end.synchronize()
+            results.append(self._result(self._jobs.pop(jid)))
+        return results
+
+    def in_flight(self) -> Iterator[int]:
+        """Ids of the jobs whose results have not been returned yet."""
+        return iter(list(self._jobs))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("CpuGpuTransfer holds pinned memory and CUDA streams; it cannot pickle")
+
+    def __repr__(self) -> str:
+        return (
+            f"CpuGpuTransfer(layout={self._kv.layout!r}, device={self._kv.device}, "
+            f"gpu_blocks={self._kv.num_blocks}, cpu_blocks={self._num_cpu_blocks}, "
+            f"ratio={self._ratio}, gpu_block_bytes={self._kv.slot_bytes}, "
+            f"copier={self._copier_name!r}, pinned={self._tier.pinned})"
+        )

@@ -1,0 +1,164 @@
+"""Gather GPU blocks into a staging buffer and scatter them back: one launch per piece.
+
+The Triton kernel reads each region's base address, row stride, row length and offset inside a
+slot from four small device tensors, so one launch moves every layer of every block in a piece,
+whatever the layer count. Program ``(i * R + r, t)`` copies tiles ``t, t + T, ...`` of region
+``r``'s row for the piece's ``i``-th block. Everything is in units of the layout's element width
+(8 bytes when addresses and sizes allow), never in the model's dtype.
+
+Without Triton (or on CPU tensors) ``TorchCopier`` does the same with one indexed copy per
+region: per layer, never per block. ``TRITON_INTERPRET=1`` runs the Triton kernel on CPU
+tensors, which is how CI checks its indexing without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import torch
+
+from kvoff.transfer.layout import KvLayout
+
+__all__ = ["HAS_TRITON", "Copier", "TorchCopier", "TritonCopier", "triton_usable"]
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
+    HAS_TRITON = False
+
+_INT_OF_WIDTH = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
+_MAX_TILE = 1024  # elements per program step: 8 KiB at 8-byte width
+_MAX_TILES_PER_ROW = 64  # programs per row; longer rows loop, keeping the grid bounded
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Whether the Triton kernel can run on tensors of ``device``."""
+    if not HAS_TRITON:
+        return False
+    if device.type == "cuda":
+        return True
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+class Copier(Protocol):
+    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+        """Copy each listed block's slot into ``staging`` (uint8), block ``i`` at slot ``i``."""
+
+    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+        """The inverse of :meth:`gather`."""
+
+
+class TorchCopier:
+    """One ``index_select`` / ``index_copy_`` per region."""
+
+    def __init__(self, layout: KvLayout) -> None:
+        self._layout = layout
+
+    def _views(self, staging: torch.Tensor, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        slots = staging[: n * self._layout.slot_bytes].view(n, self._layout.slot_bytes)
+        return [
+            (region, slots[:, off : off + size])
+            for region, off, size in zip(
+                self._layout.regions,
+                self._layout.slot_offsets,
+                self._layout.chunk_bytes,
+                strict=True,
+            )
+        ]
+
+    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+        for region, dst in self._views(staging, block_ids.numel()):
+            if dst.is_contiguous():  # a single region: no temporary needed
+                torch.index_select(region, 0, block_ids, out=dst)
+            else:
+                dst.copy_(region.index_select(0, block_ids))
+
+    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+        for region, src in self._views(staging, block_ids.numel()):
+            region.index_copy_(0, block_ids, src)
+
+
+if HAS_TRITON:
+
+    @triton.jit  # type: ignore[untyped-decorator]
+    def _copy_rows(  # type: ignore[no-untyped-def]
+        region_ptrs,
+        region_strides,
+        region_lens,
+        region_offsets,
+        block_ids,
+        staging,
+        slot_len,
+        num_regions,
+        TILE: tl.constexpr,
+        TO_STAGING: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        i = row // num_regions
+        r = row % num_regions
+        block = tl.load(block_ids + i)
+        base = tl.load(region_ptrs + r).to(staging.dtype)
+        gpu = base + block * tl.load(region_strides + r)
+        stage = staging + i.to(tl.int64) * slot_len + tl.load(region_offsets + r)
+        length = tl.load(region_lens + r)
+        lanes = tl.arange(0, TILE)
+        start = tl.program_id(1).to(tl.int64) * TILE
+        step = tl.num_programs(1).to(tl.int64) * TILE
+        for t in range(start, length, step):
+            idx = t + lanes
+            mask = idx < length
+            if TO_STAGING:
+                tl.store(stage + idx, tl.load(gpu + idx, mask=mask), mask=mask)
+            else:
+                tl.store(gpu + idx, tl.load(stage + idx, mask=mask), mask=mask)
+
+
+class TritonCopier:
+    """One Triton launch per gather or scatter, whatever the number of layers."""
+
+    def __init__(self, layout: KvLayout) -> None:
+        if not HAS_TRITON:  # pragma: no cover
+            raise RuntimeError("triton is not importable")
+        w = layout.element_bytes
+        self._dtype = _INT_OF_WIDTH[w]
+        self._slot_len = layout.slot_bytes // w
+        self._num_regions = len(layout.regions)
+
+        def table(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.int64, device=layout.device)
+
+        self._ptrs = table([r.data_ptr() for r in layout.regions])
+        self._strides = table([r.stride(0) // w for r in layout.regions])
+        self._lens = table([c // w for c in layout.chunk_bytes])
+        self._offsets = table([o // w for o in layout.slot_offsets])
+        longest = max(layout.chunk_bytes) // w
+        self._tile = min(_MAX_TILE, max(16, 1 << (longest - 1).bit_length()))
+        self._tiles = min(_MAX_TILES_PER_ROW, -(-longest // self._tile))
+
+    def _launch(self, block_ids: torch.Tensor, staging: torch.Tensor, to_staging: bool) -> None:
+        n = block_ids.numel()
+        if n == 0:
+            return
+        grid = (n * self._num_regions, self._tiles)
+        _copy_rows[grid](
+            self._ptrs,
+            self._strides,
+            self._lens,
+            self._offsets,
+            block_ids,
+            staging.view(self._dtype),
+            self._slot_len,
+            self._num_regions,
+            TILE=self._tile,
+            TO_STAGING=to_staging,
+        )
+
+    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+        self._launch(block_ids, staging, True)
+
+    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+        self._launch(block_ids, staging, False)

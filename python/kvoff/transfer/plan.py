@@ -1,0 +1,121 @@
+"""Turning a job's block ids into staging pieces and DMA runs, checked before anything runs.
+
+A job is a list of GPU blocks and the CPU-tier *slots* (GPU-block-sized places inside CPU
+blocks) they map to, in order. The job is cut into pieces of at most ``slots_per_piece`` slots
+(one staging buffer each). Inside a piece, slots that are consecutive in the CPU tier (and in the
+same allocation chunk) form one *run*: one DMA between the staging buffer and the CPU tier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from kvoff.errors import InvalidArgumentError
+
+__all__ = ["Piece", "Plan", "as_block_ids", "plan_job"]
+
+IdArray = npt.NDArray[np.int64]
+
+
+def as_block_ids(name: str, ids: object, limit: int) -> IdArray:
+    """``ids`` as a 1-D int64 array with every id in ``[0, limit)``."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise InvalidArgumentError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"{name} must hold integers, got dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= limit:
+        bad = lo if lo < 0 else hi
+        raise InvalidArgumentError(f"{name} holds {bad}, outside [0, {limit})")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_unique(name: str, ids: IdArray) -> None:
+    if ids.size > 1:
+        s = np.sort(ids)
+        dup = s[1:][s[1:] == s[:-1]]
+        if dup.size:
+            raise InvalidArgumentError(f"{name} repeats block {int(dup[0])}: a destination twice")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One staging buffer's worth: GPU ids ``[first, first + count)`` of the job, and its DMAs."""
+
+    first: int
+    count: int
+    # (staging byte offset, chunk index, byte offset in chunk, bytes) per DMA
+    runs: list[tuple[int, int, int, int]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    gpu_ids: IdArray
+    pieces: list[Piece]
+    nbytes: int
+
+
+def plan_job(
+    *,
+    store: bool,
+    gpu_ids: IdArray,
+    cpu_ids: IdArray,
+    ratio: int,
+    slot_bytes: int,
+    slots_per_piece: int,
+    slots_per_chunk: int,
+) -> Plan:
+    """Check that the ids fit together and cut the job into pieces and runs.
+
+    A store fills whole CPU blocks (``len(gpu) == len(cpu) * ratio``); a load fills the tail of
+    its CPU blocks, skipping up to ``ratio - 1`` GPU-block slots at the start of the first one
+    (what the GPU prefix cache already holds).
+    """
+    n, m = gpu_ids.size, cpu_ids.size
+    full = m * ratio
+    if store:
+        if n != full:
+            raise InvalidArgumentError(
+                f"a store of {m} CPU block(s) of {ratio} GPU block(s) each needs {full} GPU "
+                f"block ids, got {n}"
+            )
+        _check_unique("cpu_block_ids", cpu_ids)
+    else:
+        if not (full - ratio < n <= full or n == m == 0):
+            raise InvalidArgumentError(
+                f"a load of {m} CPU block(s) of {ratio} GPU block(s) each needs "
+                f"{max(full - ratio + 1, 0)}..{full} GPU block ids, got {n}"
+            )
+        _check_unique("gpu_block_ids", gpu_ids)
+    skip = full - n
+    slots = (cpu_ids[:, None] * ratio + np.arange(ratio, dtype=np.int64)).ravel()[skip:]
+
+    if n == 0:
+        return Plan(gpu_ids=gpu_ids, pieces=[], nbytes=0)
+    # A run breaks where the CPU slots stop being consecutive, at a chunk edge, or at a piece.
+    breaks = np.ones(n, dtype=bool)
+    breaks[1:] = (slots[1:] != slots[:-1] + 1) | (
+        slots[1:] // slots_per_chunk != slots[:-1] // slots_per_chunk
+    )
+    breaks[::slots_per_piece] = True
+    starts = np.flatnonzero(breaks)
+    lengths = np.diff(np.append(starts, n))
+    run_piece = (starts // slots_per_piece).tolist()
+    stage_off = ((starts % slots_per_piece) * slot_bytes).tolist()
+    chunk, in_chunk = np.divmod(slots[starts], slots_per_chunk)
+    chunk_l = chunk.tolist()
+    chunk_off = (in_chunk * slot_bytes).tolist()
+    nbytes_l = (lengths * slot_bytes).tolist()
+
+    pieces: list[Piece] = []
+    for first in range(0, n, slots_per_piece):
+        pieces.append(Piece(first=first, count=min(slots_per_piece, n - first), runs=[]))
+    for p, so, c, co, nb in zip(run_piece, stage_off, chunk_l, chunk_off, nbytes_l, strict=True):
+        pieces[p].runs.append((so, c, co, nb))
+    return Plan(gpu_ids=gpu_ids, pieces=pieces, nbytes=n * slot_bytes)

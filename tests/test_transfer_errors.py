@@ -1,0 +1,230 @@
+"""CpuGpuTransfer's refusals and failures: bad input raises before anything is enqueued and
+changes nothing; a copy that raises comes back as success=False and loses nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kvoff
+import numpy as np
+import pytest
+import torch
+from _transfer_kv import DEVICES, TRITON_WARNING, all_blocks, make_kv
+from kvoff.errors import InvalidArgumentError, InvalidStateError
+from kvoff.transfer import CpuGpuTransfer
+
+pytestmark = pytest.mark.filterwarnings(TRITON_WARNING)
+
+BS = 16
+
+
+def _layers(n: int = 3, blocks: int = 8) -> list[torch.Tensor]:
+    return [torch.zeros(blocks, 4, 8, dtype=torch.float16) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpu_kv": "kv"}, "gpu_kv must be a tensor"),
+        ({"gpu_kv": []}, "holds no tensors"),
+        ({"gpu_kv": [torch.zeros(4, 2), 3]}, r"gpu_kv\[1\] is a int, not a tensor"),
+        ({"gpu_kv": [torch.zeros(4, 2), torch.zeros(5, 2)]}, "same number of blocks"),
+        ({"gpu_kv": [torch.zeros(4, 2, device="meta")]}, "expected a CUDA device"),
+        ({"gpu_kv": [torch.zeros(0, 2)]}, "has no blocks"),
+        ({"gpu_kv": [torch.zeros(4, 0)]}, "has empty blocks"),
+        ({"gpu_kv": [torch.zeros(4, 2, 3).transpose(1, 2)]}, "must be contiguous"),
+        ({"gpu_kv": [torch.zeros(5, 4)[:, :3].t()]}, "must be contiguous"),
+        ({"gpu_kv": [torch.zeros(4, 6).as_strided((4, 6), (3, 1))]}, "blocks overlap"),
+        ({"gpu_kv": [torch.zeros(2, 4, 8)] * 2}, "pass layout='kv_split'"),
+        ({"gpu_kv": [torch.zeros(3, 4, 8)], "layout": "kv_split"}, "needs \\[2, num_blocks"),
+        ({"gpu_kv": [torch.zeros(3, 4)] * 2, "layout": "cross_layer"}, "takes one tensor"),
+        ({"gpu_kv": [torch.zeros(3, 4)], "layout": "rows"}, "unknown layout 'rows'"),
+        ({"gpu_kv": [torch.zeros(4, 2)] * 2}, "same memory twice"),
+        ({"gpu_block_size": 0}, "gpu_block_size must be a positive integer, got 0"),
+        ({"gpu_block_size": 2.0}, "gpu_block_size must be a positive integer"),
+        ({"cpu_block_size": True}, "cpu_block_size must be a positive integer"),
+        ({"cpu_block_size": 24}, r"cpu_block_size \(24\) must be a multiple"),
+        ({"num_cpu_blocks": -1}, "num_cpu_blocks must be a positive integer, got -1"),
+        ({"staging_bytes": 100}, "cannot hold one GPU block of 192 bytes"),
+        ({"num_staging_buffers": 0}, "num_staging_buffers must be a positive integer"),
+        ({"copier": "cuda"}, "unknown copier 'cuda'"),
+    ],
+)
+def test_constructor_rejects_bad_input(kwargs: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {
+        "gpu_kv": _layers(),
+        "gpu_block_size": BS,
+        "cpu_block_size": 2 * BS,
+        "num_cpu_blocks": 4,
+    }
+    args.update(kwargs)
+    with pytest.raises(InvalidArgumentError, match=message):
+        CpuGpuTransfer(**args)
+
+
+def test_triton_copier_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(InvalidArgumentError, match="copier='triton' needs triton"):
+        CpuGpuTransfer(_layers(), BS, BS, 2, copier="triton")
+
+
+def test_errors_are_value_errors_too() -> None:
+    with pytest.raises(ValueError, match="num_cpu_blocks"):
+        CpuGpuTransfer(_layers(), BS, BS, 0)
+
+
+def test_refuses_to_pickle() -> None:
+    import pickle
+
+    t = CpuGpuTransfer(_layers(), BS, BS, 2)
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(t)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    ("direction", "gpu", "cpu", "error", "message"),
+    [
+        ("GPU_to_CPU", [0, 1], [8], InvalidArgumentError, r"holds 8, outside \[0, 8\)"),
+        ("GPU_to_CPU", [0, 16], [1], InvalidArgumentError, r"holds 16, outside \[0, 16\)"),
+        ("GPU_to_CPU", [-1, 2], [1], InvalidArgumentError, r"holds -1, outside"),
+        ("GPU_to_CPU", [0, 1, 2], [1], InvalidArgumentError, "needs 2 GPU block ids, got 3"),
+        ("GPU_to_CPU", [0], [1], InvalidArgumentError, "needs 2 GPU block ids, got 1"),
+        ("GPU_to_CPU", [0, 1, 2, 3], [1, 1], InvalidArgumentError, "repeats block 1"),
+        ("CPU_to_GPU", [0, 1, 2], [1], InvalidArgumentError, r"needs 1\.\.2 GPU block ids"),
+        ("CPU_to_GPU", [], [1], InvalidArgumentError, r"needs 1\.\.2 GPU block ids, got 0"),
+        ("CPU_to_GPU", [4, 4], [1], InvalidArgumentError, "repeats block 4"),
+        ("CPU_to_GPU", [[0, 1]], [1], InvalidArgumentError, "must be one-dimensional"),
+        ("CPU_to_GPU", [0.0, 1.0], [1], InvalidArgumentError, "must hold integers"),
+        ("sideways", [0, 1], [1], InvalidArgumentError, "unknown direction 'sideways'"),
+    ],
+)
+def test_bad_ids_raise_before_anything_is_enqueued(
+    device: str, direction: str, gpu: object, cpu: object, error: type, message: str
+) -> None:
+    kv, _ = make_kv("blocks_first", device=device, num_blocks=16)
+    t = CpuGpuTransfer(kv, BS, 2 * BS, 8)
+    tier = [t.cpu_block(j).clone() for j in range(8)]
+    gpu_before = all_blocks(kv, "blocks_first", 16)
+    with pytest.raises(error, match=message):
+        t.transfer_async(1, direction, gpu, cpu)
+    assert list(t.in_flight()) == [] and t.get_finished() == []
+    assert all(torch.equal(t.cpu_block(j), tier[j]) for j in range(8))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(all_blocks(kv, "blocks_first", 16), gpu_before, strict=True)
+    )
+    # The refused id is free, and the engine still works.
+    t.transfer_async(1, "GPU_to_CPU", [3, 4], [0])
+    (res,) = t.wait([1])
+    assert res.success
+    assert torch.equal(t.cpu_block(0), torch.cat([gpu_before[3], gpu_before[4]]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_job_id_in_flight_is_refused_until_collected(device: str) -> None:
+    kv, _ = make_kv("blocks_first", device=device, num_blocks=4)
+    t = CpuGpuTransfer(kv, BS, BS, 4)
+    t.transfer_async(3, "GPU_to_CPU", [0], [0])
+    with pytest.raises(InvalidStateError, match="job 3 is already in flight"):
+        t.transfer_async(3, "GPU_to_CPU", [1], [1])
+    with pytest.raises(InvalidArgumentError, match="job_id must be an integer"):
+        t.transfer_async(True, "GPU_to_CPU", [1], [1])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="job_id must be an integer, got str"):
+        t.transfer_async("4", "GPU_to_CPU", [1], [1])  # type: ignore[arg-type]
+    assert list(t.in_flight()) == [3]
+    t.wait([3])
+    t.transfer_async(3, "GPU_to_CPU", [1], [1])
+    assert [r.job_id for r in t.wait([3])] == [3]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_wait_with_unknown_or_repeated_ids_consumes_nothing(device: str) -> None:
+    kv, _ = make_kv("blocks_first", device=device, num_blocks=4)
+    t = CpuGpuTransfer(kv, BS, BS, 4)
+    t.transfer_async(1, "GPU_to_CPU", [0], [0])
+    with pytest.raises(kvoff.UnknownJobError, match="job 2 is not in flight"):
+        t.wait([1, 2])
+    with pytest.raises(InvalidArgumentError, match="repeat"):
+        t.wait([1, 1])
+    assert list(t.in_flight()) == [1]
+    assert [r.job_id for r in t.wait([1])] == [1]
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def _fail_on_call(t: CpuGpuTransfer, method: str, nth: int, monkeypatch: pytest.MonkeyPatch):
+    real = getattr(t._copier, method)
+    calls = {"n": 0}
+
+    def flaky(ids: torch.Tensor, staging: torch.Tensor) -> None:
+        calls["n"] += 1
+        if calls["n"] == nth:
+            raise _Boom("injected copy failure")
+        real(ids, staging)
+
+    monkeypatch.setattr(t._copier, method, flaky)
+    return calls
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("direction", ["GPU_to_CPU", "CPU_to_GPU"])
+def test_a_copy_that_raises_fails_only_its_job(
+    device: str, direction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nb = 24
+    kv, _ = make_kv("kv_split", device=device, num_blocks=nb, seed=4)
+    probe = CpuGpuTransfer(kv, BS, BS, 1, layout="kv_split")
+    # Two slots per buffer: a 6-block job is three pieces, the second one fails.
+    t = CpuGpuTransfer(kv, BS, BS, 12, layout="kv_split", staging_bytes=4 * probe.gpu_block_bytes)
+    g = t.gpu_block_bytes
+    original = all_blocks(kv, "kv_split", nb)
+    t.transfer_async(1, "GPU_to_CPU", list(range(6)), list(range(6)))
+    t.wait([1])
+    method = "gather" if direction == "GPU_to_CPU" else "scatter"
+    calls = _fail_on_call(t, method, 2, monkeypatch)
+    if direction == "GPU_to_CPU":
+        t.transfer_async(2, direction, list(range(12, 18)), list(range(6, 12)))
+    else:
+        t.transfer_async(2, direction, list(range(12, 18)), list(range(6)))
+    # the job that did not fail, in the other direction, is unaffected
+    other = "CPU_to_GPU" if direction == "GPU_to_CPU" else "GPU_to_CPU"
+    if other == "CPU_to_GPU":
+        t.transfer_async(3, other, list(range(18, 24)), list(range(6)))
+    else:
+        t.transfer_async(3, other, list(range(18, 24)), list(range(6, 12)))
+    bad, good = t.wait([2, 3])
+    assert (bad.job_id, bad.success, bad.transfer_size, bad.transfer_time) == (2, False, 6 * g, 0.0)
+    assert bad.transfer_type == direction
+    assert good.success and good.transfer_size == 6 * g
+    assert calls["n"] == 2  # the failed job stopped at its failing piece
+    now = all_blocks(kv, "kv_split", nb)
+    if other == "CPU_to_GPU":
+        assert all(torch.equal(now[18 + i], original[i]) for i in range(6))
+    else:
+        assert all(torch.equal(t.cpu_block(6 + i), original[18 + i]) for i in range(6))
+    original = now
+    # The staging buffers are free again: the same direction works, with exact bytes.
+    monkeypatch.undo()
+    if direction == "GPU_to_CPU":
+        t.transfer_async(4, direction, [20, 21, 22, 23, 8, 9], [6, 7, 8, 9, 10, 11])
+        assert t.wait([4])[0].success
+        for j, b in zip(range(6, 12), [20, 21, 22, 23, 8, 9], strict=True):
+            assert torch.equal(t.cpu_block(j), original[b])
+    else:
+        t.transfer_async(4, direction, [12, 13, 14, 15, 16, 17], [5, 4, 3, 2, 1, 0])
+        assert t.wait([4])[0].success
+        after = all_blocks(kv, "kv_split", nb)
+        for b, src in zip(range(12, 18), [5, 4, 3, 2, 1, 0], strict=True):
+            assert torch.equal(after[b], original[src])
+    for j in range(6):  # what job 1 stored is intact
+        assert torch.equal(t.cpu_block(j), original[j])
+
+
+def test_ids_accept_numpy_unsigned_and_torch_cpu_tensors() -> None:
+    kv, _ = make_kv("blocks_first", device="cpu", num_blocks=8)
+    t = CpuGpuTransfer(kv, BS, BS, 4)
+    t.transfer_async(1, "GPU_to_CPU", np.array([5, 6], dtype=np.uint32), torch.tensor([2, 3]))
+    assert t.wait([1])[0].transfer_size == 2 * t.gpu_block_bytes

@@ -1,0 +1,65 @@
+"""The job planner: exact pieces and DMA runs (adjacent CPU slots merge; runs break at pieces
+and at allocation chunk edges)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kvoff.errors import InvalidArgumentError
+from kvoff.transfer.plan import as_block_ids, plan_job
+
+
+def _plan(store: bool, gpu: list[int], cpu: list[int], spc: int, spp: int = 3) -> list:
+    p = plan_job(
+        store=store,
+        gpu_ids=np.asarray(gpu, dtype=np.int64),
+        cpu_ids=np.asarray(cpu, dtype=np.int64),
+        ratio=2,
+        slot_bytes=100,
+        slots_per_piece=spp,
+        slots_per_chunk=spc,
+    )
+    assert p.nbytes == 100 * len(gpu)
+    return [(pc.first, pc.count, pc.runs) for pc in p.pieces]
+
+
+def test_adjacent_cpu_blocks_merge_into_one_run_per_piece() -> None:
+    assert _plan(True, list(range(10, 18)), [5, 6, 7, 2], spc=100) == [
+        (0, 3, [(0, 0, 1000, 300)]),
+        (3, 3, [(0, 0, 1300, 300)]),
+        (6, 2, [(0, 0, 400, 200)]),
+    ]
+    assert _plan(True, list(range(8)), [5, 6, 7, 2], spc=100, spp=8) == [
+        (0, 8, [(0, 0, 1000, 600), (600, 0, 400, 200)]),
+    ]
+
+
+def test_runs_break_at_chunk_edges() -> None:
+    # 12 slots per chunk: CPU blocks 0..5 in chunk 0, 6..11 in chunk 1.
+    assert _plan(True, list(range(10, 18)), [5, 6, 7, 2], spc=12) == [
+        (0, 3, [(0, 0, 1000, 200), (200, 1, 0, 100)]),
+        (3, 3, [(0, 1, 100, 300)]),
+        (6, 2, [(0, 0, 400, 200)]),
+    ]
+
+
+def test_load_skips_the_head_of_the_first_cpu_block() -> None:
+    assert _plan(False, [9, 3, 4], [5, 6], spc=100) == [(0, 3, [(0, 0, 1100, 300)])]
+    assert _plan(False, [9, 3, 4, 1], [5, 6], spc=100) == [
+        (0, 3, [(0, 0, 1000, 300)]),
+        (3, 1, [(0, 0, 1300, 100)]),
+    ]
+
+
+def test_empty_job_has_no_pieces() -> None:
+    assert _plan(True, [], [], spc=100) == []
+    assert _plan(False, [], [], spc=100) == []
+
+
+def test_as_block_ids() -> None:
+    assert as_block_ids("x", [3, 1], 4).tolist() == [3, 1]
+    assert as_block_ids("x", np.array([], dtype=np.float64), 4).dtype == np.int64
+    with pytest.raises(InvalidArgumentError, match=r"x holds 4, outside \[0, 4\)"):
+        as_block_ids("x", [4], 4)
+    with pytest.raises(InvalidArgumentError, match="x must hold integers, got dtype bool"):
+        as_block_ids("x", [True], 4)
