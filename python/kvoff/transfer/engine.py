@@ -124,7 +124,8 @@ class CpuGpuTransfer:
 
         self._kv: KvLayout = kv
         self._ratio = cpu_bs // gpu_bs
-        self._slots_per_buffer = slots_per_buffer
+        # A piece never needs more slots than there are GPU blocks: no staging beyond that.
+        self._slots_per_buffer = min(slots_per_buffer, kv.num_blocks)
         self._cuda = kv.device.type == "cuda"
         use_triton = copier == "triton" or (
             copier == "auto" and self._cuda and triton_usable(kv.device)

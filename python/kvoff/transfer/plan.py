@@ -33,7 +33,7 @@ def as_block_ids(name: str, ids: object, limit: int) -> IdArray:
     if lo < 0 or hi >= limit:
         bad = lo if lo < 0 else hi
         raise InvalidArgumentError(f"{name} holds {bad}, outside [0, {limit})")
-    return arr.astype(np.int64, copy=False)
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def _check_unique(name: str, ids: IdArray) -> None:
