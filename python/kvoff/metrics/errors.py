@@ -22,8 +22,9 @@ class DuplicateMetricError(InvalidStateError):
     def __init__(self, metrics: Iterable[str]) -> None:
         self.metrics: tuple[str, ...] = tuple(sorted(metrics))
         names = ", ".join(self.metrics)
+        what = f"metric {names} is" if len(self.metrics) == 1 else f"metrics {names} are"
         super().__init__(
-            f"metric {names} is already registered in this registry; one OffloadPromMetrics "
+            f"{what} already registered in this registry; one OffloadPromMetrics "
             f"serves every engine (observe(stats, engine=...)), or give the second exporter "
             f"another namespace (and vllm_compatible=False) or another registry"
         )

@@ -33,7 +33,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from kvoff.errors import InvalidArgumentError
 from kvoff.metrics.errors import DuplicateMetricError
@@ -46,7 +45,7 @@ from kvoff.metrics.snapshot import (
     Snapshot,
     parse_snapshot,
 )
-from kvoff.metrics.vllm_compat import vllm_families
+from kvoff.metrics.vllm_compat import le_label, vllm_families
 
 __all__ = ["OffloadPromMetrics"]
 
@@ -95,8 +94,7 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
 )
 
 _LE: dict[str, tuple[str, ...]] = {
-    name: (*(floatToGoString(b) for b in bounds), "+Inf")
-    for name, bounds, *_ in _TRANSFER_HISTOGRAMS
+    name: (*(le_label(b) for b in bounds), "+Inf") for name, bounds, *_ in _TRANSFER_HISTOGRAMS
 }
 
 

@@ -189,13 +189,14 @@ def _counts(raw: object, length: int, where: str, key: str) -> tuple[int, ...]:
 
 
 def _check_bounds(raw: object, expected: tuple[float, ...], key: str) -> None:
-    ok = isinstance(raw, (list, tuple)) and len(raw) == len(expected)
-    if ok:
-        ok = all(
+    if not (
+        isinstance(raw, (list, tuple))
+        and len(raw) == len(expected)
+        and all(
             not isinstance(b, bool) and isinstance(b, (int, float)) and b == e
             for b, e in zip(raw, expected, strict=True)
         )
-    if not ok:
+    ):
         raise InvalidArgumentError(
             f"snapshot['buckets'][{key!r}] is {raw!r}, expected the version-1 bounds "
             f"{list(expected)!r}"

@@ -14,14 +14,19 @@ the samples dashboards query are ``vllm:kv_offload_total_bytes_total`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from kvoff.metrics.snapshot import DIRECTIONS, SIZE_BUCKETS_BYTES, Snapshot
 
-__all__ = ["VLLM_SIZE_BUCKETS_BYTES", "merge_size_counts", "vllm_families"]
+__all__ = ["VLLM_SIZE_BUCKETS_BYTES", "le_label", "merge_size_counts", "vllm_families"]
+
+# Bucket bounds as prometheus_client's own Histogram writes them ("1e+06", "4096.0"), so that
+# le values match what vLLM exposes (the function is untyped upstream).
+le_label = cast(Callable[[float], str], floatToGoString)
 
 VLLM_SIZE_BUCKETS_BYTES: tuple[float, ...] = (
     1e6, 5e6, 1e7, 2e7, 4e7, 6e7, 8e7, 1e8, 1.5e8, 2e8,
@@ -32,7 +37,7 @@ VLLM_SIZE_BUCKETS_BYTES: tuple[float, ...] = (
 _VLLM_BOUND_INDEX: tuple[int, ...] = tuple(
     SIZE_BUCKETS_BYTES.index(bound) for bound in VLLM_SIZE_BUCKETS_BYTES
 )
-_VLLM_LE: tuple[str, ...] = (*(floatToGoString(b) for b in VLLM_SIZE_BUCKETS_BYTES), "+Inf")
+_VLLM_LE: tuple[str, ...] = (*(le_label(b) for b in VLLM_SIZE_BUCKETS_BYTES), "+Inf")
 
 
 def merge_size_counts(counts: Sequence[int]) -> list[int]:
