@@ -15,13 +15,27 @@ from kvoff.errors import (
     UnknownHashError,
     UnknownJobError,
 )
+from kvoff.metrics import (
+    DuplicateMetricError,
+    MetricsServer,
+    OffloadPromMetrics,
+    PortInUseError,
+    format_stats,
+    start_metrics_server,
+)
 
 __all__ = [
+    "DuplicateMetricError",
     "HashTypeError",
     "InvalidArgumentError",
     "InvalidStateError",
     "KvoffError",
+    "MetricsServer",
+    "OffloadPromMetrics",
+    "PortInUseError",
     "UnknownHashError",
     "UnknownJobError",
     "__version__",
+    "format_stats",
+    "start_metrics_server",
 ]
