@@ -262,7 +262,11 @@ def _mutations() -> list[tuple[str, Any]]:
         ("short counts", edit(["transfers", G2C, "size_counts"], [0] * 17)),
         ("negative bucket count", edit(["transfers", C2G, "duration_counts", 3], -2)),
         ("counts not a list", edit(["transfers", C2G, "throughput_counts"], "0" * 14)),
+        ("bool bucket count", edit(["transfers", G2C, "size_counts", 0], True)),
+        ("float bucket count", edit(["transfers", G2C, "size_counts", 5], 1.0)),
         ("other size bounds", edit(["buckets", "size_bytes", 0], 4000)),
+        ("bool bound", edit(["buckets", "duration_seconds", 14], True)),
+        ("str bound", edit(["buckets", "throughput_bytes_per_second", 0], "1e8")),
         ("missing bound", edit(["buckets", "duration_seconds"], [1e-5])),
         ("bad throughput_sum", edit(["transfers", G2C, "throughput_sum"], float("nan"))),
         ("negative throughput_sum", edit(["transfers", G2C, "throughput_sum"], -1)),
@@ -299,6 +303,16 @@ def test_bad_snapshot_messages_name_the_problem(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message.replace("(", r"\(").replace(")", r"\)")):
         OffloadPromMetrics(reg).observe(bad)
+
+
+def test_bucket_count_error_names_the_index(reg: CollectorRegistry) -> None:
+    d = interval_a()
+    d["transfers"][G2C]["duration_counts"][7] = -3
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^transfers\['GPU_to_CPU'\]\['duration_counts'\]\[7\] must be an int >= 0, got -3$",
+    ):
+        OffloadPromMetrics(reg).observe(d)
 
 
 def test_field_errors_name_the_field(reg: CollectorRegistry) -> None:

@@ -20,6 +20,7 @@ Exposition, one engine, before any observe (abridged)::
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -129,13 +130,10 @@ def _add_direction(a: DirectionTotals, b: DirectionTotals) -> DirectionTotals:
         bytes=a.bytes + b.bytes,
         failed_bytes=a.failed_bytes + b.failed_bytes,
         time_ns=a.time_ns + b.time_ns,
-        size_counts=tuple(x + y for x, y in zip(a.size_counts, b.size_counts, strict=True)),
-        duration_counts=tuple(
-            x + y for x, y in zip(a.duration_counts, b.duration_counts, strict=True)
-        ),
-        throughput_counts=tuple(
-            x + y for x, y in zip(a.throughput_counts, b.throughput_counts, strict=True)
-        ),
+        # Equal lengths are guaranteed by parse_snapshot.
+        size_counts=tuple(map(operator.add, a.size_counts, b.size_counts)),
+        duration_counts=tuple(map(operator.add, a.duration_counts, b.duration_counts)),
+        throughput_counts=tuple(map(operator.add, a.throughput_counts, b.throughput_counts)),
         throughput_sum=a.throughput_sum + b.throughput_sum,
     )
 
