@@ -13,6 +13,9 @@ from kvoff.errors import InvalidArgumentError, KvoffError
 from kvoff.metrics import OffloadPromMetrics, PortInUseError, start_metrics_server
 from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -116,6 +119,32 @@ def test_http_scrape_returns_the_exact_values() -> None:
     per_engine = 7 + 3
     vllm_per_direction = 2 + (11 + 2)
     assert len(samples) == 4 * per_direction + 2 * per_engine + 4 * vllm_per_direction
+
+
+def test_openmetrics_scrape_parses_with_units() -> None:
+    # Prometheus asks for OpenMetrics first. (Only kvoff_ names here: prometheus_client 0.26
+    # writes colon names such as vllm:* with underscores in OpenMetrics sample lines, for
+    # vLLM's own metrics too, which its own parser then rejects.)
+    reg = CollectorRegistry()
+    OffloadPromMetrics(reg, engines=("0", "1")).observe(interval_a(), engine="1")
+    with start_metrics_server(0, registry=reg) as server:
+        request = urllib.request.Request(
+            server.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+            text = response.read().decode()
+    families = {f.name: f for f in openmetrics_families(text)}  # type: ignore[no-untyped-call]
+    assert families["kvoff_transfer_bytes"].type == "counter"
+    assert families["kvoff_transfer_bytes"].unit == "bytes"
+    assert families["kvoff_transfer_duration_seconds"].unit == "seconds"
+    values = {
+        (s.name, frozenset(s.labels.items())): s.value for f in families.values() for s in f.samples
+    }
+    assert values[key("kvoff_transfer_bytes_total", engine="1", direction=G2C)] == 2_004_096
+    assert values[key("kvoff_transfer_bytes_total", engine="0", direction=G2C)] == 0
+    assert values[key("kvoff_transfer_seconds_total", engine="1", direction=C2G)] == 0.005262144
+    assert values[key("kvoff_lookup_hit_blocks_total", engine="1")] == 312
 
 
 def test_values_move_between_scrapes() -> None:
