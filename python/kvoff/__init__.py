@@ -15,16 +15,30 @@ from kvoff.errors import (
     UnknownHashError,
     UnknownJobError,
 )
+from kvoff.metrics import (
+    DuplicateMetricError,
+    MetricsServer,
+    OffloadPromMetrics,
+    PortInUseError,
+    format_stats,
+    start_metrics_server,
+)
 from kvoff.transfer import CpuGpuTransfer, TransferResult
 
 __all__ = [
     "CpuGpuTransfer",
+    "DuplicateMetricError",
     "HashTypeError",
     "InvalidArgumentError",
     "InvalidStateError",
     "KvoffError",
+    "MetricsServer",
+    "OffloadPromMetrics",
+    "PortInUseError",
     "TransferResult",
     "UnknownHashError",
     "UnknownJobError",
     "__version__",
+    "format_stats",
+    "start_metrics_server",
 ]

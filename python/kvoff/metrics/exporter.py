@@ -1,0 +1,363 @@
+"""``OffloadPromMetrics``: a Prometheus collector fed by stats snapshots.
+
+The hot path never touches Prometheus: Rust records into atomics, the connector hands each
+interval's snapshot to :meth:`OffloadPromMetrics.observe`, which adds it into per-engine totals
+under a lock, and the metric families are built only when Prometheus scrapes (``collect``).
+
+Exposition, one engine, before any observe (abridged)::
+
+    # TYPE kvoff_transfer_bytes_total counter
+    kvoff_transfer_bytes_total{direction="GPU_to_CPU",engine="0"} 0.0
+    kvoff_transfer_bytes_total{direction="CPU_to_GPU",engine="0"} 0.0
+    # TYPE kvoff_transfer_size_bytes histogram
+    kvoff_transfer_size_bytes_bucket{direction="GPU_to_CPU",engine="0",le="4096.0"} 0.0
+    ...
+    # TYPE kvoff_lookup_hit_blocks_total counter
+    kvoff_lookup_hit_blocks_total{engine="0"} 0.0
+    # TYPE kvoff_cpu_resident_blocks gauge
+    kvoff_cpu_resident_blocks{engine="0"} 0.0
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from kvoff.errors import InvalidArgumentError
+from kvoff.metrics.errors import DuplicateMetricError
+from kvoff.metrics.snapshot import (
+    DIRECTIONS,
+    DURATION_BUCKETS_SECONDS,
+    SIZE_BUCKETS_BYTES,
+    THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
+    DirectionTotals,
+    Snapshot,
+    parse_snapshot,
+)
+from kvoff.metrics.vllm_compat import le_label, vllm_families
+
+__all__ = ["OffloadPromMetrics"]
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Label names the exporter sets itself; a constant label of the same name would be ambiguous.
+_RESERVED_LABELS = frozenset({"engine", "direction", "transfer_type", "le", "quantile"})
+
+# (name after the namespace, DirectionTotals field, unit, help)
+_TRANSFER_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    ("transfer_ops", "ops", "", "Successful transfers."),
+    ("transfer_failed_ops", "failed_ops", "", "Failed transfers."),
+    ("transfer_blocks", "blocks", "", "Blocks moved by successful transfers."),
+    ("transfer_bytes", "bytes", "bytes", "Bytes moved by successful transfers."),
+    ("transfer_failed_bytes", "failed_bytes", "bytes", "Bytes of failed transfers."),
+)
+# (name after the namespace, bounds, DirectionTotals counts field, unit, help, _sum value)
+_TRANSFER_HISTOGRAMS: tuple[
+    tuple[str, tuple[float, ...], str, str, str, Callable[[DirectionTotals], float]], ...
+] = (
+    ("transfer_size_bytes", SIZE_BUCKETS_BYTES, "size_counts", "bytes",
+     "Size of each successful transfer.", lambda t: t.bytes),
+    ("transfer_duration_seconds", DURATION_BUCKETS_SECONDS, "duration_counts", "seconds",
+     "Duration of each successful transfer.", lambda t: t.time_ns / 1e9),
+    ("transfer_throughput_bytes_per_second", THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
+     "throughput_counts", "bytes_per_second",
+     "Throughput of each successful transfer (its bytes over its duration).",
+     lambda t: t.throughput_sum),
+)  # fmt: skip
+# (name after the namespace, snapshot section, key, help)
+_ENGINE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    ("lookup_blocks", "lookups", "blocks_queried", "Blocks looked up in the CPU tier."),
+    ("lookup_hit_blocks", "lookups", "blocks_hit", "Looked-up blocks found in the CPU tier."),
+    ("lookup_tokens", "lookups", "tokens_queried", "Tokens covered by looked-up blocks."),
+    ("lookup_hit_tokens", "lookups", "tokens_hit", "Tokens covered by blocks found."),
+    ("cpu_blocks_stored", "manager", "blocks_stored", "Blocks stored into the CPU tier."),
+    ("cpu_blocks_evicted", "manager", "blocks_evicted", "Blocks evicted from the CPU tier."),
+    ("cpu_allocation_failures", "manager", "allocation_failures",
+     "Store requests refused for lack of a free or evictable CPU block."),
+)  # fmt: skip
+_MANAGER_COUNTER_KEYS = tuple(k for _, section, k, _ in _ENGINE_COUNTERS if section == "manager")
+_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("cpu_capacity_blocks", "capacity_blocks", "CPU tier capacity, in blocks."),
+    ("cpu_resident_blocks", "resident_blocks", "Blocks held in the CPU tier."),
+    ("cpu_pinned_blocks", "pinned_blocks", "CPU blocks pinned by in-flight loads or stores."),
+)
+
+_LE: dict[str, tuple[str, ...]] = {
+    name: (*(le_label(b) for b in bounds), "+Inf") for name, bounds, *_ in _TRANSFER_HISTOGRAMS
+}
+
+
+def _zero_totals() -> Snapshot:
+    zero = DirectionTotals(
+        ops=0,
+        failed_ops=0,
+        blocks=0,
+        bytes=0,
+        failed_bytes=0,
+        time_ns=0,
+        size_counts=(0,) * (len(SIZE_BUCKETS_BYTES) + 1),
+        duration_counts=(0,) * (len(DURATION_BUCKETS_SECONDS) + 1),
+        throughput_counts=(0,) * (len(THROUGHPUT_BUCKETS_BYTES_PER_SECOND) + 1),
+        throughput_sum=0,
+    )
+    return Snapshot(
+        transfers={d: zero for d in DIRECTIONS},
+        lookups=dict.fromkeys(("blocks_queried", "blocks_hit", "tokens_queried", "tokens_hit"), 0),
+        manager=dict.fromkeys(
+            (*_MANAGER_COUNTER_KEYS, *(key for _, key, _ in _GAUGES)),
+            0,
+        ),
+    )
+
+
+def _add_direction(a: DirectionTotals, b: DirectionTotals) -> DirectionTotals:
+    return DirectionTotals(
+        ops=a.ops + b.ops,
+        failed_ops=a.failed_ops + b.failed_ops,
+        blocks=a.blocks + b.blocks,
+        bytes=a.bytes + b.bytes,
+        failed_bytes=a.failed_bytes + b.failed_bytes,
+        time_ns=a.time_ns + b.time_ns,
+        # Equal lengths are guaranteed by parse_snapshot.
+        size_counts=tuple(map(operator.add, a.size_counts, b.size_counts)),
+        duration_counts=tuple(map(operator.add, a.duration_counts, b.duration_counts)),
+        throughput_counts=tuple(map(operator.add, a.throughput_counts, b.throughput_counts)),
+        throughput_sum=a.throughput_sum + b.throughput_sum,
+    )
+
+
+def _accumulate(total: Snapshot, interval: Snapshot) -> Snapshot:
+    """Counters add up; occupancy gauges take the interval's (latest) value."""
+    manager = dict(interval.manager)
+    for key in _MANAGER_COUNTER_KEYS:
+        manager[key] += total.manager[key]
+    return replace(
+        total,
+        transfers={
+            d: _add_direction(total.transfers[d], interval.transfers[d]) for d in DIRECTIONS
+        },
+        lookups={k: v + interval.lookups[k] for k, v in total.lookups.items()},
+        manager=manager,
+    )
+
+
+def _engine_label(engine: object) -> str:
+    # vLLM numbers its engines with ints; accept those and label them as vLLM does (str(idx)).
+    if type(engine) is int and engine >= 0:
+        return str(engine)
+    if isinstance(engine, str) and engine:
+        return engine
+    raise InvalidArgumentError(f"engine must be a non-empty str or an int >= 0, got {engine!r}")
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise InvalidArgumentError(f"labels must be a dict of str to str, got {labels!r}")
+    for name, value in labels.items():
+        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise InvalidArgumentError(f"invalid Prometheus label name {name!r}")
+        if name in _RESERVED_LABELS:
+            raise InvalidArgumentError(
+                f"label {name!r} is set by the exporter itself; choose another constant label"
+            )
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"label {name!r} must have a str value, got {value!r}")
+    return dict(labels)
+
+
+class OffloadPromMetrics(Collector):
+    """Prometheus collector for kvoff's offload statistics.
+
+    ``observe(stats, engine=...)`` adds one interval's snapshot into cumulative per-engine
+    totals; ``collect()`` (called by the registry at scrape time) turns the totals into
+    counter, histogram and gauge families. Thread-safe. Registers itself in ``registry`` (the
+    global ``prometheus_client.REGISTRY`` when None).
+
+    Every series exists, at zero, for both directions of every engine in ``engines`` from the
+    first scrape; an engine first seen by ``observe`` gets its series from then on.
+
+    ``labels`` are constant labels put on every series (e.g. ``{"model_name": ...}``, which
+    vLLM dashboards filter on). ``namespace`` prefixes every kvoff metric name.
+    ``vllm_compatible=True`` also exposes ``vllm:kv_offload_total_bytes``,
+    ``vllm:kv_offload_total_time`` and ``vllm:kv_offload_size`` (see docs/METRICS.md).
+
+    A registry may hold one exporter per namespace: registering a second one whose names clash
+    raises :class:`~kvoff.metrics.DuplicateMetricError` naming the metric, rather than merging
+    two exporters' totals behind the user's back.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        labels: Mapping[str, str] | None = None,
+        vllm_compatible: bool = False,
+        namespace: str = "kvoff",
+        engines: Iterable[str | int] = ("0",),
+    ) -> None:
+        if not isinstance(namespace, str) or not _METRIC_NAME.fullmatch(namespace):
+            raise InvalidArgumentError(f"invalid metric namespace {namespace!r}")
+        if isinstance(engines, (str, bytes)):
+            # A bare "01" would otherwise become the engines "0" and "1".
+            raise InvalidArgumentError(f"engines must be a sequence of engines, got {engines!r}")
+        self._namespace = namespace
+        self._labels = _check_labels(labels)
+        self._vllm_compatible = bool(vllm_compatible)
+        self._lock = threading.Lock()
+        self._totals: dict[str, Snapshot] = {_engine_label(e): _zero_totals() for e in engines}
+        self._registry = REGISTRY if registry is None else registry
+        try:
+            self._registry.register(self)
+        except ValueError as exc:
+            clashes = self._clashing_metrics(exc)
+            if not clashes:
+                raise
+            raise DuplicateMetricError(clashes) from exc
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry this exporter is registered in."""
+        return self._registry
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def vllm_compatible(self) -> bool:
+        return self._vllm_compatible
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        """Engine label values with series, in the order they were first given or seen."""
+        with self._lock:
+            return tuple(self._totals)
+
+    def observe(self, stats: object, engine: str | int = "0") -> None:
+        """Add one interval's snapshot (an ``OffloadingConnectorStats`` or its version-1 dict)
+        into the totals of ``engine``.
+
+        Transfer, lookup and manager counts add up; the occupancy gauges (capacity, resident,
+        pinned) take the snapshot's values, so pass the engine's aggregated snapshot (scheduler
+        and workers together). A malformed snapshot raises
+        :class:`~kvoff.errors.InvalidArgumentError` and changes nothing.
+        """
+        label = _engine_label(engine)
+        interval = parse_snapshot(stats)
+        with self._lock:
+            total = self._totals.get(label)
+            self._totals[label] = _accumulate(_zero_totals() if total is None else total, interval)
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            # Totals are immutable, so a shallow copy is a consistent view of every engine.
+            totals = dict(self._totals)
+        return self._families(totals)
+
+    def describe(self) -> Iterable[Metric]:
+        # Defining describe() makes every registry (not only auto_describe ones) check our
+        # names at register() time, which is where a clash must surface.
+        return self._families({})
+
+    def _families(self, totals: Mapping[str, Snapshot]) -> list[Metric]:
+        ns = self._namespace
+        const_names = list(self._labels)
+        const_values = list(self._labels.values())
+        dir_labels = [*const_names, "engine", "direction"]
+        engine_labels = [*const_names, "engine"]
+        families: list[Metric] = []
+
+        for name, field, unit, doc in _TRANSFER_COUNTERS:
+            c = CounterMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
+            for engine, snap in totals.items():
+                for d in DIRECTIONS:
+                    value = getattr(snap.transfers[d], field)
+                    c.add_metric([*const_values, engine, d], value)
+            families.append(c)
+
+        seconds = CounterMetricFamily(
+            f"{ns}_transfer_seconds",
+            "Time spent in successful transfers.",
+            labels=dir_labels,
+            unit="seconds",
+        )
+        for engine, snap in totals.items():
+            for d in DIRECTIONS:
+                seconds.add_metric([*const_values, engine, d], snap.transfers[d].time_ns / 1e9)
+        families.append(seconds)
+
+        for name, _, counts_field, unit, doc, sum_of in _TRANSFER_HISTOGRAMS:
+            h = HistogramMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
+            for engine, snap in totals.items():
+                for d in DIRECTIONS:
+                    t = snap.transfers[d]
+                    h.add_metric(
+                        [*const_values, engine, d],
+                        list(zip(_LE[name], _cumulative(getattr(t, counts_field)), strict=True)),
+                        sum_value=sum_of(t),
+                    )
+            families.append(h)
+
+        for name, section, key, doc in _ENGINE_COUNTERS:
+            c = CounterMetricFamily(f"{ns}_{name}", doc, labels=engine_labels)
+            for engine, snap in totals.items():
+                c.add_metric([*const_values, engine], getattr(snap, section)[key])
+            families.append(c)
+
+        for name, key, doc in _GAUGES:
+            g = GaugeMetricFamily(f"{ns}_{name}", doc, labels=engine_labels)
+            for engine, snap in totals.items():
+                g.add_metric([*const_values, engine], snap.manager[key])
+            families.append(g)
+
+        if self._vllm_compatible:
+            families.extend(vllm_families(totals, self._labels))
+        return families
+
+    def _clashing_metrics(self, exc: ValueError) -> list[str]:
+        """Names of our families that the registry reported as duplicates ([] when the error
+        is about something else)."""
+        duplicates = getattr(exc, "duplicates", None)
+        if duplicates is None:
+            # prometheus_client before DuplicateTimeseries raised a plain ValueError whose
+            # message is "Duplicated timeseries in CollectorRegistry: {'name', ...}".
+            if not str(exc).startswith("Duplicated timeseries"):
+                return []
+            duplicates = re.findall(r"'([^']+)'", str(exc))
+        duplicated = set(duplicates)
+        clashes = []
+        for family in self.describe():
+            names = {family.name, *(family.name + s for s in _SUFFIXES[family.type])}
+            if names & duplicated:
+                # Name counters by the sample users query (with _total), the rest by family.
+                clashes.append(family.name + ("_total" if family.type == "counter" else ""))
+        return clashes
+
+
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": (),
+}
+
+
+def _cumulative(counts: Sequence[int]) -> list[int]:
+    out = []
+    running = 0
+    for c in counts:
+        running += c
+        out.append(running)
+    return out

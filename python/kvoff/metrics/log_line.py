@@ -1,0 +1,75 @@
+"""One log line summarising one stats snapshot.
+
+Format (decided here, tested exactly)::
+
+    KV offload: GPU_to_CPU 1.2 GB in 30.0 ms (40.0 GB/s, 12 ops), CPU_to_GPU idle,
+    hits 312/400 blocks (78.0%)
+
+(one line in the log; wrapped here.)
+
+- Sizes and rates use decimal SI prefixes (kB = 1000 B, GB/s = 1e9 B/s, as link speeds are
+  quoted), one decimal place; under 1 kB the byte count is printed whole (``512 B``).
+- Times use ``us`` below 1 ms, ``ms`` below 1 s (one decimal), then ``s`` (two decimals).
+- The rate is the direction's bytes over its summed transfer time, i.e. the mean speed of the
+  copies themselves; ``n/a`` when that time is 0.
+- A direction with no transfer at all prints ``idle``; one with only failures prints
+  ``0 B (0 ops, 2 failed)``; failures are appended only when there are some.
+- Hits are blocks found over blocks looked up, with the ratio when anything was looked up.
+"""
+
+from __future__ import annotations
+
+from kvoff.metrics.snapshot import DIRECTIONS, DirectionTotals, parse_snapshot
+
+__all__ = ["format_stats"]
+
+_BYTE_PREFIXES = ("k", "M", "G", "T", "P", "E")
+
+
+def format_stats(stats: object) -> str:
+    """Summarise a snapshot (an ``OffloadingConnectorStats`` or its version-1 dict) in one
+    line. Raises :class:`~kvoff.errors.InvalidArgumentError` for a malformed snapshot."""
+    snap = parse_snapshot(stats)
+    parts = [f"{d} {_direction(snap.transfers[d])}" for d in DIRECTIONS]
+    queried = snap.lookups["blocks_queried"]
+    hits = f"hits {snap.lookups['blocks_hit']}/{queried} blocks"
+    if queried:
+        hits += f" ({100 * snap.lookups['blocks_hit'] / queried:.1f}%)"
+    parts.append(hits)
+    return "KV offload: " + ", ".join(parts)
+
+
+def _direction(t: DirectionTotals) -> str:
+    if t.ops == 0 and t.failed_ops == 0:
+        return "idle"
+    counts = _plural(t.ops, "op")
+    if t.failed_ops:
+        counts += f", {t.failed_ops} failed"
+    if t.ops == 0:
+        return f"{_bytes(0)} ({counts})"
+    rate = _bytes(t.bytes * 1e9 / t.time_ns) + "/s" if t.time_ns else "n/a"
+    return f"{_bytes(t.bytes)} in {_duration(t.time_ns)} ({rate}, {counts})"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _bytes(n: float) -> str:
+    if round(n) < 1000:
+        return f"{round(n)} B"
+    value = n / 1000
+    for prefix in _BYTE_PREFIXES[:-1]:
+        # Decide on the rounded figure, so 999,960 B reads "1.0 MB", never "1000.0 kB".
+        if round(value, 1) < 1000:
+            return f"{value:.1f} {prefix}B"
+        value /= 1000
+    return f"{value:.1f} {_BYTE_PREFIXES[-1]}B"
+
+
+def _duration(ns: int) -> str:
+    if round(ns / 1e3, 1) < 1000:
+        return f"{ns / 1e3:.1f} us"
+    if round(ns / 1e6, 1) < 1000:
+        return f"{ns / 1e6:.1f} ms"
+    return f"{ns / 1e9:.2f} s"

@@ -1,0 +1,211 @@
+"""start_metrics_server: a real HTTP scrape on localhost, shutdown, and a port already taken."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from kvoff.errors import InvalidArgumentError, KvoffError
+from kvoff.metrics import OffloadPromMetrics, PortInUseError, start_metrics_server
+from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> tuple[Samples, dict[str, str]]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples: Samples = {}
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in samples, f"duplicate series {key}"
+            samples[key] = s.value
+    return samples, types
+
+
+def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return (name, frozenset(labels.items()))
+
+
+@pytest.fixture
+def loopback_port() -> Iterator[socket.socket]:
+    """A listening socket on a free loopback port, closed afterwards."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield sock
+    sock.close()
+
+
+def test_http_scrape_returns_the_exact_values() -> None:
+    reg = CollectorRegistry()
+    exporter = OffloadPromMetrics(
+        reg, labels={"model_name": "m"}, vllm_compatible=True, engines=("0", "1")
+    )
+    exporter.observe(interval_a(), engine="0")
+    exporter.observe(interval_b(), engine="0")
+    exporter.observe(interval_c(), engine="1")
+
+    with start_metrics_server(0, registry=reg) as server:
+        assert server.port > 0
+        assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+        samples, types = scrape(server.url)
+
+    m = {"model_name": "m"}
+    g0 = {**m, "engine": "0", "direction": G2C}
+    c1 = {**m, "engine": "1", "direction": C2G}
+    expected = {
+        key("kvoff_transfer_ops_total", **g0): 4,
+        key("kvoff_transfer_failed_ops_total", **g0): 1,
+        key("kvoff_transfer_blocks_total", **g0): 1065,
+        key("kvoff_transfer_bytes_total", **g0): 5_302_004_096,
+        key("kvoff_transfer_failed_bytes_total", **g0): 1_000_000,
+        key("kvoff_transfer_seconds_total", **g0): 20.01101,
+        key("kvoff_transfer_size_bytes_bucket", **g0, le="4096.0"): 1,
+        key("kvoff_transfer_size_bytes_bucket", **g0, le="5e+06"): 2,
+        key("kvoff_transfer_size_bytes_bucket", **g0, le="5e+08"): 3,
+        key("kvoff_transfer_size_bytes_bucket", **g0, le="+Inf"): 4,
+        key("kvoff_transfer_size_bytes_count", **g0): 4,
+        key("kvoff_transfer_size_bytes_sum", **g0): 5_302_004_096,
+        key("kvoff_transfer_duration_seconds_bucket", **g0, le="0.01"): 3,
+        key("kvoff_transfer_duration_seconds_sum", **g0): 20.01101,
+        key("kvoff_transfer_throughput_bytes_per_second_bucket", **g0, le="5e+08"): 2,
+        key("kvoff_transfer_throughput_bytes_per_second_sum", **g0): 32_659_600_000,
+        key("kvoff_transfer_ops_total", **c1): 1,
+        key("kvoff_transfer_seconds_total", **c1): 6.5536e-05,
+        key("kvoff_transfer_ops_total", **{**c1, "direction": G2C}): 0,
+        key("kvoff_lookup_blocks_total", **m, engine="0"): 500,
+        key("kvoff_lookup_hit_blocks_total", **m, engine="0"): 312,
+        key("kvoff_lookup_tokens_total", **m, engine="0"): 8000,
+        key("kvoff_lookup_hit_tokens_total", **m, engine="0"): 4992,
+        key("kvoff_cpu_blocks_stored_total", **m, engine="0"): 15,
+        key("kvoff_cpu_blocks_evicted_total", **m, engine="0"): 2,
+        key("kvoff_cpu_allocation_failures_total", **m, engine="0"): 3,
+        key("kvoff_cpu_capacity_blocks", **m, engine="0"): 1000,
+        key("kvoff_cpu_resident_blocks", **m, engine="0"): 15,
+        key("kvoff_cpu_pinned_blocks", **m, engine="0"): 0,
+        key("kvoff_cpu_resident_blocks", **m, engine="1"): 7,
+        key("vllm:kv_offload_total_bytes_total", **m, engine="0", transfer_type=G2C): 5_302_004_096,
+        key("vllm:kv_offload_total_time_total", **m, engine="0", transfer_type=C2G): 0.005262144,
+        key("vllm:kv_offload_size_bucket", **m, engine="0", transfer_type=G2C, le="1e+06"): 1,
+        key("vllm:kv_offload_size_bucket", **m, engine="0", transfer_type=G2C, le="2e+08"): 2,
+        key("vllm:kv_offload_size_bucket", **m, engine="0", transfer_type=G2C, le="+Inf"): 4,
+        key("vllm:kv_offload_size_bucket", **m, engine="0", transfer_type=C2G, le="1.5e+08"): 2,
+        key("vllm:kv_offload_size_count", **m, engine="1", transfer_type=C2G): 1,
+    }
+    assert {k: samples.get(k) for k in expected} == expected
+    assert types["kvoff_transfer_bytes"] == "counter"
+    assert types["kvoff_transfer_size_bytes"] == "histogram"
+    assert types["kvoff_cpu_resident_blocks"] == "gauge"
+    assert types["vllm:kv_offload_total_bytes"] == "counter"
+    assert types["vllm:kv_offload_size"] == "histogram"
+    # 2 engines x 2 directions x (6 counters + 3 histograms) + 2 engines x (7 counters + 3
+    # gauges) + the vLLM families: nothing missing, nothing extra.
+    # Histograms: 18, 19 and 14 buckets (with +Inf), each plus _count and _sum.
+    per_direction = 6 + (18 + 2) + (19 + 2) + (14 + 2)
+    per_engine = 7 + 3
+    vllm_per_direction = 2 + (11 + 2)
+    assert len(samples) == 4 * per_direction + 2 * per_engine + 4 * vllm_per_direction
+
+
+def test_openmetrics_scrape_parses_with_units() -> None:
+    # Prometheus asks for OpenMetrics first. (Only kvoff_ names here: prometheus_client 0.26
+    # writes colon names such as vllm:* with underscores in OpenMetrics sample lines, for
+    # vLLM's own metrics too, which its own parser then rejects.)
+    reg = CollectorRegistry()
+    OffloadPromMetrics(reg, engines=("0", "1")).observe(interval_a(), engine="1")
+    with start_metrics_server(0, registry=reg) as server:
+        request = urllib.request.Request(
+            server.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+            text = response.read().decode()
+    families = {f.name: f for f in openmetrics_families(text)}  # type: ignore[no-untyped-call]
+    assert families["kvoff_transfer_bytes"].type == "counter"
+    assert families["kvoff_transfer_bytes"].unit == "bytes"
+    assert families["kvoff_transfer_duration_seconds"].unit == "seconds"
+    values = {
+        (s.name, frozenset(s.labels.items())): s.value for f in families.values() for s in f.samples
+    }
+    assert values[key("kvoff_transfer_bytes_total", engine="1", direction=G2C)] == 2_004_096
+    assert values[key("kvoff_transfer_bytes_total", engine="0", direction=G2C)] == 0
+    assert values[key("kvoff_transfer_seconds_total", engine="1", direction=C2G)] == 0.005262144
+    assert values[key("kvoff_lookup_hit_blocks_total", engine="1")] == 312
+
+
+def test_values_move_between_scrapes() -> None:
+    reg = CollectorRegistry()
+    exporter = OffloadPromMetrics(reg)
+    with start_metrics_server(0, registry=reg) as server:
+        first, _ = scrape(server.url)
+        exporter.observe(interval_a())
+        second, _ = scrape(server.url)
+    ops = key("kvoff_transfer_ops_total", engine="0", direction=G2C)
+    assert first[ops] == 0
+    assert second[ops] == 2
+
+
+def test_shutdown_stops_serving_and_frees_the_port() -> None:
+    reg = CollectorRegistry()
+    OffloadPromMetrics(reg)
+    server = start_metrics_server(0, registry=reg)
+    port = server.port
+    server.shutdown()
+    server.shutdown()  # idempotent
+    assert "closed" in repr(server)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url, timeout=2)
+    # The same port can be served again at once.
+    with start_metrics_server(port, registry=reg) as again:
+        samples, _ = scrape(again.url)
+    assert samples[key("kvoff_transfer_ops_total", engine="0", direction=C2G)] == 0
+
+
+def test_port_in_use_is_a_clear_error(loopback_port: socket.socket) -> None:
+    port = loopback_port.getsockname()[1]
+    with pytest.raises(PortInUseError) as info:
+        start_metrics_server(port, registry=CollectorRegistry())
+    err = info.value
+    assert isinstance(err, OSError)
+    assert isinstance(err, KvoffError)
+    assert err.errno == errno.EADDRINUSE
+    assert err.port == port
+    assert err.addr == "127.0.0.1"
+    assert f"cannot serve metrics on 127.0.0.1:{port}: port {port} is already in use" in str(err)
+
+
+def test_second_server_on_the_same_port_is_refused() -> None:
+    reg = CollectorRegistry()
+    with start_metrics_server(0, registry=reg) as server:
+        with pytest.raises(PortInUseError, match=f"port {server.port} is already in use"):
+            start_metrics_server(server.port, registry=reg)
+        scrape(server.url)  # the first one still serves
+
+
+@pytest.mark.parametrize(
+    ("port", "addr", "message"),
+    [
+        (-1, "127.0.0.1", "port must be an int in 0..65535, got -1"),
+        (65536, "127.0.0.1", "port must be an int in 0..65535, got 65536"),
+        ("9090", "127.0.0.1", "port must be an int in 0..65535, got '9090'"),
+        (True, "127.0.0.1", "port must be an int in 0..65535, got True"),
+        (0, "", "addr must be a non-empty str"),
+    ],
+)
+def test_bad_arguments(port: object, addr: str, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        start_metrics_server(port, addr=addr, registry=CollectorRegistry())  # type: ignore[arg-type]
