@@ -9,7 +9,9 @@ from kvoff.errors import InvalidArgumentError
 from kvoff.transfer.plan import as_block_ids, plan_job
 
 
-def _plan(store: bool, gpu: list[int], cpu: list[int], spc: int, spp: int = 3) -> list:
+def _plan(
+    store: bool, gpu: list[int], cpu: list[int], spc: int, spp: int = 3, edge: int | None = None
+) -> list:
     p = plan_job(
         store=store,
         gpu_ids=np.asarray(gpu, dtype=np.int64),
@@ -18,6 +20,7 @@ def _plan(store: bool, gpu: list[int], cpu: list[int], spc: int, spp: int = 3) -
         slot_bytes=100,
         slots_per_piece=spp,
         slots_per_chunk=spc,
+        edge_piece=edge,
     )
     assert p.nbytes == 100 * len(gpu)
     return [(pc.first, pc.count, pc.runs) for pc in p.pieces]
@@ -45,9 +48,25 @@ def test_runs_break_at_chunk_edges() -> None:
 
 def test_load_skips_the_head_of_the_first_cpu_block() -> None:
     assert _plan(False, [9, 3, 4], [5, 6], spc=100) == [(0, 3, [(0, 0, 1100, 300)])]
+    # Loads end on full pieces: the leftover piece comes first.
     assert _plan(False, [9, 3, 4, 1], [5, 6], spc=100) == [
-        (0, 3, [(0, 0, 1000, 300)]),
-        (3, 1, [(0, 0, 1300, 100)]),
+        (0, 1, [(0, 0, 1000, 100)]),
+        (1, 3, [(0, 0, 1100, 300)]),
+    ]
+
+
+def test_the_exposed_piece_is_the_small_one() -> None:
+    # A store's first gather and a load's last scatter cannot overlap anything.
+    gpu, cpu = list(range(6)), [1, 2, 3]
+    assert _plan(True, gpu, cpu, spc=100, edge=1) == [
+        (0, 1, [(0, 0, 200, 100)]),
+        (1, 3, [(0, 0, 300, 300)]),
+        (4, 2, [(0, 0, 600, 200)]),
+    ]
+    assert _plan(False, gpu, cpu, spc=100, edge=1) == [
+        (0, 2, [(0, 0, 200, 200)]),
+        (2, 3, [(0, 0, 400, 300)]),
+        (5, 1, [(0, 0, 700, 100)]),
     ]
 
 

@@ -25,6 +25,7 @@ import torch
 
 from kvoff.errors import InvalidArgumentError, InvalidStateError, UnknownJobError
 from kvoff.transfer.cpu_tier import CpuTier
+from kvoff.transfer.ids import IdUploader
 from kvoff.transfer.kernels import Copier, TorchCopier, TritonCopier, triton_usable
 from kvoff.transfer.layout import KvLayout, parse_layout, positive_int
 from kvoff.transfer.plan import Plan, as_block_ids, plan_job
@@ -140,6 +141,7 @@ class CpuGpuTransfer:
         )
         self._slots_per_chunk = self._tier.blocks_per_chunk * self._ratio
         self._lanes = {d: self._make_lane(nbuf) for d in DIRECTIONS}
+        self._ids = IdUploader(kv.device, 4 * kv.num_blocks) if self._cuda else None
         self._jobs: dict[int, _Job] = {}
 
     def _make_lane(self, nbuf: int) -> _Lane:
@@ -250,6 +252,7 @@ class CpuGpuTransfer:
             slot_bytes=self._kv.slot_bytes,
             slots_per_piece=self._slots_per_buffer,
             slots_per_chunk=self._slots_per_chunk,
+            edge_piece=max(1, self._slots_per_buffer // 4),
         )
         dir_name: Literal["GPU_to_CPU", "CPU_to_GPU"] = GPU_TO_CPU if store else CPU_TO_GPU
         job = _Job(jid, dir_name, plan.nbytes, success=True)
@@ -275,11 +278,8 @@ class CpuGpuTransfer:
         first.wait_stream(compute)
         job.start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         job.start.record(first)
-        with torch.cuda.stream(lane.kernel_stream):
-            # Through a pinned buffer so the copy is truly asynchronous; torch's host allocator
-            # keeps it from reuse until the copy has run.
-            host = torch.from_numpy(plan.gpu_ids).pin_memory()
-            ids = host.to(self._kv.device, non_blocking=True)
+        assert self._ids is not None
+        ids = self._ids.upload(plan.gpu_ids, lane.kernel_stream)
         self._run_pieces(lane, plan, store, ids)
         job.end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         job.end.record(last)

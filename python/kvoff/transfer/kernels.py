@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 
 _INT_OF_WIDTH = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
 _MAX_TILE = 1024  # elements per program step: 8 KiB at 8-byte width
-_MAX_TILES_PER_ROW = 64  # programs per row; longer rows loop, keeping the grid bounded
+_MAX_TILES_PER_ROW = 256  # programs per row; longer rows loop, keeping the grid bounded
 
 
 def triton_usable(device: torch.device) -> bool:
@@ -96,15 +96,21 @@ if HAS_TRITON:
         num_regions,
         TILE: tl.constexpr,
         TO_STAGING: tl.constexpr,
+        VEC: tl.constexpr,
+        ALIGN: tl.constexpr,
     ):
+        # VEC (elements) and ALIGN (bytes) promise what the host checked: every row start, row
+        # length and slot offset is a multiple of them, so the accesses can be 16 bytes wide.
         row = tl.program_id(0)
         i = row // num_regions
         r = row % num_regions
         block = tl.load(block_ids + i)
         base = tl.load(region_ptrs + r).to(staging.dtype)
-        gpu = base + block * tl.load(region_strides + r)
-        stage = staging + i.to(tl.int64) * slot_len + tl.load(region_offsets + r)
-        length = tl.load(region_lens + r)
+        gpu = tl.multiple_of(base + block * tl.load(region_strides + r), ALIGN)
+        stage = staging + tl.multiple_of(
+            i.to(tl.int64) * slot_len + tl.load(region_offsets + r), VEC
+        )
+        length = tl.multiple_of(tl.load(region_lens + r), VEC)
         lanes = tl.arange(0, TILE)
         start = tl.program_id(1).to(tl.int64) * TILE
         step = tl.num_programs(1).to(tl.int64) * TILE
@@ -136,6 +142,11 @@ class TritonCopier:
         self._lens = table([c // w for c in layout.chunk_bytes])
         self._offsets = table([o // w for o in layout.slot_offsets])
         longest = max(layout.chunk_bytes) // w
+        sizes = [*layout.chunk_bytes, *layout.slot_offsets, layout.slot_bytes]
+        sizes += [r.data_ptr() for r in layout.regions] + [r.stride(0) for r in layout.regions]
+        wide = all(v % 16 == 0 for v in sizes)
+        self._vec = 16 // w if wide else 1
+        self._align = 16 if wide else w
         self._tile = min(_MAX_TILE, max(16, 1 << (longest - 1).bit_length()))
         self._tiles = min(_MAX_TILES_PER_ROW, -(-longest // self._tile))
 
@@ -155,6 +166,8 @@ class TritonCopier:
             self._num_regions,
             TILE=self._tile,
             TO_STAGING=to_staging,
+            VEC=self._vec,
+            ALIGN=self._align,
         )
 
     def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:

@@ -4,6 +4,9 @@ A job is a list of GPU blocks and the CPU-tier *slots* (GPU-block-sized places i
 blocks) they map to, in order. The job is cut into pieces of at most ``slots_per_piece`` slots
 (one staging buffer each). Inside a piece, slots that are consecutive in the CPU tier (and in the
 same allocation chunk) form one *run*: one DMA between the staging buffer and the CPU tier.
+
+The one kernel a pipeline cannot hide is the first gather of a store (nothing to overlap it
+with yet) and the last scatter of a load; so that piece is made small (``edge_piece`` slots).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def plan_job(
     slot_bytes: int,
     slots_per_piece: int,
     slots_per_chunk: int,
+    edge_piece: int | None = None,
 ) -> Plan:
     """Check that the ids fit together and cut the job into pieces and runs.
 
@@ -103,19 +107,25 @@ def plan_job(
     breaks[1:] = (slots[1:] != slots[:-1] + 1) | (
         slots[1:] // slots_per_chunk != slots[:-1] // slots_per_chunk
     )
-    breaks[::slots_per_piece] = True
+    edge = min(edge_piece or slots_per_piece, slots_per_piece, n)
+    if store:  # a small first piece, then full ones
+        firsts = [0, *range(edge, n, slots_per_piece)]
+    else:  # full pieces, ending with a small one
+        firsts = sorted({0, *range(n - edge, 0, -slots_per_piece)})
+    piece_first = np.asarray(firsts, dtype=np.int64)
+    breaks[piece_first] = True
     starts = np.flatnonzero(breaks)
     lengths = np.diff(np.append(starts, n))
-    run_piece = (starts // slots_per_piece).tolist()
-    stage_off = ((starts % slots_per_piece) * slot_bytes).tolist()
+    run_piece_arr = np.searchsorted(piece_first, starts, side="right") - 1
+    run_piece = run_piece_arr.tolist()
+    stage_off = ((starts - piece_first[run_piece_arr]) * slot_bytes).tolist()
     chunk, in_chunk = np.divmod(slots[starts], slots_per_chunk)
     chunk_l = chunk.tolist()
     chunk_off = (in_chunk * slot_bytes).tolist()
     nbytes_l = (lengths * slot_bytes).tolist()
 
-    pieces: list[Piece] = []
-    for first in range(0, n, slots_per_piece):
-        pieces.append(Piece(first=first, count=min(slots_per_piece, n - first), runs=[]))
+    ends = [*firsts[1:], n]
+    pieces = [Piece(first=a, count=b - a, runs=[]) for a, b in zip(firsts, ends, strict=True)]
     for p, so, c, co, nb in zip(run_piece, stage_off, chunk_l, chunk_off, nbytes_l, strict=True):
         pieces[p].runs.append((so, c, co, nb))
     return Plan(gpu_ids=gpu_ids, pieces=pieces, nbytes=n * slot_bytes)
