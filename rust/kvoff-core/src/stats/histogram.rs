@@ -129,7 +129,8 @@ mod tests {
     fn duration_bounds_match_their_nanoseconds() {
         for (s, ns) in DURATION_BOUNDS_SECONDS.iter().zip(DURATION_BOUNDS_NS) {
             assert_eq!(seconds_to_ns(*s), ns);
-            assert_eq!(ns as f64 / 1e9, *s);
+            // Exactly the literal the format writes, bit for bit.
+            assert_eq!((ns as f64 / 1e9).to_bits(), s.to_bits());
         }
     }
 
