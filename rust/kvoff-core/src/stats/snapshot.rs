@@ -253,7 +253,7 @@ impl StatsSnapshot {
                 (k[6], Float(ratio(s.bytes, s.ops))),
                 (k[7], Float(ratio(s.time_ns, s.ops) / 1e9)),
                 (k[8], Float(ratio(s.throughput_sum, s.throughput_observations()))),
-                (k[9], Float(if s.time_ns == 0 { 0.0 } else { s.bytes as f64 / seconds })),
+                (k[9], Float(ratio(s.bytes, s.time_ns) * 1e9)),
             ]);
         }
         let l = &self.lookups;
