@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 from _stats_model import DIRECTIONS, Transfer, add_transfer, empty_dict, model
-
 from kvoff import (
     InvalidArgumentError,
     InvalidStateError,
@@ -52,8 +51,16 @@ def test_aliases_and_defaults() -> None:
     acc.record_transfer("store", 10, 1e-3)
     acc.record_transfer("load", 20, 2e-3, num_blocks=2)
     d = acc.take().to_dict()["transfers"]
-    assert (d["GPU_to_CPU"]["ops"], d["GPU_to_CPU"]["blocks"], d["GPU_to_CPU"]["bytes"]) == (1, 0, 10)
-    assert (d["CPU_to_GPU"]["ops"], d["CPU_to_GPU"]["blocks"], d["CPU_to_GPU"]["bytes"]) == (1, 2, 20)
+    assert (d["GPU_to_CPU"]["ops"], d["GPU_to_CPU"]["blocks"], d["GPU_to_CPU"]["bytes"]) == (
+        1,
+        0,
+        10,
+    )
+    assert (d["CPU_to_GPU"]["ops"], d["CPU_to_GPU"]["blocks"], d["CPU_to_GPU"]["bytes"]) == (
+        1,
+        2,
+        20,
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from _stats_model import Transfer, empty_dict
-
 from kvoff import InvalidArgumentError, OffloadingConnectorStats, StatsAccumulator
 
 SCRIPT = [
@@ -31,7 +30,9 @@ def scripted(**gauges: int) -> OffloadingConnectorStats:
     acc.record_evicted(1)
     acc.record_allocation_failure()
     acc.record_allocation_failure()
-    acc.set_occupancy(gauges.get("capacity", 100), gauges.get("resident", 50), gauges.get("pinned", 5))
+    acc.set_occupancy(
+        gauges.get("capacity", 100), gauges.get("resident", 50), gauges.get("pinned", 5)
+    )
     return acc.take()
 
 
@@ -220,16 +221,32 @@ _DELETE = object()
         (["lookups", "tokens_hit"], _DELETE, "lookups.tokens_hit: missing key"),
         (["transfers", "GPU_to_CPU", "ops"], -1, "transfers.GPU_to_CPU.ops: negative count -1"),
         (["manager", "pinned_blocks"], -7, "manager.pinned_blocks: negative count -7"),
-        (["lookups", "blocks_hit"], 2**64, "lookups.blocks_hit: count 18446744073709551616 exceeds"),
+        (
+            ["lookups", "blocks_hit"],
+            2**64,
+            "lookups.blocks_hit: count 18446744073709551616 exceeds",
+        ),
         (["transfers", "GPU_to_CPU", "bytes"], 1.0, "GPU_to_CPU.bytes: expected int, got float"),
-        (["transfers", "GPU_to_CPU", "bytes"], None, "GPU_to_CPU.bytes: expected int, got NoneType"),
+        (
+            ["transfers", "GPU_to_CPU", "bytes"],
+            None,
+            "GPU_to_CPU.bytes: expected int, got NoneType",
+        ),
         (["transfers", "GPU_to_CPU", "blocks"], False, "GPU_to_CPU.blocks: expected int, got bool"),
         (["transfers", "CPU_to_GPU", "size_counts", 3], -5, "CPU_to_GPU.size_counts[3]: negative"),
-        (["transfers", "CPU_to_GPU", "size_counts", 0], "0", "size_counts[0]: expected int, got str"),
+        (
+            ["transfers", "CPU_to_GPU", "size_counts", 0],
+            "0",
+            "size_counts[0]: expected int, got str",
+        ),
         (["transfers", "CPU_to_GPU", "duration_counts"], [0] * 18, "expected 19 bucket counts"),
         (["transfers", "CPU_to_GPU", "throughput_counts"], 0, "expected list of 14 ints, got int"),
         (["buckets", "size_bytes", 0], 4095, "buckets.size_bytes: bucket layout differs"),
-        (["buckets", "duration_seconds"], [1e-5], "buckets.duration_seconds: bucket layout differs"),
+        (
+            ["buckets", "duration_seconds"],
+            [1e-5],
+            "buckets.duration_seconds: bucket layout differs",
+        ),
         (["buckets", "throughput_bytes_per_second"], "x", "expected list of bounds, got str"),
         (["buckets", "size_bytes"], _DELETE, "buckets.size_bytes: missing key"),
         (["lookups"], [], "lookups: expected dict, got list"),
@@ -265,8 +282,8 @@ def test_from_dict_accepts_float_bounds_and_tuples() -> None:
 @pytest.mark.parametrize(
     ("blob", "message"),
     [
-        (b"", "missing b\"KVOS\" header"),
-        (b"JSON{}..", "missing b\"KVOS\" header"),
+        (b"", 'missing b"KVOS" header'),
+        (b"JSON{}..", 'missing b"KVOS" header'),
         (b"KVOS\x02\x00\x00\x00", "unsupported format version 2"),
         (b"KVOS\x01\x00\x00\x00\x00", "expected 1016 bytes for version 1, got 9"),
     ],
