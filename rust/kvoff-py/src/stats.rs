@@ -22,7 +22,7 @@ pub(crate) fn direction(s: &str) -> PyResult<Direction> {
 }
 
 /// Frozen: every method takes `&self`, so Python threads share one accumulator without
-/// PyO3's borrow flag, and the same `Arc` can be the manager's stats sink.
+/// the binding's runtime borrow flag, and the same `Arc` can be the manager's stats sink.
 #[pyclass(frozen, name = "StatsAccumulator", module = "kvoff._core")]
 pub(crate) struct PyStatsAccumulator {
     pub(crate) inner: Arc<StatsAccumulator>,
@@ -108,6 +108,7 @@ impl PyStatsAccumulator {
         format!("<StatsAccumulator at {:p}>", Arc::as_ptr(&self.inner))
     }
 
+    #[allow(clippy::unused_self)] // a method because pickle calls it on the instance
     fn __reduce__(&self) -> PyResult<()> {
         to_py(Err(KvoffError::InvalidState(
             "a StatsAccumulator is live shared state and cannot be pickled; send take() snapshots"

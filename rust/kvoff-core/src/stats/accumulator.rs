@@ -64,8 +64,13 @@ fn add(c: &AtomicU64, v: u64) {
     c.fetch_add(v, Ordering::Relaxed);
 }
 
+/// Reads and zeroes a counter of a bank that `take()` has closed. No writer can touch that bank
+/// until the next flip (a late writer sees the flip and backs out before writing), so a plain
+/// load and store suffice where a `swap` would cost a locked instruction per counter.
 fn drain(c: &AtomicU64) -> u64 {
-    c.swap(0, Ordering::Relaxed)
+    let v = c.load(Ordering::Relaxed);
+    c.store(0, Ordering::Relaxed);
+    v
 }
 
 fn drain_array<const N: usize>(a: &[AtomicU64; N]) -> [u64; N] {
