@@ -198,8 +198,8 @@ def test_threads_racing_take_sum_exactly_to_what_was_recorded() -> None:
 
     expected = empty_dict()
     for plan in plans:
-        for t in plan:
-            add_transfer(expected, t)
+        for transfer in plan:
+            add_transfer(expected, transfer)
     calls = n_threads * per_thread
     expected["lookups"] = {
         "blocks_queried": 3 * calls,

@@ -194,7 +194,7 @@ def _max_json_len() -> int:
 
 def _with(path: list[str | int], value: Any) -> dict[str, Any]:
     d = scripted().to_dict()
-    target = d
+    target: Any = d
     for key in path[:-1]:
         target = target[key]
     last = path[-1]
