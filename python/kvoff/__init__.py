@@ -6,7 +6,12 @@ and CPU at close to PCIe speed, with everything it does reported to Prometheus.
 
 from __future__ import annotations
 
-from kvoff._core import __version__
+from kvoff._core import (
+    JobTracker,
+    OffloadingConnectorStats,
+    StatsAccumulator,
+    __version__,
+)
 from kvoff.errors import (
     HashTypeError,
     InvalidArgumentError,
@@ -31,10 +36,13 @@ __all__ = [
     "HashTypeError",
     "InvalidArgumentError",
     "InvalidStateError",
+    "JobTracker",
     "KvoffError",
     "MetricsServer",
     "OffloadPromMetrics",
+    "OffloadingConnectorStats",
     "PortInUseError",
+    "StatsAccumulator",
     "TransferResult",
     "UnknownHashError",
     "UnknownJobError",

@@ -5,8 +5,12 @@
 
 pub mod direction;
 pub mod error;
+pub mod jobs;
 pub mod sink;
+pub mod stats;
 
 pub use direction::Direction;
 pub use error::{KvoffError, Result};
+pub use jobs::{CompletedJob, Finished, JobTracker};
 pub use sink::ManagerStatsSink;
+pub use stats::{StatsAccumulator, StatsSnapshot};

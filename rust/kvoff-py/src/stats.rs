@@ -1,5 +1,237 @@
-use pyo3::prelude::*;
+//! `StatsAccumulator` and `OffloadingConnectorStats` (DESIGN §3).
 
-pub(crate) fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use std::sync::Arc;
+
+use kvoff_core::stats::{Reduced, StatsAccumulator, StatsSnapshot};
+use kvoff_core::{Direction, KvoffError, ManagerStatsSink};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyType};
+
+use crate::errors::to_py;
+use crate::stats_plain;
+
+/// A count from Python: negative values are an `InvalidArgumentError` naming the argument.
+pub(crate) fn count(name: &str, v: i64) -> PyResult<u64> {
+    to_py(u64::try_from(v).map_err(|_| {
+        KvoffError::InvalidArgument(format!("{name} must be a non-negative int, got {v}"))
+    }))
+}
+
+pub(crate) fn direction(s: &str) -> PyResult<Direction> {
+    to_py(s.parse())
+}
+
+/// Frozen: every method takes `&self`, so Python threads share one accumulator without
+/// the binding's runtime borrow flag, and the same `Arc` can be the manager's stats sink.
+#[pyclass(frozen, name = "StatsAccumulator", module = "kvoff._core")]
+pub(crate) struct PyStatsAccumulator {
+    pub(crate) inner: Arc<StatsAccumulator>,
+}
+
+impl PyStatsAccumulator {
+    /// The accumulator itself, for Rust owners such as the job tracker.
+    pub(crate) fn shared(&self) -> Arc<StatsAccumulator> {
+        Arc::clone(&self.inner)
+    }
+
+    /// The same accumulator as the block manager's sink.
+    #[allow(dead_code)] // used by the manager binding (integrated by the lead)
+    pub(crate) fn sink(&self) -> Arc<dyn ManagerStatsSink> {
+        self.shared()
+    }
+}
+
+#[pymethods]
+impl PyStatsAccumulator {
+    #[new]
+    fn new() -> Self {
+        Self { inner: Arc::new(StatsAccumulator::new()) }
+    }
+
+    #[pyo3(signature = (direction, num_bytes, seconds, success = true, num_blocks = 0))]
+    fn record_transfer(
+        &self,
+        direction: &str,
+        num_bytes: i64,
+        seconds: f64,
+        success: bool,
+        num_blocks: i64,
+    ) -> PyResult<()> {
+        let d = self::direction(direction)?;
+        let bytes = count("num_bytes", num_bytes)?;
+        let blocks = count("num_blocks", num_blocks)?;
+        to_py(self.inner.record_transfer(d, bytes, blocks, seconds, success))
+    }
+
+    fn record_lookup(
+        &self,
+        blocks_queried: i64,
+        blocks_hit: i64,
+        tokens_queried: i64,
+        tokens_hit: i64,
+    ) -> PyResult<()> {
+        to_py(self.inner.record_lookup(
+            count("blocks_queried", blocks_queried)?,
+            count("blocks_hit", blocks_hit)?,
+            count("tokens_queried", tokens_queried)?,
+            count("tokens_hit", tokens_hit)?,
+        ))
+    }
+
+    fn record_stored(&self, num_blocks: i64) -> PyResult<()> {
+        self.inner.record_stored(count("num_blocks", num_blocks)?);
+        Ok(())
+    }
+
+    fn record_evicted(&self, num_blocks: i64) -> PyResult<()> {
+        self.inner.record_evicted(count("num_blocks", num_blocks)?);
+        Ok(())
+    }
+
+    fn record_allocation_failure(&self) {
+        self.inner.record_allocation_failure();
+    }
+
+    fn set_occupancy(&self, capacity: i64, resident: i64, pinned: i64) -> PyResult<()> {
+        let c = count("capacity", capacity)?;
+        let r = count("resident", resident)?;
+        let p = count("pinned", pinned)?;
+        self.inner.set_occupancy(c, r, p);
+        Ok(())
+    }
+
+    fn take(&self) -> PyOffloadingConnectorStats {
+        PyOffloadingConnectorStats { inner: self.inner.take() }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<StatsAccumulator at {:p}>", Arc::as_ptr(&self.inner))
+    }
+
+    #[allow(clippy::unused_self)] // a method because pickle calls it on the instance
+    fn __reduce__(&self) -> PyResult<()> {
+        to_py(Err(KvoffError::InvalidState(
+            "a StatsAccumulator is live shared state and cannot be pickled; send take() snapshots"
+                .into(),
+        )))
+    }
+}
+
+/// One interval's statistics, as plain data of constant size.
+#[pyclass(eq, skip_from_py_object, name = "OffloadingConnectorStats", module = "kvoff._core")]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyOffloadingConnectorStats {
+    pub(crate) inner: StatsSnapshot,
+}
+
+impl PyOffloadingConnectorStats {
+    fn from_any(data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = data.cast::<PyBytes>() {
+            return Self::from_bytes(b.as_bytes());
+        }
+        Self::from_dict(data)
+    }
+}
+
+#[pymethods]
+impl PyOffloadingConnectorStats {
+    /// Empty, or from a `to_dict()` dict or `to_bytes()` bytes (what pickle uses).
+    #[new]
+    #[pyo3(signature = (data = None))]
+    fn new(data: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        match data {
+            None => Ok(Self { inner: StatsSnapshot::default() }),
+            Some(d) => Self::from_any(d),
+        }
+    }
+
+    #[staticmethod]
+    fn from_dict(data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let value = stats_plain::from_py(data)?;
+        Ok(Self { inner: to_py(StatsSnapshot::from_value(&value))? })
+    }
+
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(Self { inner: to_py(StatsSnapshot::from_bytes(data))? })
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        stats_plain::to_py(py, &self.inner.to_value())
+    }
+
+    /// The `to_dict()` view (a fresh dict: changing it does not change the stats).
+    #[getter]
+    fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.to_dict(py)
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    fn reduce<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (k, v) in self.inner.reduce() {
+            match v {
+                Reduced::Int(i) => out.set_item(k, i)?,
+                Reduced::Float(f) => out.set_item(k, f)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `other` into this snapshot and returns this snapshot.
+    fn aggregate<'py>(slf: Bound<'py, Self>, other: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
+        // Copy first: `other` may be `slf` itself, which cannot be borrowed twice.
+        let theirs = other.borrow().inner.clone();
+        to_py(slf.borrow_mut().inner.aggregate(&theirs))?;
+        Ok(slf)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// A copy of this snapshot; this one is reset.
+    fn clone_and_reset(&mut self) -> Self {
+        Self { inner: std::mem::take(&mut self.inner) }
+    }
+
+    fn __copy__(&self) -> Self {
+        self.clone()
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        self.clone()
+    }
+
+    /// Pickles as the fixed-length bytes form, so the pickle has the same size whatever the
+    /// counts are.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> (Bound<'py, PyType>, (Bound<'py, PyBytes>,)) {
+        (slf.get_type(), (slf.borrow().to_bytes(slf.py()),))
+    }
+
+    fn __repr__(&self) -> String {
+        let s = &self.inner;
+        let g = s.direction(Direction::GpuToCpu);
+        let c = s.direction(Direction::CpuToGpu);
+        format!(
+            "OffloadingConnectorStats(GPU_to_CPU: {} ops {} bytes, CPU_to_GPU: {} ops {} bytes, \
+             hits {}/{} blocks)",
+            g.ops, g.bytes, c.ops, c.bytes, s.lookups.blocks_hit, s.lookups.blocks_queried
+        )
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStatsAccumulator>()?;
+    m.add_class::<PyOffloadingConnectorStats>()?;
     Ok(())
 }

@@ -1,0 +1,448 @@
+//! `StatsAccumulator`: records transfers, lookups and the manager's counters from any number of
+//! threads with atomic operations only, and hands out one interval at a time with `take()`.
+//!
+//! # Why two banks and not `swap(0)` per field
+//!
+//! Swapping each counter to zero on `take()` is exact for every counter on its own, but one
+//! transfer touches up to eight counters (ops, bytes, blocks, time, three histograms, throughput
+//! sum). A `take()` that lands between a writer's first and last increment would put the ops in
+//! one snapshot and the bytes in the next: a snapshot could show more hits than queries, or an
+//! average size computed from halves of two transfers. Every record must land whole in exactly
+//! one snapshot.
+//!
+//! So there are two banks of counters and an `active` bank index. A writer announces itself in
+//! the bank's `in_flight` count, re-reads `active`, and only if the bank is still active writes
+//! all its increments there (otherwise it backs out and retries on the new bank); then it
+//! leaves. `take()` flips `active` and waits until the old bank's `in_flight` drops to zero,
+//! then drains it. With sequentially consistent increments of `in_flight` and the flip, either
+//! the writer's announcement is ordered before the flip (and `take` waits for it), or the
+//! writer's re-read sees the flip (and it moves to the new bank): no record is lost, split or
+//! counted twice. A writer never waits on anything: at worst it retries once per concurrent
+//! `take`. Only `take()` waits, for writers already inside the old bank (a few increments, unless
+//! one is descheduled there), and concurrent `take()` calls are serialized by a mutex that
+//! writers never touch.
+//!
+//! Gauges (capacity, resident, pinned) are latest values, not interval counts: they live outside
+//! the banks and `take()` copies them without resetting.
+
+use std::hint::spin_loop;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+
+use crate::direction::Direction;
+use crate::error::{KvoffError, Result};
+use crate::sink::ManagerStatsSink;
+use crate::stats::histogram::{
+    duration_bucket, seconds_to_ns, size_bucket, throughput_bps, throughput_bucket,
+    DURATION_BUCKETS, SIZE_BUCKETS, THROUGHPUT_BUCKETS,
+};
+use crate::stats::snapshot::{DirectionStats, LookupStats, ManagerStats, StatsSnapshot};
+
+/// Keeps each bank and each `in_flight` count on its own cache lines (128 bytes covers the
+/// adjacent-line prefetcher on x86), so writers of one do not bounce the other's lines.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+#[derive(Default)]
+struct AtomicDirection {
+    ops: AtomicU64,
+    failed_ops: AtomicU64,
+    blocks: AtomicU64,
+    bytes: AtomicU64,
+    failed_bytes: AtomicU64,
+    time_ns: AtomicU64,
+    throughput_sum: AtomicU64,
+    size_counts: [AtomicU64; SIZE_BUCKETS],
+    duration_counts: [AtomicU64; DURATION_BUCKETS],
+    throughput_counts: [AtomicU64; THROUGHPUT_BUCKETS],
+}
+
+fn add(c: &AtomicU64, v: u64) {
+    // Relaxed: ordering comes from the bank's in_flight count, see the module comment.
+    c.fetch_add(v, Ordering::Relaxed);
+}
+
+/// Reads and zeroes a counter of a bank that `take()` has closed. No writer can touch that bank
+/// until the next flip (a late writer sees the flip and backs out before writing), so a plain
+/// load and store suffice where a `swap` would cost a locked instruction per counter.
+fn drain(c: &AtomicU64) -> u64 {
+    let v = c.load(Ordering::Relaxed);
+    c.store(0, Ordering::Relaxed);
+    v
+}
+
+fn drain_array<const N: usize>(a: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| drain(&a[i]))
+}
+
+impl AtomicDirection {
+    fn record(&self, bytes: u64, blocks: u64, ns: u64, success: bool) {
+        if !success {
+            add(&self.failed_ops, 1);
+            add(&self.failed_bytes, bytes);
+            return;
+        }
+        add(&self.ops, 1);
+        add(&self.blocks, blocks);
+        add(&self.bytes, bytes);
+        add(&self.time_ns, ns);
+        add(&self.size_counts[size_bucket(bytes)], 1);
+        add(&self.duration_counts[duration_bucket(ns)], 1);
+        if let (Some(bucket), Some(bps)) = (throughput_bucket(bytes, ns), throughput_bps(bytes, ns)) {
+            add(&self.throughput_counts[bucket], 1);
+            add(&self.throughput_sum, bps);
+        }
+    }
+
+    fn drain(&self) -> DirectionStats {
+        DirectionStats {
+            ops: drain(&self.ops),
+            failed_ops: drain(&self.failed_ops),
+            blocks: drain(&self.blocks),
+            bytes: drain(&self.bytes),
+            failed_bytes: drain(&self.failed_bytes),
+            time_ns: drain(&self.time_ns),
+            size_counts: drain_array(&self.size_counts),
+            duration_counts: drain_array(&self.duration_counts),
+            throughput_counts: drain_array(&self.throughput_counts),
+            throughput_sum: drain(&self.throughput_sum),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Bank {
+    transfers: [AtomicDirection; 2],
+    blocks_queried: AtomicU64,
+    blocks_hit: AtomicU64,
+    tokens_queried: AtomicU64,
+    tokens_hit: AtomicU64,
+    blocks_stored: AtomicU64,
+    blocks_evicted: AtomicU64,
+    allocation_failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct Gauges {
+    capacity: AtomicU64,
+    resident: AtomicU64,
+    pinned: AtomicU64,
+}
+
+/// Lock-free recorder of transfers, lookups and manager counters. Share it as
+/// `Arc<StatsAccumulator>`; it is also the manager's [`ManagerStatsSink`].
+#[derive(Default)]
+pub struct StatsAccumulator {
+    /// Index (0 or 1) of the bank writers record into.
+    active: AtomicUsize,
+    in_flight: [Padded<AtomicU64>; 2],
+    banks: [Padded<Bank>; 2],
+    gauges: Padded<Gauges>,
+    /// Serializes `take()` calls only; writers never touch it.
+    take_lock: Mutex<()>,
+}
+
+/// A writer's presence in one bank; leaving on drop lets `take()` drain it.
+struct BankGuard<'a> {
+    acc: &'a StatsAccumulator,
+    bank: usize,
+}
+
+impl BankGuard<'_> {
+    fn bank(&self) -> &Bank {
+        &self.acc.banks[self.bank].0
+    }
+}
+
+impl Drop for BankGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the increments made in the bank happen-before take()'s acquire of zero.
+        self.acc.in_flight[self.bank].0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Checks a duration given in seconds and converts it to whole nanoseconds.
+pub fn duration_ns(seconds: f64) -> Result<u64> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(KvoffError::InvalidArgument(format!(
+            "transfer time must be a finite, non-negative number of seconds, got {seconds}"
+        )));
+    }
+    Ok(seconds_to_ns(seconds))
+}
+
+impl StatsAccumulator {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn enter(&self) -> BankGuard<'_> {
+        loop {
+            let bank = self.active.load(Ordering::SeqCst);
+            self.in_flight[bank].0.fetch_add(1, Ordering::SeqCst);
+            if self.active.load(Ordering::SeqCst) == bank {
+                return BankGuard { acc: self, bank };
+            }
+            // A take() flipped the banks in between and may already have found this bank idle:
+            // back out and record into the new one.
+            self.in_flight[bank].0.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Records one finished transfer. `ns` is its duration in nanoseconds; bytes, blocks and the
+    /// histograms count only successful transfers, a failure counts in `failed_ops` and
+    /// `failed_bytes`.
+    pub fn record_transfer_ns(&self, direction: Direction, bytes: u64, blocks: u64, ns: u64, success: bool) {
+        let guard = self.enter();
+        guard.bank().transfers[direction.index()].record(bytes, blocks, ns, success);
+    }
+
+    /// [`record_transfer_ns`](Self::record_transfer_ns) with the duration in seconds, checked.
+    pub fn record_transfer(
+        &self,
+        direction: Direction,
+        bytes: u64,
+        blocks: u64,
+        seconds: f64,
+        success: bool,
+    ) -> Result<()> {
+        let ns = duration_ns(seconds)?;
+        self.record_transfer_ns(direction, bytes, blocks, ns, success);
+        Ok(())
+    }
+
+    /// Records one lookup; hits may not exceed what was queried.
+    pub fn record_lookup(
+        &self,
+        blocks_queried: u64,
+        blocks_hit: u64,
+        tokens_queried: u64,
+        tokens_hit: u64,
+    ) -> Result<()> {
+        if blocks_hit > blocks_queried || tokens_hit > tokens_queried {
+            return Err(KvoffError::InvalidArgument(format!(
+                "a lookup cannot hit more than it queried: blocks {blocks_hit}/{blocks_queried}, \
+                 tokens {tokens_hit}/{tokens_queried}"
+            )));
+        }
+        self.add_lookup(blocks_queried, blocks_hit, tokens_queried, tokens_hit);
+        Ok(())
+    }
+
+    fn add_lookup(&self, blocks_queried: u64, blocks_hit: u64, tokens_queried: u64, tokens_hit: u64) {
+        let guard = self.enter();
+        let b = guard.bank();
+        add(&b.blocks_queried, blocks_queried);
+        add(&b.blocks_hit, blocks_hit);
+        add(&b.tokens_queried, tokens_queried);
+        add(&b.tokens_hit, tokens_hit);
+    }
+
+    fn add_one(&self, field: fn(&Bank) -> &AtomicU64, v: u64) {
+        let guard = self.enter();
+        add(field(guard.bank()), v);
+    }
+
+    /// Ends the current interval: returns everything recorded since the previous `take()` and
+    /// starts a new interval, plus the latest gauges.
+    pub fn take(&self) -> StatsSnapshot {
+        let _serial = self.take_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only take() writes `active`, and takes are serialized, so this read is current.
+        let old = self.active.load(Ordering::Relaxed);
+        self.active.store(old ^ 1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while self.in_flight[old].0.load(Ordering::SeqCst) != 0 {
+            if spins < 128 {
+                spin_loop();
+            } else {
+                thread::yield_now();
+            }
+            spins = spins.saturating_add(1);
+        }
+        let bank = &self.banks[old].0;
+        let g = &self.gauges.0;
+        StatsSnapshot {
+            transfers: [bank.transfers[0].drain(), bank.transfers[1].drain()],
+            lookups: LookupStats {
+                blocks_queried: drain(&bank.blocks_queried),
+                blocks_hit: drain(&bank.blocks_hit),
+                tokens_queried: drain(&bank.tokens_queried),
+                tokens_hit: drain(&bank.tokens_hit),
+            },
+            manager: ManagerStats {
+                blocks_stored: drain(&bank.blocks_stored),
+                blocks_evicted: drain(&bank.blocks_evicted),
+                allocation_failures: drain(&bank.allocation_failures),
+                capacity_blocks: g.capacity.load(Ordering::Relaxed),
+                resident_blocks: g.resident.load(Ordering::Relaxed),
+                pinned_blocks: g.pinned.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+impl ManagerStatsSink for StatsAccumulator {
+    fn record_lookup(&self, blocks_queried: u64, blocks_hit: u64, tokens_per_block: u64) {
+        self.add_lookup(
+            blocks_queried,
+            blocks_hit,
+            blocks_queried.saturating_mul(tokens_per_block),
+            blocks_hit.saturating_mul(tokens_per_block),
+        );
+    }
+
+    fn record_stored(&self, blocks: u64) {
+        self.add_one(|b| &b.blocks_stored, blocks);
+    }
+
+    fn record_evicted(&self, blocks: u64) {
+        self.add_one(|b| &b.blocks_evicted, blocks);
+    }
+
+    fn record_allocation_failure(&self) {
+        self.add_one(|b| &b.allocation_failures, 1);
+    }
+
+    /// Three independent stores: a reader racing two `set_occupancy` calls from different
+    /// threads may mix their values. The manager reports under its own lock, so in practice
+    /// the triple is consistent.
+    fn set_occupancy(&self, capacity: u64, resident: u64, pinned: u64) {
+        let g = &self.gauges.0;
+        g.capacity.store(capacity, Ordering::Relaxed);
+        g.resident.store(resident, Ordering::Relaxed);
+        g.pinned.store(pinned, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::stats::histogram::{DURATION_BOUNDS_NS, SIZE_BOUNDS_BYTES};
+
+    #[test]
+    fn one_transfer_lands_in_every_histogram() {
+        let acc = StatsAccumulator::new();
+        // 1 MB in 1 ms = 1e9 B/s: size bucket 1e6 (4), duration 1e-3 (5), throughput 1e9 (2).
+        acc.record_transfer(Direction::GpuToCpu, 1_000_000, 4, 1e-3, true).expect("valid");
+        let s = acc.take();
+        let d = s.direction(Direction::GpuToCpu);
+        assert_eq!((d.ops, d.blocks, d.bytes, d.time_ns), (1, 4, 1_000_000, 1_000_000));
+        assert_eq!(SIZE_BOUNDS_BYTES[4], 1_000_000);
+        assert_eq!(DURATION_BOUNDS_NS[5], 1_000_000);
+        let ones = |a: &[u64], i: usize| a.iter().enumerate().all(|(j, &c)| c == u64::from(i == j));
+        assert!(ones(&d.size_counts, 4));
+        assert!(ones(&d.duration_counts, 5));
+        assert!(ones(&d.throughput_counts, 2));
+        assert_eq!(d.throughput_sum, 1_000_000_000);
+        assert!(s.direction(Direction::CpuToGpu).counters().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn failures_count_apart_and_zero_duration_has_no_throughput() {
+        let acc = StatsAccumulator::new();
+        acc.record_transfer(Direction::CpuToGpu, 500, 2, 0.5, false).expect("valid");
+        acc.record_transfer(Direction::CpuToGpu, 700, 3, 0.0, true).expect("valid");
+        let s = acc.take();
+        let d = s.direction(Direction::CpuToGpu);
+        assert_eq!((d.ops, d.failed_ops, d.bytes, d.failed_bytes, d.blocks), (1, 1, 700, 500, 3));
+        assert_eq!(d.size_counts.iter().sum::<u64>(), 1);
+        assert_eq!(d.duration_counts[0], 1);
+        assert_eq!(d.throughput_observations(), 0);
+        assert_eq!(d.throughput_sum, 0);
+    }
+
+    #[test]
+    fn take_starts_a_new_interval_but_keeps_gauges() {
+        let acc = StatsAccumulator::new();
+        acc.set_occupancy(100, 10, 2);
+        ManagerStatsSink::record_lookup(&acc, 8, 3, 16);
+        acc.record_stored(5);
+        acc.record_evicted(1);
+        acc.record_allocation_failure();
+        let s = acc.take();
+        assert_eq!(
+            s.lookups,
+            LookupStats { blocks_queried: 8, blocks_hit: 3, tokens_queried: 128, tokens_hit: 48 }
+        );
+        assert_eq!(
+            s.manager,
+            ManagerStats {
+                blocks_stored: 5,
+                blocks_evicted: 1,
+                allocation_failures: 1,
+                capacity_blocks: 100,
+                resident_blocks: 10,
+                pinned_blocks: 2,
+            }
+        );
+        let t = acc.take();
+        assert_eq!(t.lookups, LookupStats::default());
+        assert_eq!((t.manager.blocks_stored, t.manager.capacity_blocks), (0, 100));
+        // Several takes in a row keep using both banks correctly.
+        acc.record_stored(1);
+        assert_eq!(acc.take().manager.blocks_stored, 1);
+        acc.record_stored(2);
+        assert_eq!(acc.take().manager.blocks_stored, 2);
+    }
+
+    #[test]
+    fn bad_input_is_rejected_and_records_nothing() {
+        let acc = StatsAccumulator::new();
+        for bad in [f64::NAN, f64::INFINITY, -1e-9] {
+            let err = acc.record_transfer(Direction::GpuToCpu, 1, 1, bad, true);
+            assert!(matches!(err, Err(KvoffError::InvalidArgument(_))));
+        }
+        assert!(matches!(acc.record_lookup(2, 3, 0, 0), Err(KvoffError::InvalidArgument(_))));
+        assert!(matches!(acc.record_lookup(3, 2, 5, 6), Err(KvoffError::InvalidArgument(_))));
+        assert!(acc.take().is_empty());
+    }
+
+    #[test]
+    fn racing_takes_lose_and_duplicate_nothing() {
+        const THREADS: u64 = 4;
+        const PER_THREAD: u64 = 20_000;
+        let acc = Arc::new(StatsAccumulator::new());
+        let writers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let acc = Arc::clone(&acc);
+                thread::spawn(move || {
+                    for i in 0..PER_THREAD {
+                        let bytes = (i % 7) * 1_000_003 + t;
+                        acc.record_transfer_ns(Direction::ALL[(i % 2) as usize], bytes, 2, i, true);
+                        ManagerStatsSink::record_lookup(&*acc, 3, 1, 16);
+                    }
+                })
+            })
+            .collect();
+        let mut total = StatsSnapshot::default();
+        while writers.iter().any(|w| !w.is_finished()) {
+            let s = acc.take();
+            // Each record is whole: blocks are always twice the ops, hits a third of queries.
+            for d in &s.transfers {
+                assert_eq!(d.blocks, 2 * d.ops);
+                assert_eq!(d.size_counts.iter().sum::<u64>(), d.ops);
+            }
+            assert_eq!(s.lookups.blocks_queried, 3 * s.lookups.blocks_hit);
+            total.aggregate(&s).expect("no overflow");
+        }
+        for w in writers {
+            w.join().expect("writer thread");
+        }
+        total.aggregate(&acc.take()).expect("no overflow");
+
+        let expected = StatsAccumulator::new();
+        for t in 0..THREADS {
+            for i in 0..PER_THREAD {
+                let bytes = (i % 7) * 1_000_003 + t;
+                expected.record_transfer_ns(Direction::ALL[(i % 2) as usize], bytes, 2, i, true);
+                ManagerStatsSink::record_lookup(&expected, 3, 1, 16);
+            }
+        }
+        assert_eq!(total, expected.take());
+    }
+}

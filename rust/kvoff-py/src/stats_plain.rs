@@ -1,0 +1,79 @@
+//! Conversion between Python objects and the core's plain-value tree (`kvoff_core::stats::Value`).
+//! No checks here beyond what conversion needs: the core validates the tree and names the key.
+
+use kvoff_core::stats::Value;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+/// Deeper than any valid stats dict; stops runaway recursion on self-referencing input.
+const MAX_DEPTH: usize = 8;
+
+pub(crate) fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    from_py_at(obj, 0)
+}
+
+fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+    if depth > MAX_DEPTH {
+        return Ok(Value::Other("value nested too deeply".into()));
+    }
+    // bool is a subclass of int; a count given as True is a mistake, not a 1.
+    if obj.is_instance_of::<PyBool>() {
+        return Ok(Value::Other("bool".into()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(Value::Int(i128::from(i)));
+        }
+        return Ok(obj
+            .extract::<i128>()
+            .map_or_else(|_| Value::Other("int beyond 128 bits".into()), Value::Int));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut entries = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let key = match k.cast::<PyString>() {
+                Ok(s) => s.to_str()?.to_owned(),
+                // A non-str key can never match a field name; its repr shows in the error.
+                Err(_) => k.repr()?.to_str()?.to_owned(),
+            };
+            entries.push((key, from_py_at(&v, depth + 1)?));
+        }
+        return Ok(Value::Map(entries));
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let mut items = Vec::new();
+        for item in obj.try_iter()? {
+            items.push(from_py_at(&item?, depth + 1)?);
+        }
+        return Ok(Value::List(items));
+    }
+    Ok(Value::Other(obj.get_type().name()?.to_str()?.to_owned()))
+}
+
+pub(crate) fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Int(i) => match u64::try_from(*i) {
+            Ok(u) => u.into_pyobject(py)?.into_any(),
+            Err(_) => i.into_pyobject(py)?.into_any(),
+        },
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::List(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Map(entries) => {
+            let dict = PyDict::new(py);
+            for (k, item) in entries {
+                dict.set_item(k, to_py(py, item)?)?;
+            }
+            dict.into_any()
+        }
+        Value::Other(name) => PyString::new(py, name).into_any(),
+    })
+}

@@ -1,0 +1,294 @@
+"""OffloadingConnectorStats: exact reduce(), aggregate, plain-data forms and their validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from typing import Any
+
+import pytest
+from _stats_model import Transfer, empty_dict
+from kvoff import InvalidArgumentError, OffloadingConnectorStats, StatsAccumulator
+
+SCRIPT = [
+    Transfer("GPU_to_CPU", 1_000_000, 1_000_000, num_blocks=4),
+    Transfer("GPU_to_CPU", 3_000_000, 2_000_000, num_blocks=12),
+    Transfer("GPU_to_CPU", 2_000_000, 3_000_000, num_blocks=8),
+    Transfer("GPU_to_CPU", 500, 500_000_000, success=False, num_blocks=1),
+    Transfer("CPU_to_GPU", 262_144, 10_000, num_blocks=1),
+    Transfer("CPU_to_GPU", 4_096, 0, num_blocks=1),
+]
+
+
+def scripted(**gauges: int) -> OffloadingConnectorStats:
+    acc = StatsAccumulator()
+    for t in SCRIPT:
+        acc.record_transfer(t.direction, t.num_bytes, t.seconds, t.success, t.num_blocks)
+    acc.record_lookup(10, 4, 160, 64)
+    acc.record_stored(3)
+    acc.record_evicted(1)
+    acc.record_allocation_failure()
+    acc.record_allocation_failure()
+    acc.set_occupancy(
+        gauges.get("capacity", 100), gauges.get("resident", 50), gauges.get("pinned", 5)
+    )
+    return acc.take()
+
+
+def test_reduce_is_exact_for_a_scripted_interval() -> None:
+    assert scripted().reduce() == {
+        "GPU_to_CPU_total_bytes": 6_000_000,
+        "GPU_to_CPU_total_time": 0.006,
+        "GPU_to_CPU_ops": 3,
+        "GPU_to_CPU_failed_ops": 1,
+        "GPU_to_CPU_failed_bytes": 500,
+        "GPU_to_CPU_blocks": 24,
+        "GPU_to_CPU_avg_bytes": 2_000_000.0,
+        "GPU_to_CPU_avg_time": 0.002,
+        # Per-transfer 1e9, 1.5e9 and 666_666_667 (rounded) B/s.
+        "GPU_to_CPU_avg_throughput": 3_166_666_667 / 3,
+        "GPU_to_CPU_throughput": 1e9,
+        "CPU_to_GPU_total_bytes": 266_240,
+        "CPU_to_GPU_total_time": 1e-5,
+        "CPU_to_GPU_ops": 2,
+        "CPU_to_GPU_failed_ops": 0,
+        "CPU_to_GPU_failed_bytes": 0,
+        "CPU_to_GPU_blocks": 2,
+        "CPU_to_GPU_avg_bytes": 133_120.0,
+        "CPU_to_GPU_avg_time": 5e-6,
+        # The zero-duration load has no throughput; the other moved 262144 B in 10 µs.
+        "CPU_to_GPU_avg_throughput": 26_214_400_000.0,
+        "CPU_to_GPU_throughput": 26_624_000_000.0,
+        "blocks_queried": 10,
+        "blocks_hit": 4,
+        "hit_rate": 0.4,
+        "tokens_queried": 160,
+        "tokens_hit": 64,
+        "token_hit_rate": 0.4,
+        "blocks_stored": 3,
+        "blocks_evicted": 1,
+        "allocation_failures": 2,
+        "capacity_blocks": 100,
+        "resident_blocks": 50,
+        "pinned_blocks": 5,
+    }
+
+
+def test_reduce_types_and_empty_values() -> None:
+    r = OffloadingConnectorStats().reduce()
+    assert r["GPU_to_CPU_total_bytes"] == 0 and type(r["GPU_to_CPU_total_bytes"]) is int
+    assert r["GPU_to_CPU_total_time"] == 0.0 and type(r["GPU_to_CPU_total_time"]) is float
+    assert r["hit_rate"] == 0.0 and r["CPU_to_GPU_avg_throughput"] == 0.0
+    assert all(v == 0 for v in r.values())
+
+
+def test_aggregate_adds_counts_and_gauges_and_returns_self() -> None:
+    a = scripted(capacity=100, resident=50, pinned=5)
+    b = scripted(capacity=0, resident=0, pinned=0)
+    assert a.aggregate(b) is a
+    r = a.reduce()
+    assert (r["GPU_to_CPU_ops"], r["GPU_to_CPU_total_bytes"], r["blocks_hit"]) == (6, 12_000_000, 8)
+    assert r["GPU_to_CPU_total_time"] == 0.012
+    assert (r["capacity_blocks"], r["resident_blocks"], r["pinned_blocks"]) == (100, 50, 5)
+    expected = scripted().to_dict()
+    doubled = a.to_dict()
+    assert doubled["transfers"]["GPU_to_CPU"]["size_counts"] == [
+        2 * c for c in expected["transfers"]["GPU_to_CPU"]["size_counts"]
+    ]
+    assert b == scripted(capacity=0, resident=0, pinned=0)
+
+
+def test_aggregate_with_itself_doubles() -> None:
+    s = scripted()
+    s.aggregate(s)
+    assert s.reduce()["CPU_to_GPU_ops"] == 4
+    assert s.reduce()["capacity_blocks"] == 200
+
+
+def test_aggregate_overflow_raises_and_changes_nothing() -> None:
+    big = empty_dict()
+    big["transfers"]["CPU_to_GPU"]["bytes"] = 2**64 - 1
+    s = scripted()
+    before = s.to_dict()
+    with pytest.raises(InvalidArgumentError, match="overflows"):
+        s.aggregate(OffloadingConnectorStats.from_dict(big))
+    assert s.to_dict() == before
+
+
+def test_aggregate_wrong_type() -> None:
+    with pytest.raises(TypeError):
+        OffloadingConnectorStats().aggregate({})  # type: ignore[arg-type]
+
+
+def test_empty_reset_clone_and_reset() -> None:
+    s = scripted()
+    assert not s.is_empty()
+    copy_ = s.clone_and_reset()
+    assert s.is_empty() and s == OffloadingConnectorStats()
+    assert copy_ == scripted()
+    copy_.reset()
+    assert copy_.is_empty()
+    gauges_only = StatsAccumulator()
+    gauges_only.set_occupancy(1, 0, 0)
+    assert not gauges_only.take().is_empty()
+
+
+def test_data_is_a_fresh_to_dict_view() -> None:
+    s = scripted()
+    d = s.data
+    assert d == s.to_dict()
+    d["transfers"]["GPU_to_CPU"]["ops"] = 999
+    assert s.to_dict()["transfers"]["GPU_to_CPU"]["ops"] == 3
+
+
+def test_round_trips_pickle_json_bytes_copy() -> None:
+    s = scripted()
+    assert pickle.loads(pickle.dumps(s)) == s
+    assert OffloadingConnectorStats.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert OffloadingConnectorStats(s.to_dict()) == s
+    assert OffloadingConnectorStats(s.to_bytes()) == s
+    assert OffloadingConnectorStats.from_bytes(s.to_bytes()) == s
+    c = copy.copy(s)
+    assert c == s and c is not s
+    assert copy.deepcopy(s) == s
+    assert s != OffloadingConnectorStats()
+    assert s != "not stats"
+    with pytest.raises(TypeError):
+        hash(s)
+
+
+def test_serialized_size_does_not_grow_with_transfers() -> None:
+    sizes = {}
+    for n in (10, 100_000):
+        acc = StatsAccumulator()
+        for i in range(n):
+            acc.record_transfer("GPU_to_CPU" if i % 2 else "CPU_to_GPU", 2_000_000 + i, 1e-3)
+        s = acc.take()
+        zeroed = json.dumps(s.to_dict(), default=str)
+        for_shape = json.loads(zeroed)
+        sizes[n] = (len(pickle.dumps(s)), len(s.to_bytes()), _shape(for_shape), len(zeroed))
+    assert sizes[10][:3] == sizes[100_000][:3]
+    # JSON writes numbers in decimal, so its length moves only with the digits of the counts:
+    # never beyond every count at the 20 digits of 2^64 - 1.
+    assert sizes[100_000][3] <= _max_json_len()
+
+
+def _shape(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _shape(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_shape(x) for x in v]
+    return type(v).__name__
+
+
+def _max_json_len() -> int:
+    d = empty_dict()
+    for t in d["transfers"].values():
+        for k, v in t.items():
+            t[k] = [2**64 - 1] * len(v) if isinstance(v, list) else 2**64 - 1
+    for section in ("lookups", "manager"):
+        d[section] = dict.fromkeys(d[section], 2**64 - 1)
+    return len(json.dumps(d))
+
+
+def _with(path: list[str | int], value: Any) -> dict[str, Any]:
+    d = scripted().to_dict()
+    target: Any = d
+    for key in path[:-1]:
+        target = target[key]
+    last = path[-1]
+    if value is _DELETE:
+        del target[last]
+    else:
+        target[last] = value
+    return d
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["version"], 2, "version: unsupported format version 2 (this build reads 1)"),
+        (["version"], "1", "version: expected int, got str"),
+        (["version"], True, "version: expected int, got bool"),
+        (["version"], _DELETE, "version: missing key"),
+        (["manager"], _DELETE, "manager: missing key"),
+        (["transfers", "CPU_to_GPU"], _DELETE, "transfers.CPU_to_GPU: missing key"),
+        (["transfers", "GPU_to_CPU", "time_ns"], _DELETE, "transfers.GPU_to_CPU.time_ns: missing"),
+        (["lookups", "tokens_hit"], _DELETE, "lookups.tokens_hit: missing key"),
+        (["transfers", "GPU_to_CPU", "ops"], -1, "transfers.GPU_to_CPU.ops: negative count -1"),
+        (["manager", "pinned_blocks"], -7, "manager.pinned_blocks: negative count -7"),
+        (
+            ["lookups", "blocks_hit"],
+            2**64,
+            "lookups.blocks_hit: count 18446744073709551616 exceeds",
+        ),
+        (["transfers", "GPU_to_CPU", "bytes"], 1.0, "GPU_to_CPU.bytes: expected int, got float"),
+        (
+            ["transfers", "GPU_to_CPU", "bytes"],
+            None,
+            "GPU_to_CPU.bytes: expected int, got NoneType",
+        ),
+        (["transfers", "GPU_to_CPU", "blocks"], False, "GPU_to_CPU.blocks: expected int, got bool"),
+        (["transfers", "CPU_to_GPU", "size_counts", 3], -5, "CPU_to_GPU.size_counts[3]: negative"),
+        (
+            ["transfers", "CPU_to_GPU", "size_counts", 0],
+            "0",
+            "size_counts[0]: expected int, got str",
+        ),
+        (["transfers", "CPU_to_GPU", "duration_counts"], [0] * 18, "expected 19 bucket counts"),
+        (["transfers", "CPU_to_GPU", "throughput_counts"], 0, "expected list of 14 ints, got int"),
+        (["buckets", "size_bytes", 0], 4095, "buckets.size_bytes: bucket layout differs"),
+        (
+            ["buckets", "duration_seconds"],
+            [1e-5],
+            "buckets.duration_seconds: bucket layout differs",
+        ),
+        (["buckets", "throughput_bytes_per_second"], "x", "expected list of bounds, got str"),
+        (["buckets", "size_bytes"], _DELETE, "buckets.size_bytes: missing key"),
+        (["lookups"], [], "lookups: expected dict, got list"),
+        (["transfers", "sideways"], {}, 'transfers: unknown key "sideways"'),
+        (["extra"], 0, 'stats dict: unknown key "extra"'),
+    ],
+)
+def test_from_dict_rejects_bad_input_naming_the_key(
+    path: list[str | int], value: Any, message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        OffloadingConnectorStats.from_dict(_with(path, value))
+    assert message in str(info.value)
+    assert str(info.value).startswith("invalid stats dict: ")
+
+
+def test_from_dict_rejects_non_dicts_and_non_str_keys() -> None:
+    with pytest.raises(InvalidArgumentError, match="stats dict: expected dict, got list"):
+        OffloadingConnectorStats.from_dict([])  # type: ignore[arg-type]
+    d: dict[Any, Any] = scripted().to_dict()
+    d[1] = d.pop("version")
+    with pytest.raises(InvalidArgumentError, match='unknown key "1"'):
+        OffloadingConnectorStats.from_dict(d)
+
+
+def test_from_dict_accepts_float_bounds_and_tuples() -> None:
+    d = scripted().to_dict()
+    d["buckets"]["size_bytes"] = tuple(float(b) for b in d["buckets"]["size_bytes"])
+    d["transfers"]["GPU_to_CPU"]["size_counts"] = tuple(d["transfers"]["GPU_to_CPU"]["size_counts"])
+    assert OffloadingConnectorStats.from_dict(d) == scripted()
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"", 'missing b"KVOS" header'),
+        (b"JSON{}..", 'missing b"KVOS" header'),
+        (b"KVOS\x02\x00\x00\x00", "unsupported format version 2"),
+        (b"KVOS\x01\x00\x00\x00\x00", "expected 1016 bytes for version 1, got 9"),
+    ],
+)
+def test_from_bytes_rejects_bad_input(blob: bytes, message: str) -> None:
+    # 1016 = 8 header bytes + 126 counters of 8 bytes.
+    with pytest.raises(InvalidArgumentError, match=message.replace("(", r"\(")):
+        OffloadingConnectorStats.from_bytes(blob)
