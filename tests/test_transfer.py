@@ -223,7 +223,9 @@ def test_cuda_store_waits_for_compute_stream_and_get_finished_does_not_block() -
     torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time on the compute stream
     for x in kv:  # type: ignore[attr-defined]
         x[3].fill_(7)  # written after the sleep, on the compute stream
+    marker = torch.cuda.current_stream().record_event()
     t.transfer_async(1, "GPU_to_CPU", [3], [2])
+    assert not marker.query(), "transfer_async waited for the compute stream"
     assert t.get_finished() == []  # the store cannot have run yet, and polling must not wait
     (res,) = t.wait([1])
     assert res.success

@@ -142,13 +142,39 @@ class TritonCopier:
         self._lens = table([c // w for c in layout.chunk_bytes])
         self._offsets = table([o // w for o in layout.slot_offsets])
         longest = max(layout.chunk_bytes) // w
+        self._tile = min(_MAX_TILE, max(16, 1 << (longest - 1).bit_length()))
+        self._tiles = min(_MAX_TILES_PER_ROW, -(-longest // self._tile))
         sizes = [*layout.chunk_bytes, *layout.slot_offsets, layout.slot_bytes]
         sizes += [r.data_ptr() for r in layout.regions] + [r.stride(0) for r in layout.regions]
         wide = all(v % 16 == 0 for v in sizes)
         self._vec = 16 // w if wide else 1
         self._align = 16 if wide else w
-        self._tile = min(_MAX_TILE, max(16, 1 << (longest - 1).bit_length()))
-        self._tiles = min(_MAX_TILES_PER_ROW, -(-longest // self._tile))
+        if layout.device.type == "cuda":
+            # Compile now: a first-job compile would hold transfer_async for most of a second.
+            ids = torch.zeros(1, dtype=torch.int64, device=layout.device)
+            staging = torch.empty(self._slot_len, dtype=self._dtype, device=layout.device)
+            for to_staging in (True, False):
+                _copy_rows.warmup(*self._args(ids, staging), **self._meta(to_staging), grid=(1,))
+
+    def _args(self, block_ids: torch.Tensor, staging: torch.Tensor) -> tuple[object, ...]:
+        return (
+            self._ptrs,
+            self._strides,
+            self._lens,
+            self._offsets,
+            block_ids,
+            staging,
+            self._slot_len,
+            self._num_regions,
+        )
+
+    def _meta(self, to_staging: bool) -> dict[str, object]:
+        return {
+            "TILE": self._tile,
+            "TO_STAGING": to_staging,
+            "VEC": self._vec,
+            "ALIGN": self._align,
+        }
 
     def _launch(self, block_ids: torch.Tensor, staging: torch.Tensor, to_staging: bool) -> None:
         n = block_ids.numel()
@@ -156,18 +182,7 @@ class TritonCopier:
             return
         grid = (n * self._num_regions, self._tiles)
         _copy_rows[grid](
-            self._ptrs,
-            self._strides,
-            self._lens,
-            self._offsets,
-            block_ids,
-            staging.view(self._dtype),
-            self._slot_len,
-            self._num_regions,
-            TILE=self._tile,
-            TO_STAGING=to_staging,
-            VEC=self._vec,
-            ALIGN=self._align,
+            *self._args(block_ids, staging.view(self._dtype)), **self._meta(to_staging)
         )
 
     def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
