@@ -9,8 +9,11 @@ block ids (out of a pool 4x larger) against consecutive CPU blocks, bf16, ``kv_s
 - ``kvoff``: ``CpuGpuTransfer`` (Triton gather into staging, a few large DMAs, double-buffered).
 
 Each is run per direction and with both directions at once (a store and a load of different
-blocks). Times are CUDA events (kvoff: the ``transfer_time`` it reports; "both": the wall time
-of submitting both and waiting, which includes host work); the median of ``--reps`` runs after
+blocks). Times are CUDA events (kvoff: the ``transfer_time`` it reports), with the work issued
+while the compute stream is parked in a 2 ms sleep, as an engine issues it behind a step's
+kernels, so host issue time does not stretch the device timeline; extra columns give kvoff
+issued on an idle GPU ("idle"), the wall time of submitting both directions and waiting ("both
+wall") and the host time ``transfer_async`` takes ("issue us"). Medians of ``--reps`` runs after
 warm-up. Also measured: how long allocating and pinning the CPU tier takes per GiB, chunked
 (as kvoff does) and as one allocation.
 
@@ -63,11 +66,21 @@ def single_copy(reps: int) -> dict[str, float]:
     host2 = torch.empty(JOB_BYTES, dtype=torch.uint8, pin_memory=True)
     s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()  # type: ignore[no-untyped-call]
 
+    def one_way(dst: torch.Tensor, src: torch.Tensor) -> float:
+        compute = _behind_sleep()
+        e0 = compute.record_event(torch.cuda.Event(enable_timing=True))  # type: ignore[no-untyped-call]
+        s1.wait_stream(compute)
+        with torch.cuda.stream(s1):
+            dst.copy_(src, non_blocking=True)
+        e1 = s1.record_event(torch.cuda.Event(enable_timing=True))  # type: ignore[no-untyped-call]
+        e1.synchronize()
+        return float(e0.elapsed_time(e1)) / 1e3
+
     def d2h() -> float:
-        return _events_ms(lambda s: host.copy_(dev, non_blocking=True), s1) / 1e3
+        return one_way(host, dev)
 
     def h2d() -> float:
-        return _events_ms(lambda s: dev.copy_(host, non_blocking=True), s1) / 1e3
+        return one_way(dev, host)
 
     def both() -> float:
         torch.cuda.synchronize()
@@ -155,7 +168,11 @@ def kvoff_rates(
     load_gpu = gpu_ids[::-1]
     job = iter(range(1 << 40))
 
-    def one(direction: str, cpu: list[int], gpu: list[int]) -> float:
+    def one(direction: str, cpu: list[int], gpu: list[int], behind: bool = True) -> float:
+        # behind=True: issued while the compute stream is busy (as an engine does), so the
+        # job's device time is not stretched by the host issuing it; False: on an idle GPU.
+        if behind:
+            _behind_sleep()
         jid = next(job)
         t.transfer_async(jid, direction, gpu, cpu)
         (res,) = t.wait([jid])
@@ -204,6 +221,10 @@ def kvoff_rates(
         "both": 2 * JOB_BYTES / _median(both, reps),
         "both_dev": 2 * JOB_BYTES / _median(both_dev, reps),
         "store_wall": JOB_BYTES / _median(store_wall, reps),
+        "store_idle": JOB_BYTES
+        / _median(lambda: one("GPU_to_CPU", store_cpu, gpu_ids, False), reps),
+        "load_idle": JOB_BYTES
+        / _median(lambda: one("CPU_to_GPU", load_cpu, load_gpu, False), reps),
         "host_issue_s": _median(host_issue, reps),
     }
 
@@ -294,14 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     head = f"{'chunk':>7} {'layers x blocks':>15}  {'method':<24} {'store GB/s':>10} "
     head += f"{'(x link)':>8} {'load GB/s':>9} {'(x link)':>8} {'both GB/s':>9} {'(x link)':>8}"
-    head += f" {'both wall':>9} {'issue us':>8}"
+    head += f" {'both wall':>9} {'issue us':>8} {'idle st/ld':>11}"
     print(head)
     for r in rows:
         both = f"{'':>9} {'':>8} {'':>9} {'':>8}"
         if "both" in r:
             both = (
                 f"{r['both_dev'] / gb:9.1f} {r['both_dev'] / link['both_dev']:8.3f} "
-                f"{r['both'] / gb:9.1f} {r['host_issue_s'] * 1e6:8.0f}"
+                f"{r['both'] / gb:9.1f} {r['host_issue_s'] * 1e6:8.0f} "
+                f"{r['store_idle'] / gb:5.1f}/{r['load_idle'] / gb:5.1f}"
             )
         print(
             f"{r['chunk_bytes'] // 1024:>5}Ki {r['layers']:>6} x {r['blocks']:<6}  "
