@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+Kv = torch.Tensor | list[torch.Tensor]
+
 DEVICES = [
     "cpu",
     pytest.param(
@@ -41,7 +43,7 @@ def make_kv(
     num_layers: int = 3,
     block_shape: tuple[int, ...] = (4, 2, 8),
     seed: int = 0,
-) -> tuple[object, str]:
+) -> tuple[Kv, str]:
     """GPU KV for ``layout`` (``*_padded``: blocks further apart than their size) and the
     ``layout=`` name to pass."""
     pad = 5 if layout.endswith("_padded") else 0
@@ -56,35 +58,35 @@ def make_kv(
     for i in range(num_layers):
         lead = (2, num_blocks) if base == "kv_split" else (num_blocks,)
         flat = random_tensor((*lead, inner + pad), dtype, seed * 100 + i).to(device)
-        tensors.append(flat[..., :inner].unflatten(-1, block_shape))
+        tensors.append(flat[..., :inner].view(*lead, *block_shape))
     return tensors, base
 
 
-def slot_ref(gpu_kv: object, layout: str, block: int) -> torch.Tensor:
+def slot_ref(gpu_kv: Kv, layout: str, block: int) -> torch.Tensor:
     """The bytes of GPU block ``block`` across all layers, in slot order, on CPU."""
-    if layout == "cross_layer":
-        parts = [gpu_kv[block]]  # type: ignore[index]
+    if isinstance(gpu_kv, torch.Tensor):
+        parts = [gpu_kv[block]]
     elif layout == "kv_split":
-        parts = [t[kv, block] for t in gpu_kv for kv in (0, 1)]  # type: ignore[attr-defined]
+        parts = [t[kv, block] for t in gpu_kv for kv in (0, 1)]
     else:
-        parts = [t[block] for t in gpu_kv]  # type: ignore[attr-defined]
+        parts = [t[block] for t in gpu_kv]
     return torch.cat([p.contiguous().reshape(-1).view(torch.uint8).cpu() for p in parts])
 
 
-def all_blocks(gpu_kv: object, layout: str, num_blocks: int) -> list[torch.Tensor]:
+def all_blocks(gpu_kv: Kv, layout: str, num_blocks: int) -> list[torch.Tensor]:
     return [slot_ref(gpu_kv, layout, b) for b in range(num_blocks)]
 
 
-def poison(gpu_kv: object, layout: str, blocks: list[int], seed: int) -> None:
+def poison(gpu_kv: Kv, layout: str, blocks: list[int], seed: int) -> None:
     """Overwrite the given GPU blocks with fresh random bytes, in every layer."""
     idx = torch.tensor(blocks)
-    if layout == "cross_layer":
-        t = gpu_kv  # type: ignore[assignment]
+    if isinstance(gpu_kv, torch.Tensor):
+        t = gpu_kv
         t[idx] = random_tensor(tuple(t[idx].shape), t.dtype, seed).to(t.device)
         return
-    for i, t in enumerate(gpu_kv):  # type: ignore[attr-defined]
+    for i, t in enumerate(gpu_kv):
         if layout == "kv_split":
-            shape = tuple(t[:, idx].shape)
+            shape: tuple[int, ...] = tuple(t[:, idx].shape)
             t[:, idx] = random_tensor(shape, t.dtype, seed + i).to(t.device)
         else:
             t[idx] = random_tensor(tuple(t[idx].shape), t.dtype, seed + i).to(t.device)

@@ -23,7 +23,8 @@ def _tier_bytes(t: CpuGpuTransfer) -> list[torch.Tensor]:
 
 def _slot(t: CpuGpuTransfer, cpu_block: int, s: int) -> torch.Tensor:
     g = t.gpu_block_bytes
-    return t.cpu_block(cpu_block)[s * g : (s + 1) * g]
+    view: torch.Tensor = t.cpu_block(cpu_block)[s * g : (s + 1) * g]
+    return view
 
 
 def _sync(device: str) -> None:
@@ -110,7 +111,8 @@ def test_load_skips_into_first_cpu_block(device: str, layout: str) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 def test_mapping_input_and_repeated_jobs(device: str) -> None:
     kv, _ = make_kv("blocks_first", device=device, num_blocks=10)
-    named = {f"layer.{i}": x for i, x in enumerate(kv)}  # type: ignore[arg-type]
+    assert isinstance(kv, list)
+    named = {f"layer.{i}": x for i, x in enumerate(kv)}
     t = CpuGpuTransfer(named, GPU_BS, GPU_BS, 4)
     original = all_blocks(kv, "blocks_first", 10)
     for round_ in range(3):
@@ -172,7 +174,7 @@ def test_package_reexports() -> None:
     assert kvoff.TransferResult is TransferResult
     r = TransferResult(1, True, 2, 0.5, "GPU_to_CPU")
     with pytest.raises(AttributeError):
-        r.success = False  # type: ignore[misc]
+        r.success = False  # type: ignore[misc,unused-ignore]
 
 
 def test_cpu_tier_is_allocated_in_whole_block_chunks() -> None:
@@ -220,8 +222,9 @@ def test_cuda_store_waits_for_compute_stream_and_get_finished_does_not_block() -
     kv, _ = make_kv("blocks_first", device="cuda", num_blocks=8)
     t = CpuGpuTransfer(kv, GPU_BS, GPU_BS, 4)
     torch.cuda.synchronize()
-    torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time on the compute stream
-    for x in kv:  # type: ignore[attr-defined]
+    torch.cuda._sleep(200_000_000)  # type: ignore[no-untyped-call]  # ~0.1 s of GPU time on the compute stream
+    assert isinstance(kv, list)
+    for x in kv:
         x[3].fill_(7)  # written after the sleep, on the compute stream
     marker = torch.cuda.current_stream().record_event()
     t.transfer_async(1, "GPU_to_CPU", [3], [2])
@@ -229,7 +232,7 @@ def test_cuda_store_waits_for_compute_stream_and_get_finished_does_not_block() -
     assert t.get_finished() == []  # the store cannot have run yet, and polling must not wait
     (res,) = t.wait([1])
     assert res.success
-    sevens = [torch.full_like(x[3], 7).cpu().reshape(-1).view(torch.uint8) for x in kv]  # type: ignore[attr-defined]
+    sevens = [torch.full_like(x[3], 7).cpu().reshape(-1).view(torch.uint8) for x in kv]
     assert torch.equal(t.cpu_block(2), torch.cat(sevens))
 
 
@@ -241,8 +244,9 @@ def test_cuda_load_is_ordered_after_compute_stream_writes() -> None:
     t.transfer_async(1, "GPU_to_CPU", [5], [0])
     t.wait([1])
     stored = t.cpu_block(0).clone()
-    torch.cuda._sleep(200_000_000)
-    for x in kv:  # type: ignore[attr-defined]
+    torch.cuda._sleep(200_000_000)  # type: ignore[no-untyped-call]
+    assert isinstance(kv, list)
+    for x in kv:
         x[2].fill_(3)  # the compute stream's last write to block 2 comes before the load
     t.transfer_async(2, "CPU_to_GPU", [2], [0])
     t.wait([2])

@@ -129,9 +129,9 @@ def test_job_id_in_flight_is_refused_until_collected(device: str) -> None:
     with pytest.raises(InvalidStateError, match="job 3 is already in flight"):
         t.transfer_async(3, "GPU_to_CPU", [1], [1])
     with pytest.raises(InvalidArgumentError, match="job_id must be an integer"):
-        t.transfer_async(True, "GPU_to_CPU", [1], [1])  # type: ignore[arg-type]
+        t.transfer_async(True, "GPU_to_CPU", [1], [1])  # type: ignore[arg-type,unused-ignore]
     with pytest.raises(InvalidArgumentError, match="job_id must be an integer, got str"):
-        t.transfer_async("4", "GPU_to_CPU", [1], [1])  # type: ignore[arg-type]
+        t.transfer_async("4", "GPU_to_CPU", [1], [1])  # type: ignore[arg-type,unused-ignore]
     assert list(t.in_flight()) == [3]
     t.wait([3])
     t.transfer_async(3, "GPU_to_CPU", [1], [1])
@@ -155,7 +155,9 @@ class _Boom(RuntimeError):
     pass
 
 
-def _fail_on_call(t: CpuGpuTransfer, method: str, nth: int, monkeypatch: pytest.MonkeyPatch):
+def _fail_on_call(
+    t: CpuGpuTransfer, method: str, nth: int, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, int]:
     real = getattr(t._copier, method)
     calls = {"n": 0}
 

@@ -11,7 +11,7 @@ from kvoff.transfer.plan import as_block_ids, plan_job
 
 def _plan(
     store: bool, gpu: list[int], cpu: list[int], spc: int, spp: int = 3, edge: int | None = None
-) -> list:
+) -> list[tuple[int, int, list[tuple[int, int, int, int]]]]:
     p = plan_job(
         store=store,
         gpu_ids=np.asarray(gpu, dtype=np.int64),
