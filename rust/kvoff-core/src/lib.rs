@@ -5,8 +5,17 @@
 
 pub mod direction;
 pub mod error;
+pub mod key;
+mod list;
+pub mod manager;
+pub mod policy;
+pub mod pool;
 pub mod sink;
 
 pub use direction::Direction;
 pub use error::{KvoffError, Result};
+pub use key::{BlockKey, BlockKeyRef};
+pub use manager::{ManagerCounters, ManagerEvent, OffloadingManager, StorePlan};
+pub use policy::{EvictionPolicy, PolicyKind, PolicyState};
+pub use pool::IdPool;
 pub use sink::ManagerStatsSink;
