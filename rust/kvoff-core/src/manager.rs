@@ -1,8 +1,8 @@
 //! The CPU-tier block manager (DESIGN §1): which content hashes live in the CPU tier, in which
 //! block, in which state, and which blocks make room for new ones.
 //!
-//! Semantics follow vLLM's `OffloadingManager` (lookup / prepare_load / touch / complete_load /
-//! prepare_store / complete_store / take_events), with the gaps closed: every call validates
+//! Semantics follow vLLM's `OffloadingManager` (`lookup`, `prepare_load`, `touch`,
+//! `complete_load`, `prepare_store`, `complete_store`, `take_events`), with the gaps closed: every call validates
 //! its whole argument before it changes anything, `prepare_store` evicts nothing when it
 //! cannot make room, and a failed store frees exactly the blocks it had not yet made ready.
 
