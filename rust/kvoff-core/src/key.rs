@@ -161,6 +161,8 @@ mod tests {
         assert_eq!(BlockKeyRef::Bytes(b"a\x05'\\").to_string(), r"b'a\x05\'\\'");
         assert_eq!(BlockKeyRef::Int(-7).to_string(), "-7");
         let long = [b'x'; 70];
-        assert!(BlockKeyRef::Bytes(&long).to_string().ends_with("... (70 bytes)"));
+        assert!(BlockKeyRef::Bytes(&long)
+            .to_string()
+            .ends_with("... (70 bytes)"));
     }
 }

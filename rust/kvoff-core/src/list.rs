@@ -14,7 +14,10 @@ pub(crate) struct Links {
 
 impl Links {
     pub(crate) fn with_len(n: usize) -> Self {
-        Links { prev: vec![NIL; n], next: vec![NIL; n] }
+        Links {
+            prev: vec![NIL; n],
+            next: vec![NIL; n],
+        }
     }
 
     /// Room for one more id at the end (for arenas that grow).
@@ -38,7 +41,11 @@ pub(crate) struct List {
 
 impl Default for List {
     fn default() -> Self {
-        List { head: NIL, tail: NIL, len: 0 }
+        List {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
     }
 }
 

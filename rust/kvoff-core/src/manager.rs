@@ -104,7 +104,12 @@ const ABSENT: u32 = u32::MAX;
 
 impl OffloadingManager {
     /// A manager of `num_blocks` CPU blocks of `block_size` tokens each.
-    pub fn new(num_blocks: i64, block_size: i64, policy: &str, enable_events: bool) -> Result<Self> {
+    pub fn new(
+        num_blocks: i64,
+        block_size: i64,
+        policy: &str,
+        enable_events: bool,
+    ) -> Result<Self> {
         if num_blocks <= 0 || num_blocks > MAX_BLOCKS {
             return Err(KvoffError::InvalidArgument(format!(
                 "num_blocks must be between 1 and {MAX_BLOCKS}, got {num_blocks}"
@@ -219,7 +224,12 @@ impl OffloadingManager {
             .resident
             .iter()
             .map(|(name, ids)| {
-                (*name, ids.iter().filter_map(|&id| by_id[id as usize].cloned()).collect())
+                (
+                    *name,
+                    ids.iter()
+                        .filter_map(|&id| by_id[id as usize].cloned())
+                        .collect(),
+                )
             })
             .collect();
         (lists, state)
@@ -258,11 +268,16 @@ impl OffloadingManager {
                     break;
                 }
                 *mark = epoch;
-            } else if self.scratch_absent.find(hash, |&j| keys[j as usize] == key).is_some() {
+            } else if self
+                .scratch_absent
+                .find(hash, |&j| keys[j as usize] == key)
+                .is_some()
+            {
                 outcome = Err(Self::duplicate(key, call));
                 break;
             } else {
-                self.scratch_absent.insert_unique(hash, i as u32, |&j| hashes[j as usize]);
+                self.scratch_absent
+                    .insert_unique(hash, i as u32, |&j| hashes[j as usize]);
             }
             ids.push(id.unwrap_or(ABSENT));
             hashes.push(hash);
@@ -277,7 +292,8 @@ impl OffloadingManager {
         let hit = keys
             .iter()
             .take_while(|&&key| {
-                self.find(key, self.hash(key)).is_some_and(|id| self.ref_cnt[id as usize] >= 0)
+                self.find(key, self.hash(key))
+                    .is_some_and(|id| self.ref_cnt[id as usize] >= 0)
             })
             .count();
         self.counters.blocks_queried += keys.len() as u64;
@@ -295,7 +311,9 @@ impl OffloadingManager {
         self.resolve(keys, "prepare_load")?;
         for (&key, &id) in keys.iter().zip(&self.scratch_ids) {
             if id == ABSENT {
-                return Err(KvoffError::UnknownHash(format!("{key} passed to prepare_load")));
+                return Err(KvoffError::UnknownHash(format!(
+                    "{key} passed to prepare_load"
+                )));
             }
             if self.ref_cnt[id as usize] == STORING {
                 return Err(KvoffError::InvalidState(format!(
@@ -319,7 +337,9 @@ impl OffloadingManager {
         self.resolve(keys, "complete_load")?;
         for (&key, &id) in keys.iter().zip(&self.scratch_ids) {
             if id == ABSENT {
-                return Err(KvoffError::UnknownHash(format!("{key} passed to complete_load")));
+                return Err(KvoffError::UnknownHash(format!(
+                    "{key} passed to complete_load"
+                )));
             }
             if self.ref_cnt[id as usize] <= 0 {
                 return Err(KvoffError::InvalidState(format!(
@@ -348,7 +368,8 @@ impl OffloadingManager {
             if id == ABSENT {
                 self.policy.on_touch_absent(key, self.scratch_hashes[i]);
             } else {
-                self.policy.on_touch(id, self.ref_cnt[id as usize] != STORING);
+                self.policy
+                    .on_touch(id, self.ref_cnt[id as usize] != STORING);
             }
         }
         self.report_occupancy();
@@ -360,15 +381,18 @@ impl OffloadingManager {
     /// counter, when there is not enough room.
     pub fn prepare_store(&mut self, keys: &[BlockKeyRef<'_>]) -> Result<Option<StorePlan>> {
         let epoch = self.resolve(keys, "prepare_store")?;
-        let to_store: Vec<usize> =
-            (0..keys.len()).filter(|&i| self.scratch_ids[i] == ABSENT).collect();
+        let to_store: Vec<usize> = (0..keys.len())
+            .filter(|&i| self.scratch_ids[i] == ABSENT)
+            .collect();
         let free = self.pool.free() as usize;
         let mut victims = Vec::new();
         if to_store.len() > free {
             let (ref_cnt, mark) = (&self.ref_cnt, &self.mark);
-            let mut evictable =
-                |id: u32| ref_cnt[id as usize] == 0 && mark[id as usize] != epoch;
-            if !self.policy.select_victims(to_store.len() - free, &mut evictable, &mut victims) {
+            let mut evictable = |id: u32| ref_cnt[id as usize] == 0 && mark[id as usize] != epoch;
+            if !self
+                .policy
+                .select_victims(to_store.len() - free, &mut evictable, &mut victims)
+            {
                 self.counters.allocation_failures += 1;
                 if let Some(sink) = &self.sink {
                     sink.record_allocation_failure();
@@ -395,8 +419,14 @@ impl OffloadingManager {
             };
             let (key, hash) = (keys[i], self.scratch_hashes[i]);
             let hashes = &self.hashes;
-            self.index
-                .insert_unique(hash, Slot { key: key.to_owned_key(), id }, |s| hashes[s.id as usize]);
+            self.index.insert_unique(
+                hash,
+                Slot {
+                    key: key.to_owned_key(),
+                    id,
+                },
+                |s| hashes[s.id as usize],
+            );
             self.hashes[id as usize] = hash;
             self.ref_cnt[id as usize] = STORING;
             self.policy.on_insert(id, key, hash);
@@ -421,7 +451,11 @@ impl OffloadingManager {
             });
         }
         self.report_occupancy();
-        Ok(Some(StorePlan { to_store, block_ids, evicted }))
+        Ok(Some(StorePlan {
+            to_store,
+            block_ids,
+            evicted,
+        }))
     }
 
     /// Finish the stores of `keys`: on success their blocks become loadable; on failure the

@@ -13,7 +13,11 @@ pub struct IdPool {
 impl IdPool {
     #[must_use]
     pub fn new(capacity: u32) -> Self {
-        IdPool { capacity, next_fresh: 0, freed: Vec::new() }
+        IdPool {
+            capacity,
+            next_fresh: 0,
+            freed: Vec::new(),
+        }
     }
 
     #[must_use]
@@ -47,7 +51,10 @@ impl IdPool {
     /// Return an id. The caller guarantees it is currently allocated (the manager owns every
     /// id it frees); a double free would hand one id to two blocks.
     pub fn release(&mut self, id: u32) {
-        debug_assert!(id < self.next_fresh && !self.freed.contains(&id), "double free of {id}");
+        debug_assert!(
+            id < self.next_fresh && !self.freed.contains(&id),
+            "double free of {id}"
+        );
         self.freed.push(id);
     }
 }
@@ -69,7 +76,10 @@ mod tests {
         p.release(1);
         assert_eq!(p.free(), 3);
         // Freed ids: 0, 2, 1 -> reused 1, 2, 0.
-        assert_eq!([p.allocate(), p.allocate(), p.allocate()], [Some(1), Some(2), Some(0)]);
+        assert_eq!(
+            [p.allocate(), p.allocate(), p.allocate()],
+            [Some(1), Some(2), Some(0)]
+        );
         assert_eq!(p.allocate(), None);
         assert_eq!((p.free(), p.allocated()), (0, 4));
     }

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use kvoff_core::{BlockKey, BlockKeyRef, KvoffError, ManagerEvent, ManagerStatsSink, OffloadingManager};
+use kvoff_core::{
+    BlockKey, BlockKeyRef, KvoffError, ManagerEvent, ManagerStatsSink, OffloadingManager,
+};
 
 fn k(v: i128) -> BlockKeyRef<'static> {
     BlockKeyRef::Int(v)
@@ -22,7 +24,10 @@ fn mgr(n: i64, policy: &str) -> OffloadingManager {
 
 /// Store and complete `v` in one go, returning the ids and evicted keys.
 fn store(m: &mut OffloadingManager, v: &[i128]) -> (Vec<u32>, Vec<BlockKey>) {
-    let plan = m.prepare_store(&keys(v)).expect("valid call").expect("room");
+    let plan = m
+        .prepare_store(&keys(v))
+        .expect("valid call")
+        .expect("room");
     m.complete_store(&keys(v), true).expect("valid call");
     (plan.block_ids, plan.evicted)
 }
@@ -52,15 +57,33 @@ fn lru_ids_evictions_and_events() {
     assert_eq!(
         m.take_events(),
         vec![
-            ManagerEvent { block_hashes: owned(&[1, 2, 3]), block_size: 16, removed: false },
-            ManagerEvent { block_hashes: owned(&[3, 2]), block_size: 16, removed: true },
-            ManagerEvent { block_hashes: owned(&[4, 5, 6]), block_size: 16, removed: false },
+            ManagerEvent {
+                block_hashes: owned(&[1, 2, 3]),
+                block_size: 16,
+                removed: false
+            },
+            ManagerEvent {
+                block_hashes: owned(&[3, 2]),
+                block_size: 16,
+                removed: true
+            },
+            ManagerEvent {
+                block_hashes: owned(&[4, 5, 6]),
+                block_size: 16,
+                removed: false
+            },
         ]
     );
     assert!(m.take_events().is_empty());
     let c = m.counters();
     assert_eq!(
-        [c.blocks_queried, c.blocks_hit, c.blocks_stored, c.blocks_evicted, c.allocation_failures],
+        [
+            c.blocks_queried,
+            c.blocks_hit,
+            c.blocks_stored,
+            c.blocks_evicted,
+            c.allocation_failures
+        ],
         [4, 2, 6, 2, 0]
     );
 }
@@ -71,8 +94,14 @@ fn prepare_store_never_evicts_its_own_or_pinned_blocks() {
     store(&mut m, &[1, 2, 3]);
     assert_eq!(m.prepare_load(&keys(&[2])).expect("load"), [1]);
     // 1 is named in the call, 2 is loading, so only 3 may go: one new block fits.
-    let plan = m.prepare_store(&keys(&[1, 10])).expect("valid").expect("room");
-    assert_eq!((plan.to_store, plan.block_ids, plan.evicted), (vec![1], vec![2], owned(&[3])));
+    let plan = m
+        .prepare_store(&keys(&[1, 10]))
+        .expect("valid")
+        .expect("room");
+    assert_eq!(
+        (plan.to_store, plan.block_ids, plan.evicted),
+        (vec![1], vec![2], owned(&[3]))
+    );
     // Now 1 is evictable, 2 is loading, 10 is storing: two new blocks cannot fit.
     let before = snapshot(&m, &[1, 2, 10, 11, 12]);
     assert_eq!(m.prepare_store(&keys(&[11, 12])).expect("valid"), None);
@@ -90,14 +119,20 @@ fn failed_store_frees_only_blocks_not_yet_ready() {
     for policy in ["lru", "arc"] {
         let mut m = mgr(4, policy);
         store(&mut m, &[1]);
-        let plan = m.prepare_store(&keys(&[1, 2, 3])).expect("valid").expect("room");
+        let plan = m
+            .prepare_store(&keys(&[1, 2, 3]))
+            .expect("valid")
+            .expect("room");
         assert_eq!(plan.block_ids, [1, 2]);
         m.complete_store(&keys(&[1, 2, 3]), false).expect("valid");
         assert_eq!([m.free(), m.resident(), m.pinned()], [3, 1, 0]);
         assert_eq!(m.block_state(k(1)), Some(0));
         assert_eq!(m.block_state(k(2)), None);
         // Freed LIFO: 3's id 2 was freed last, so it comes back first.
-        let plan = m.prepare_store(&keys(&[7, 8])).expect("valid").expect("room");
+        let plan = m
+            .prepare_store(&keys(&[7, 8]))
+            .expect("valid")
+            .expect("room");
         assert_eq!(plan.block_ids, [3, 2], "{policy}");
         assert_eq!(m.take_events().len(), 1, "failed stores announce nothing");
     }
@@ -127,7 +162,9 @@ fn bad_calls_change_nothing() {
             ),
             (
                 m.prepare_load(&keys(&[2, 2])).expect_err("dup"),
-                KvoffError::InvalidArgument("duplicate block hash 2 in one prepare_load call".into()),
+                KvoffError::InvalidArgument(
+                    "duplicate block hash 2 in one prepare_load call".into(),
+                ),
             ),
             (
                 m.complete_load(&keys(&[1, 2])).expect_err("no load"),
@@ -136,14 +173,17 @@ fn bad_calls_change_nothing() {
                 ),
             ),
             (
-                m.complete_store(&keys(&[3, 4]), true).expect_err("never prepared"),
+                m.complete_store(&keys(&[3, 4]), true)
+                    .expect_err("never prepared"),
                 KvoffError::UnknownHash(
                     "4 passed to complete_store (never prepared, or already gone)".into(),
                 ),
             ),
             (
                 m.prepare_store(&keys(&[5, 6, 5])).expect_err("dup"),
-                KvoffError::InvalidArgument("duplicate block hash 5 in one prepare_store call".into()),
+                KvoffError::InvalidArgument(
+                    "duplicate block hash 5 in one prepare_store call".into(),
+                ),
             ),
             (
                 m.touch(&keys(&[9, 1, 9])).expect_err("dup"),
@@ -166,17 +206,31 @@ fn bad_calls_change_nothing() {
 
 #[test]
 fn constructor_validates() {
-    let err = |n, b, p| OffloadingManager::new(n, b, p, false).expect_err("invalid").to_string();
-    assert_eq!(err(0, 16, "lru"), format!("num_blocks must be between 1 and {}, got 0", u32::MAX - 1));
-    assert_eq!(err(-3, 16, "lru"), format!("num_blocks must be between 1 and {}, got -3", u32::MAX - 1));
+    let err = |n, b, p| {
+        OffloadingManager::new(n, b, p, false)
+            .expect_err("invalid")
+            .to_string()
+    };
+    assert_eq!(
+        err(0, 16, "lru"),
+        format!("num_blocks must be between 1 and {}, got 0", u32::MAX - 1)
+    );
+    assert_eq!(
+        err(-3, 16, "lru"),
+        format!("num_blocks must be between 1 and {}, got -3", u32::MAX - 1)
+    );
     assert_eq!(err(4, 0, "lru"), "block_size must be positive, got 0");
-    assert_eq!(err(4, 16, "fifo"), "unknown eviction policy \"fifo\": expected \"lru\" or \"arc\"");
+    assert_eq!(
+        err(4, 16, "fifo"),
+        "unknown eviction policy \"fifo\": expected \"lru\" or \"arc\""
+    );
 }
 
 #[test]
 fn bytes_and_int_keys_are_distinct_and_compared_in_full() {
     let mut m = mgr(4, "lru");
-    let a: Vec<BlockKeyRef<'_>> = vec![BlockKeyRef::Bytes(b"\x05"), BlockKeyRef::Bytes(b"\x05\x00")];
+    let a: Vec<BlockKeyRef<'_>> =
+        vec![BlockKeyRef::Bytes(b"\x05"), BlockKeyRef::Bytes(b"\x05\x00")];
     m.prepare_store(&a).expect("valid").expect("room");
     m.complete_store(&a, true).expect("valid");
     assert_eq!(m.lookup(&[k(5)]), 0);
@@ -184,7 +238,13 @@ fn bytes_and_int_keys_are_distinct_and_compared_in_full() {
     assert_eq!(m.block_id(BlockKeyRef::Bytes(b"")), None);
     // A huge int key is fine.
     let big = [BlockKeyRef::Int(i128::MAX), BlockKeyRef::Int(i128::MIN)];
-    assert_eq!(m.prepare_store(&big).expect("valid").expect("room").block_ids, [2, 3]);
+    assert_eq!(
+        m.prepare_store(&big)
+            .expect("valid")
+            .expect("room")
+            .block_ids,
+        [2, 3]
+    );
 }
 
 #[test]
@@ -199,7 +259,10 @@ fn arc_promotes_adapts_and_prefers_lists() {
     assert_eq!(store(&mut m, &[5, 6, 7]).1, owned(&[3, 4, 2]));
     let (lists, state) = m.policy_state();
     assert_eq!(lists, vec![("t1", owned(&[5, 6, 7])), ("t2", owned(&[1]))]);
-    assert_eq!(state.ghosts, vec![("b1", owned(&[3, 4])), ("b2", owned(&[2]))]);
+    assert_eq!(
+        state.ghosts,
+        vec![("b1", owned(&[3, 4])), ("b2", owned(&[2]))]
+    );
     // Touching ghost 3 (in B1): p += max(1, |B2| / |B1|) = 1.
     m.touch(&keys(&[3])).expect("touch");
     assert_eq!(m.policy_state().1.target, Some(1));
@@ -209,7 +272,10 @@ fn arc_promotes_adapts_and_prefers_lists() {
     assert_eq!((ids, evicted), (vec![1], owned(&[5])));
     let (lists, state) = m.policy_state();
     assert_eq!(lists, vec![("t1", owned(&[6, 7])), ("t2", owned(&[1, 3]))]);
-    assert_eq!(state.ghosts, vec![("b1", owned(&[4, 5])), ("b2", owned(&[2]))]);
+    assert_eq!(
+        state.ghosts,
+        vec![("b1", owned(&[4, 5])), ("b2", owned(&[2]))]
+    );
 }
 
 #[derive(Default)]
@@ -248,7 +314,9 @@ fn reports_into_the_stats_sink() {
     let mut m = OffloadingManager::new(2, 32, "lru", false).expect("valid");
     m.set_sink(Some(rec.clone()));
     assert_eq!(rec.take(), ["occupancy 2 0 0"]);
-    m.prepare_store(&keys(&[1, 2])).expect("valid").expect("room");
+    m.prepare_store(&keys(&[1, 2]))
+        .expect("valid")
+        .expect("room");
     assert_eq!(rec.take(), ["stored 2", "occupancy 2 2 2"]);
     m.complete_store(&keys(&[1, 2]), true).expect("valid");
     assert_eq!(rec.take(), ["occupancy 2 2 0"]);

@@ -48,7 +48,11 @@ fn observe(m: &OffloadingManager) -> Observed {
             m.block_id(k).zip(m.block_state(k))
         })
         .collect();
-    (per_key, format!("{:?}", m.policy_state()), [m.free(), m.resident(), m.pinned()])
+    (
+        per_key,
+        format!("{:?}", m.policy_state()),
+        [m.free(), m.resident(), m.pinned()],
+    )
 }
 
 fn check_invariants(m: &OffloadingManager) {
@@ -60,17 +64,30 @@ fn check_invariants(m: &OffloadingManager) {
     assert_eq!(ids.len(), present.len(), "block ids are unique");
     assert!(ids.iter().all(|&id| u64::from(id) < m.capacity()));
     assert!(present.iter().all(|&(_, s)| s >= -1));
-    assert_eq!(present.iter().filter(|&&(_, s)| s != 0).count() as u64, pinned);
+    assert_eq!(
+        present.iter().filter(|&&(_, s)| s != 0).count() as u64,
+        pinned
+    );
     let (lists, state) = m.policy_state();
     let mut listed: Vec<BlockKey> = lists.into_iter().flat_map(|(_, v)| v).collect();
-    assert_eq!(listed.len() as u64, resident, "every resident block is in exactly one list");
+    assert_eq!(
+        listed.len() as u64,
+        resident,
+        "every resident block is in exactly one list"
+    );
     listed.sort_by_key(|k| format!("{k:?}"));
     listed.dedup();
     assert_eq!(listed.len() as u64, resident);
     for (_, ghosts) in &state.ghosts {
-        assert!(ghosts.len() as u64 <= m.capacity(), "ghost lists are bounded by capacity");
+        assert!(
+            ghosts.len() as u64 <= m.capacity(),
+            "ghost lists are bounded by capacity"
+        );
         for g in ghosts {
-            assert!(m.block_id(g.as_ref()).is_none(), "a ghost is never resident");
+            assert!(
+                m.block_id(g.as_ref()).is_none(),
+                "a ghost is never resident"
+            );
         }
     }
     if let Some(p) = state.target {
@@ -99,7 +116,11 @@ fn run(capacity: i64, policy: &str, ops: &[Op]) {
             Op::PrepareStore(v) => match m.prepare_store(&refs(v)) {
                 Err(_) => true,
                 Ok(None) => {
-                    assert_eq!(observe(&m), before, "a store that cannot fit changes nothing");
+                    assert_eq!(
+                        observe(&m),
+                        before,
+                        "a store that cannot fit changes nothing"
+                    );
                     assert_eq!(
                         m.counters().allocation_failures,
                         counters_before.allocation_failures + 1
@@ -108,13 +129,18 @@ fn run(capacity: i64, policy: &str, ops: &[Op]) {
                 }
                 Ok(Some(plan)) => {
                     for key in &plan.evicted {
-                        let BlockKey::Int(x) = key else { unreachable!("int keys only") };
+                        let BlockKey::Int(x) = key else {
+                            unreachable!("int keys only")
+                        };
                         let (_, state) = before.0[*x as usize].expect("evicted keys were resident");
                         assert_eq!(state, 0, "only unpinned ready blocks are evicted");
                         assert!(!v.contains(x), "a call never evicts its own hashes");
                     }
                     for (&i, &id) in plan.to_store.iter().zip(&plan.block_ids) {
-                        assert!(before.0[v[i] as usize].is_none(), "present keys are skipped");
+                        assert!(
+                            before.0[v[i] as usize].is_none(),
+                            "present keys are skipped"
+                        );
                         assert_eq!(m.block_id(BlockKeyRef::Int(v[i])), Some(id));
                         assert_eq!(m.block_state(BlockKeyRef::Int(v[i])), Some(-1));
                     }
@@ -123,7 +149,11 @@ fn run(capacity: i64, policy: &str, ops: &[Op]) {
             },
         };
         if failed {
-            assert_eq!(observe(&m), before, "a rejected call changes nothing: {op:?}");
+            assert_eq!(
+                observe(&m),
+                before,
+                "a rejected call changes nothing: {op:?}"
+            );
             assert_eq!(m.counters(), counters_before);
         }
         check_invariants(&m);

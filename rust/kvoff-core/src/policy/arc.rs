@@ -74,7 +74,12 @@ impl ArcPolicy {
 
     fn find_ghost(&self, key: BlockKeyRef<'_>, hash: u64) -> Option<u32> {
         self.ghost_index
-            .find(hash, |&g| self.ghosts[g as usize].key.as_ref().is_some_and(|k| key.matches(k)))
+            .find(hash, |&g| {
+                self.ghosts[g as usize]
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| key.matches(k))
+            })
             .copied()
     }
 
@@ -99,7 +104,11 @@ impl ArcPolicy {
     }
 
     fn add_ghost(&mut self, key: &BlockKey, hash: u64, which: Ghost) {
-        let node = GhostNode { key: Some(key.clone()), hash, list: which };
+        let node = GhostNode {
+            key: Some(key.clone()),
+            hash,
+            list: which,
+        };
         let g = if let Some(g) = self.ghost_free.pop() {
             self.ghosts[g as usize] = node;
             g
@@ -109,7 +118,8 @@ impl ArcPolicy {
             (self.ghosts.len() - 1) as u32
         };
         let ghosts = &self.ghosts;
-        self.ghost_index.insert_unique(hash, g, |&x| ghosts[x as usize].hash);
+        self.ghost_index
+            .insert_unique(hash, g, |&x| ghosts[x as usize].hash);
         let mut list = *self.ghost_list(which);
         list.push_back(&mut self.ghost_links, g);
         // Each ghost list remembers at most `capacity` keys: the oldest is forgotten.
@@ -121,7 +131,9 @@ impl ArcPolicy {
     }
 
     fn ghost_keys(&self, list: List) -> Vec<BlockKey> {
-        list.iter(&self.ghost_links).filter_map(|g| self.ghosts[g as usize].key.clone()).collect()
+        list.iter(&self.ghost_links)
+            .filter_map(|g| self.ghosts[g as usize].key.clone())
+            .collect()
     }
 
     fn unlink(&mut self, id: u32) -> Where {
@@ -171,7 +183,9 @@ impl EvictionPolicy for ArcPolicy {
     }
 
     fn on_touch_absent(&mut self, key: BlockKeyRef<'_>, hash: u64) {
-        let Some(g) = self.find_ghost(key, hash) else { return };
+        let Some(g) = self.find_ghost(key, hash) else {
+            return;
+        };
         let (b1, b2) = (self.b1.len() as u64, self.b2.len() as u64);
         let which = self.ghosts[g as usize].list;
         match which {
@@ -232,7 +246,10 @@ impl EvictionPolicy for ArcPolicy {
                 ("t1", self.t1.iter(&self.links).collect()),
                 ("t2", self.t2.iter(&self.links).collect()),
             ],
-            ghosts: vec![("b1", self.ghost_keys(self.b1)), ("b2", self.ghost_keys(self.b2))],
+            ghosts: vec![
+                ("b1", self.ghost_keys(self.b1)),
+                ("b2", self.ghost_keys(self.b2)),
+            ],
             target: Some(self.target),
         }
     }
@@ -250,7 +267,10 @@ mod tests {
 
     impl Fixture {
         fn new(capacity: u32) -> Self {
-            Fixture { p: ArcPolicy::new(capacity), h: KeyHasher::default() }
+            Fixture {
+                p: ArcPolicy::new(capacity),
+                h: KeyHasher::default(),
+            }
         }
         fn insert(&mut self, id: u32, key: i128) {
             let k = BlockKeyRef::Int(key);

@@ -12,7 +12,10 @@ pub struct LruPolicy {
 impl LruPolicy {
     #[must_use]
     pub fn new(capacity: u32) -> Self {
-        LruPolicy { links: Links::with_len(capacity as usize), order: List::default() }
+        LruPolicy {
+            links: Links::with_len(capacity as usize),
+            order: List::default(),
+        }
     }
 }
 
