@@ -6,7 +6,13 @@ and CPU at close to PCIe speed, with everything it does reported to Prometheus.
 
 from __future__ import annotations
 
-from kvoff._core import __version__
+from kvoff._core import (
+    LoadStoreSpec,
+    OffloadingEvent,
+    OffloadingManager,
+    PrepareStoreOutput,
+    __version__,
+)
 from kvoff.errors import (
     HashTypeError,
     InvalidArgumentError,
@@ -21,6 +27,10 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidStateError",
     "KvoffError",
+    "LoadStoreSpec",
+    "OffloadingEvent",
+    "OffloadingManager",
+    "PrepareStoreOutput",
     "UnknownHashError",
     "UnknownJobError",
     "__version__",

@@ -12,7 +12,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{invalid_argument_error, new_err, to_py};
+use crate::errors::to_py;
 use keys::Hashes;
 use values::{keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepareStoreOutput};
 
@@ -29,17 +29,6 @@ pub(crate) struct PyOffloadingManager {
 
 fn poisoned() -> PyErr {
     PyRuntimeError::new_err("OffloadingManager is unusable: an earlier call panicked inside it")
-}
-
-fn int_arg(py: Python<'_>, value: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
-    value.extract::<i64>().map_err(|_| {
-        let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
-        new_err(
-            py,
-            invalid_argument_error(py),
-            format!("{name} must be a positive int, got {shown}"),
-        )
-    })
 }
 
 impl PyOffloadingManager {
@@ -72,25 +61,10 @@ impl PyOffloadingManager {
 #[pymethods]
 impl PyOffloadingManager {
     #[new]
-    #[pyo3(signature = (num_blocks, block_size = None, policy = "lru", enable_events = false))]
-    fn new(
-        py: Python<'_>,
-        num_blocks: &Bound<'_, PyAny>,
-        block_size: Option<&Bound<'_, PyAny>>,
-        policy: &str,
-        enable_events: bool,
-    ) -> PyResult<Self> {
-        let num_blocks = int_arg(py, num_blocks, "num_blocks")?;
-        let block_size = block_size.map_or(Ok(16), |b| int_arg(py, b, "block_size"))?;
-        let inner = to_py(OffloadingManager::new(
-            num_blocks,
-            block_size,
-            policy,
-            enable_events,
-        ))?;
-        Ok(PyOffloadingManager {
-            inner: Mutex::new(inner),
-        })
+    #[pyo3(signature = (num_blocks, block_size = 16, policy = "lru", enable_events = false))]
+    fn new(num_blocks: i64, block_size: i64, policy: &str, enable_events: bool) -> PyResult<Self> {
+        let inner = to_py(OffloadingManager::new(num_blocks, block_size, policy, enable_events))?;
+        Ok(PyOffloadingManager { inner: Mutex::new(inner) })
     }
 
     /// Length of the longest run of present and ready blocks from the first hash.

@@ -65,11 +65,11 @@ impl PyLoadStoreSpec {
 #[pymethods]
 impl PyLoadStoreSpec {
     #[new]
-    #[pyo3(signature = (block_ids, medium = "CPU".to_owned()))]
-    fn new(py: Python<'_>, block_ids: Vec<i64>, medium: String) -> Self {
+    #[pyo3(signature = (block_ids, medium = "CPU"))]
+    fn new(py: Python<'_>, block_ids: Vec<i64>, medium: &str) -> Self {
         PyLoadStoreSpec {
             block_ids: read_only_ids(py, block_ids).unbind(),
-            medium,
+            medium: medium.to_owned(),
         }
     }
 
