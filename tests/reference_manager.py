@@ -11,6 +11,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
 
+import numpy as np
+
 from kvoff import (
     HashTypeError,
     InvalidArgumentError,
@@ -22,6 +24,7 @@ from kvoff import (
 )
 
 Key = Union[bytes, int]
+_BATCHED = (np.dtype(np.int64), np.dtype(np.uint64))
 MAX_BLOCKS = 2**32 - 2
 _MAX_SHOWN = 64
 
@@ -170,7 +173,16 @@ def _keys(hashes: Any) -> list[Key]:
             "block hashes must be a sequence of bytes or int hashes, "
             f"got a single {type(hashes).__name__}"
         )
-    keys = hashes.tolist() if hasattr(hashes, "tolist") else list(hashes)
+    if isinstance(hashes, np.ndarray) and hashes.ndim == 1 and hashes.dtype in _BATCHED:
+        keys = hashes.tolist()
+    else:
+        try:
+            keys = list(hashes)
+        except TypeError:
+            raise HashTypeError(
+                "block hashes must be a sequence of bytes or int hashes, or an int64/uint64 "
+                f"numpy array, got {type(hashes).__name__}"
+            ) from None
     for i, key in enumerate(keys):
         if isinstance(key, int):
             if not -(2**127) <= key < 2**127:
