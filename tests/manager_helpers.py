@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from reference_manager import ReferenceManager
-
 from kvoff import OffloadingManager, UnknownHashError
+from reference_manager import ReferenceManager
 
 IMPLS = {"kvoff": OffloadingManager, "reference": ReferenceManager}
 
-COUNTERS = ("blocks_queried", "blocks_hit", "blocks_stored", "blocks_evicted", "allocation_failures")
+COUNTERS = (
+    "blocks_queried",
+    "blocks_hit",
+    "blocks_stored",
+    "blocks_evicted",
+    "allocation_failures",
+)
 
 
 def snapshot(m: Any, probe: list[bytes | int]) -> dict[str, Any]:

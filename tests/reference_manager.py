@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
-
 from kvoff import (
     HashTypeError,
     InvalidArgumentError,
@@ -23,7 +22,7 @@ from kvoff import (
     UnknownHashError,
 )
 
-Key = Union[bytes, int]
+Key = bytes | int
 _BATCHED = (np.dtype(np.int64), np.dtype(np.uint64))
 MAX_BLOCKS = 2**32 - 2
 _MAX_SHOWN = 64
@@ -73,7 +72,7 @@ class _Lru:
     remove = evict
 
     def victims(self, n: int, evictable: Callable[[Key], bool]) -> list[Key] | None:
-        out = []
+        out: list[Key] = []
         for key in self.order:
             if len(out) == n:
                 break
@@ -174,7 +173,7 @@ def _keys(hashes: Any) -> list[Key]:
             f"got a single {type(hashes).__name__}"
         )
     if isinstance(hashes, np.ndarray) and hashes.ndim == 1 and hashes.dtype in _BATCHED:
-        keys = hashes.tolist()
+        keys: list[Key] = hashes.tolist()
     else:
         try:
             keys = list(hashes)
@@ -208,7 +207,11 @@ def _no_duplicates(keys: Sequence[Key], call: str) -> None:
 
 class ReferenceManager:
     def __init__(
-        self, num_blocks: int, block_size: int = 16, policy: str = "lru", enable_events: bool = False
+        self,
+        num_blocks: int,
+        block_size: int = 16,
+        policy: str = "lru",
+        enable_events: bool = False,
     ) -> None:
         if not 1 <= num_blocks <= MAX_BLOCKS:
             raise InvalidArgumentError(
@@ -258,7 +261,10 @@ class ReferenceManager:
         self.blocks_hit += hit
         return hit
 
-    def _resolve(self, block_hashes: Any, call: str) -> tuple[list[Key], list[_Block]]:
+    def _resolve(
+        self, block_hashes: Any, call: str, check: Callable[[Key, _Block], None]
+    ) -> list[_Block]:
+        """The blocks of a call, checked first to last: unknown hash, then `check`."""
         keys = _keys(block_hashes)
         _no_duplicates(keys, call)
         blocks = []
@@ -266,30 +272,32 @@ class ReferenceManager:
             block = self._blocks.get(key)
             if block is None:
                 raise UnknownHashError(f"unknown block hash {show(key)} passed to {call}")
+            check(key, block)
             blocks.append(block)
-        return keys, blocks
+        return blocks
 
     def prepare_load(self, block_hashes: Any) -> LoadStoreSpec:
-        keys, blocks = self._resolve(block_hashes, "prepare_load")
-        for key, block in zip(keys, blocks):
+        def ready(key: Key, block: _Block) -> None:
             if block.ref_cnt < 0:
                 raise InvalidStateError(
                     f"block hash {show(key)} is not ready (its store is in flight): "
                     "cannot prepare_load it"
                 )
+
+        blocks = self._resolve(block_hashes, "prepare_load", ready)
         for block in blocks:
             self.pinned += block.ref_cnt == 0
             block.ref_cnt += 1
         return LoadStoreSpec([b.id for b in blocks])
 
     def complete_load(self, block_hashes: Any) -> None:
-        keys, blocks = self._resolve(block_hashes, "complete_load")
-        for key, block in zip(keys, blocks):
+        def loading(key: Key, block: _Block) -> None:
             if block.ref_cnt <= 0:
                 raise InvalidStateError(
                     f"complete_load of block hash {show(key)}, which has no load in flight"
                 )
-        for block in blocks:
+
+        for block in self._resolve(block_hashes, "complete_load", loading):
             block.ref_cnt -= 1
             self.pinned -= block.ref_cnt == 0
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from manager_helpers import IMPLS
-
 from kvoff import LoadStoreSpec, OffloadingEvent, PrepareStoreOutput
+from manager_helpers import IMPLS
 
 A, B, C, D, E, F, G, H = b"A", b"B", b"C", b"D", b"E", b"F", b"G", b"H"
 

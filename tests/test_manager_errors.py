@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from manager_helpers import IMPLS, snapshot
-
 from kvoff import (
     HashTypeError,
     InvalidArgumentError,
@@ -17,6 +15,7 @@ from kvoff import (
     KvoffError,
     UnknownHashError,
 )
+from manager_helpers import IMPLS, snapshot
 
 PROBE: list[bytes | int] = [b"ready", b"loading", b"storing", b"x", 7, b"\x07"]
 
@@ -187,7 +186,9 @@ CASES: list[tuple[str, Call, type[KvoffError], str]] = [
 
 @pytest.mark.parametrize("policy", ["lru", "arc"])
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize(("call", "error", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("call", "error", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_call_raises_and_changes_nothing(
     impl: str, policy: str, call: Call, error: type[KvoffError], message: str
 ) -> None:

@@ -41,7 +41,10 @@ def test_long_calls_release_the_gil() -> None:
             t1 = time.perf_counter()
             if t1 - t0 > 4 * MARGIN:
                 windows += 1
-                lo, hi = bisect.bisect_right(ticks, t0 + MARGIN), bisect.bisect_left(ticks, t1 - MARGIN)
+                lo, hi = (
+                    bisect.bisect_right(ticks, t0 + MARGIN),
+                    bisect.bisect_left(ticks, t1 - MARGIN),
+                )
                 inside += max(0, hi - lo)
     finally:
         stop.set()
@@ -76,4 +79,6 @@ def test_concurrent_calls_on_one_manager_are_serialized() -> None:
         t.join()
     assert errors == []
     assert (m.resident, m.pinned, m.blocks_stored, m.blocks_hit) == (12_000, 0, 12_000, 12_000)
-    assert sorted(m.block_id(hash((w, b, i))) for w in range(4) for b in range(10) for i in range(300)) == list(range(12_000))
+    assert sorted(
+        m.block_id(hash((w, b, i))) for w in range(4) for b in range(10) for i in range(300)
+    ) == list(range(12_000))

@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from kvoff import LoadStoreSpec, OffloadingEvent, OffloadingManager, PrepareStoreOutput
 
 
@@ -23,7 +22,7 @@ def test_load_store_spec_is_a_read_only_value() -> None:
     with pytest.raises(ValueError, match="read-only"):
         spec.block_ids[0] = 9
     with pytest.raises(AttributeError):
-        spec.medium = "GPU"  # type: ignore[misc]
+        spec.medium = "GPU"
     with pytest.raises(TypeError, match="unhashable"):
         hash(spec)
 
@@ -41,11 +40,14 @@ def test_prepare_store_output_and_event() -> None:
     assert out != PrepareStoreOutput([b"a", 2], LoadStoreSpec([1, 0]), [b"z"])
     ev = OffloadingEvent([b"a"], 16, "CPU", True)
     assert (ev.block_hashes, ev.block_size, ev.medium, ev.removed) == ([b"a"], 16, "CPU", True)
-    assert repr(ev) == "OffloadingEvent(block_hashes=[b'a'], block_size=16, medium='CPU', removed=True)"
+    assert (
+        repr(ev)
+        == "OffloadingEvent(block_hashes=[b'a'], block_size=16, medium='CPU', removed=True)"
+    )
     assert ev != OffloadingEvent([b"a"], 16, "CPU", False)
     assert ev != OffloadingEvent([b"a"], 32, "CPU", True)
     with pytest.raises(AttributeError):
-        ev.removed = False  # type: ignore[misc]
+        ev.removed = False
 
 
 @pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
@@ -120,6 +122,9 @@ def test_properties_and_repr() -> None:
     )
     m.prepare_store([1, 2, 3])
     assert (m.free, m.resident, m.pinned, len(m)) == (5, 3, 3, 3)
-    assert repr(m) == "OffloadingManager(num_blocks=8, block_size=32, policy='arc', resident=3, pinned=3)"
+    assert (
+        repr(m)
+        == "OffloadingManager(num_blocks=8, block_size=32, policy='arc', resident=3, pinned=3)"
+    )
     with pytest.raises(AttributeError):
-        m.capacity = 3  # type: ignore[misc]
+        m.capacity = 3

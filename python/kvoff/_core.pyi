@@ -12,9 +12,7 @@ __version__: str
 
 _BlockHash: TypeAlias = bytes | int
 # A list or tuple (or any iterable) of hashes, or the batched form: a 1-D int64/uint64 array.
-_BlockHashes: TypeAlias = (
-    Iterable[_BlockHash] | npt.NDArray[np.int64] | npt.NDArray[np.uint64]
-)
+_BlockHashes: TypeAlias = Iterable[_BlockHash] | npt.NDArray[np.int64] | npt.NDArray[np.uint64]
 
 @final
 class LoadStoreSpec:
