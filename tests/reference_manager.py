@@ -25,6 +25,7 @@ from kvoff import (
 Key = bytes | int
 _BATCHED = (np.dtype(np.int64), np.dtype(np.uint64))
 MAX_BLOCKS = 2**32 - 2
+_INT_MIN, _INT_MAX = -(2**127), 2**127 - 1
 _MAX_SHOWN = 64
 
 
@@ -184,7 +185,7 @@ def _keys(hashes: Any) -> list[Key]:
             ) from None
     for i, key in enumerate(keys):
         if isinstance(key, int):
-            if not -(2**127) <= key < 2**127:
+            if not _INT_MIN <= key <= _INT_MAX:
                 raise InvalidArgumentError(
                     f"int block hash {key!r} at position {i} is outside the 128-bit signed "
                     "range [-2**127, 2**127 - 1]"

@@ -236,14 +236,32 @@ fn bytes_and_int_keys_are_distinct_and_compared_in_full() {
     assert_eq!(m.lookup(&[k(5)]), 0);
     assert_eq!(m.block_id(BlockKeyRef::Bytes(b"\x05\x00")), Some(1));
     assert_eq!(m.block_id(BlockKeyRef::Bytes(b"")), None);
-    // A huge int key is fine.
+    // Keys longer than the inline limit compare in full too.
+    let long_a = [7u8; 80];
+    let mut long_b = [7u8; 80];
+    long_b[79] = 8;
+    let long = [
+        BlockKeyRef::Bytes(&long_a),
+        BlockKeyRef::Bytes(&long_b[..33]),
+    ];
+    assert_eq!(
+        m.prepare_store(&long)
+            .expect("valid")
+            .expect("room")
+            .block_ids,
+        [2, 3]
+    );
+    assert_eq!(m.block_id(BlockKeyRef::Bytes(&long_b)), None);
+    assert_eq!(m.block_id(BlockKeyRef::Bytes(&long_b[..33])), Some(3));
+    m.complete_store(&long, false).expect("valid");
+    // A huge int key is fine (ids freed 2 then 3 come back last-in-first-out).
     let big = [BlockKeyRef::Int(i128::MAX), BlockKeyRef::Int(i128::MIN)];
     assert_eq!(
         m.prepare_store(&big)
             .expect("valid")
             .expect("room")
             .block_ids,
-        [2, 3]
+        [3, 2]
     );
 }
 

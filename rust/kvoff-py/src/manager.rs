@@ -63,8 +63,15 @@ impl PyOffloadingManager {
     #[new]
     #[pyo3(signature = (num_blocks, block_size = 16, policy = "lru", enable_events = false))]
     fn new(num_blocks: i64, block_size: i64, policy: &str, enable_events: bool) -> PyResult<Self> {
-        let inner = to_py(OffloadingManager::new(num_blocks, block_size, policy, enable_events))?;
-        Ok(PyOffloadingManager { inner: Mutex::new(inner) })
+        let inner = to_py(OffloadingManager::new(
+            num_blocks,
+            block_size,
+            policy,
+            enable_events,
+        ))?;
+        Ok(PyOffloadingManager {
+            inner: Mutex::new(inner),
+        })
     }
 
     /// Length of the longest run of present and ready blocks from the first hash.
