@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from kvoff._core import (
     JobTracker,
+    LoadStoreSpec,
     OffloadingConnectorStats,
+    OffloadingEvent,
+    OffloadingManager,
+    PrepareStoreOutput,
     StatsAccumulator,
     __version__,
 )
@@ -38,10 +42,14 @@ __all__ = [
     "InvalidStateError",
     "JobTracker",
     "KvoffError",
+    "LoadStoreSpec",
     "MetricsServer",
     "OffloadPromMetrics",
     "OffloadingConnectorStats",
+    "OffloadingEvent",
+    "OffloadingManager",
     "PortInUseError",
+    "PrepareStoreOutput",
     "StatsAccumulator",
     "TransferResult",
     "UnknownHashError",

@@ -248,7 +248,6 @@ def _bench(args: argparse.Namespace) -> int:
         if args.linger:
             time.sleep(args.linger)
         server.shutdown()
-    engine.transfer.close()
     return 1 if summary.verify_failures else 0
 
 

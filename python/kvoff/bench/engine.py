@@ -99,7 +99,7 @@ class SimulatedEngine:
         )
         self.scheduler = OffloadingScheduler(self.manager, cfg.gpu_block_size, cfg.cpu_block_size)
         self.transfer = CpuGpuTransfer(
-            self.kv, cfg.gpu_block_size, cfg.cpu_block_size, cfg.num_cpu_blocks
+            self.kv, cfg.gpu_block_size, cfg.cpu_block_size, cfg.num_cpu_blocks, layout="kv_split"
         )
         self.totals = EngineTotals()
         self.worker = OffloadingWorker(

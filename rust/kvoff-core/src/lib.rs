@@ -6,11 +6,20 @@
 pub mod direction;
 pub mod error;
 pub mod jobs;
+pub mod key;
+mod list;
+pub mod manager;
+pub mod policy;
+pub mod pool;
 pub mod sink;
 pub mod stats;
 
 pub use direction::Direction;
 pub use error::{KvoffError, Result};
 pub use jobs::{CompletedJob, Finished, JobTracker};
+pub use key::{BlockKey, BlockKeyRef};
+pub use manager::{ManagerCounters, ManagerEvent, OffloadingManager, StorePlan};
+pub use policy::{EvictionPolicy, PolicyKind, PolicyState};
+pub use pool::IdPool;
 pub use sink::ManagerStatsSink;
 pub use stats::{StatsAccumulator, StatsSnapshot};

@@ -35,7 +35,6 @@ impl PyStatsAccumulator {
     }
 
     /// The same accumulator as the block manager's sink.
-    #[allow(dead_code)] // used by the manager binding (integrated by the lead)
     pub(crate) fn sink(&self) -> Arc<dyn ManagerStatsSink> {
         self.shared()
     }

@@ -1,0 +1,563 @@
+//! The CPU-tier block manager (DESIGN §1): which content hashes live in the CPU tier, in which
+//! block, in which state, and which blocks make room for new ones.
+//!
+//! Semantics follow vLLM's `OffloadingManager` (`lookup`, `prepare_load`, `touch`,
+//! `complete_load`, `prepare_store`, `complete_store`, `take_events`), with the gaps closed: every call validates
+//! its whole argument before it changes anything, `prepare_store` evicts nothing when it
+//! cannot make room, and a failed store frees exactly the blocks it had not yet made ready.
+
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+use crate::error::{KvoffError, Result};
+use crate::key::{BlockKey, BlockKeyRef, KeyHasher};
+use crate::policy::{EvictionPolicy, PolicyKind, PolicyState};
+use crate::pool::IdPool;
+use crate::sink::ManagerStatsSink;
+
+/// The only medium this manager hands out.
+pub const MEDIUM_CPU: &str = "CPU";
+
+/// `ref_cnt` of a block whose store is in flight.
+const STORING: i32 = -1;
+
+/// Largest tier: ids are `u32` and `u32::MAX` marks "no block" in the intrusive lists.
+pub const MAX_BLOCKS: i64 = (u32::MAX - 1) as i64;
+
+/// Byte keys up to this length live inside the index slot: content hashes are 8 to 32 bytes,
+/// and comparing them in place saves a pointer chase (a cache miss on large tiers).
+const INLINE_BYTES: usize = 32;
+
+/// A key as the index stores it.
+#[derive(Debug)]
+enum StoredKey {
+    Int(i128),
+    Inline { len: u8, data: [u8; INLINE_BYTES] },
+    Heap(Box<[u8]>),
+}
+
+impl StoredKey {
+    fn new(key: BlockKeyRef<'_>) -> Self {
+        match key {
+            BlockKeyRef::Int(v) => StoredKey::Int(v),
+            BlockKeyRef::Bytes(b) if b.len() <= INLINE_BYTES => {
+                let mut data = [0; INLINE_BYTES];
+                data[..b.len()].copy_from_slice(b);
+                StoredKey::Inline {
+                    len: b.len() as u8,
+                    data,
+                }
+            }
+            BlockKeyRef::Bytes(b) => StoredKey::Heap(b.into()),
+        }
+    }
+
+    fn as_ref(&self) -> BlockKeyRef<'_> {
+        match self {
+            StoredKey::Int(v) => BlockKeyRef::Int(*v),
+            StoredKey::Inline { len, data } => BlockKeyRef::Bytes(&data[..*len as usize]),
+            StoredKey::Heap(b) => BlockKeyRef::Bytes(b),
+        }
+    }
+
+    fn matches(&self, key: BlockKeyRef<'_>) -> bool {
+        self.as_ref() == key
+    }
+
+    fn into_key(self) -> BlockKey {
+        match self {
+            StoredKey::Heap(b) => BlockKey::Bytes(b),
+            other => other.as_ref().to_owned_key(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: StoredKey,
+    id: u32,
+}
+
+/// Counters since construction (the stats sink gets the same numbers per call).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ManagerCounters {
+    /// Blocks passed to `lookup`.
+    pub blocks_queried: u64,
+    /// Blocks `lookup` found (the ready prefix).
+    pub blocks_hit: u64,
+    /// Blocks allocated by `prepare_store`.
+    pub blocks_stored: u64,
+    /// Blocks evicted to make room.
+    pub blocks_evicted: u64,
+    /// `prepare_store` calls that could not make room.
+    pub allocation_failures: u64,
+}
+
+/// `prepare_store`'s answer when it made room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorePlan {
+    /// Positions, in the call's key list, of the keys to store (those not already present).
+    pub to_store: Vec<usize>,
+    /// Their block ids, aligned with `to_store`.
+    pub block_ids: Vec<u32>,
+    /// Keys evicted to make room, in eviction order.
+    pub evicted: Vec<BlockKey>,
+}
+
+/// Blocks that entered (`removed == false`) or left the tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerEvent {
+    pub block_hashes: Vec<BlockKey>,
+    pub block_size: u64,
+    pub removed: bool,
+}
+
+pub struct OffloadingManager {
+    block_size: u64,
+    policy_kind: PolicyKind,
+    hasher: KeyHasher,
+    index: HashTable<Slot>,
+    /// Per block id: the index hash of its key (to remove it without the key at hand).
+    hashes: Vec<u64>,
+    /// Per block id: -1 store in flight, 0 evictable, n > 0 loads in flight.
+    ref_cnt: Vec<i32>,
+    /// Per block id: the call that last named it (duplicate and same-call detection).
+    mark: Vec<u32>,
+    epoch: u32,
+    pool: IdPool,
+    policy: Box<dyn EvictionPolicy>,
+    pinned: u64,
+    counters: ManagerCounters,
+    events: Option<Vec<ManagerEvent>>,
+    sink: Option<Arc<dyn ManagerStatsSink>>,
+    // Scratch space reused across calls so that steady-state calls do not allocate.
+    scratch_ids: Vec<u32>,
+    scratch_hashes: Vec<u64>,
+    scratch_absent: HashTable<u32>,
+}
+
+impl std::fmt::Debug for OffloadingManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffloadingManager")
+            .field("capacity", &self.capacity())
+            .field("resident", &self.resident())
+            .field("pinned", &self.pinned)
+            .field("policy", &self.policy_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+const ABSENT: u32 = u32::MAX;
+
+impl OffloadingManager {
+    /// A manager of `num_blocks` CPU blocks of `block_size` tokens each.
+    pub fn new(
+        num_blocks: i64,
+        block_size: i64,
+        policy: &str,
+        enable_events: bool,
+    ) -> Result<Self> {
+        if num_blocks <= 0 || num_blocks > MAX_BLOCKS {
+            return Err(KvoffError::InvalidArgument(format!(
+                "num_blocks must be between 1 and {MAX_BLOCKS}, got {num_blocks}"
+            )));
+        }
+        if block_size <= 0 {
+            return Err(KvoffError::InvalidArgument(format!(
+                "block_size must be positive, got {block_size}"
+            )));
+        }
+        let kind: PolicyKind = policy.parse()?;
+        let capacity = num_blocks as u32;
+        let n = capacity as usize;
+        Ok(OffloadingManager {
+            block_size: block_size as u64,
+            policy_kind: kind,
+            hasher: KeyHasher::default(),
+            index: HashTable::with_capacity(n),
+            hashes: vec![0; n],
+            ref_cnt: vec![0; n],
+            mark: vec![0; n],
+            epoch: 0,
+            pool: IdPool::new(capacity),
+            policy: kind.build(capacity),
+            pinned: 0,
+            counters: ManagerCounters::default(),
+            events: enable_events.then(Vec::new),
+            sink: None,
+            scratch_ids: Vec::new(),
+            scratch_hashes: Vec::new(),
+            scratch_absent: HashTable::new(),
+        })
+    }
+
+    /// Report into `sink` after every successful call from now on.
+    pub fn set_sink(&mut self, sink: Option<Arc<dyn ManagerStatsSink>>) {
+        self.sink = sink;
+        // The gauges are visible from the first snapshot, before any call changes them.
+        self.report_occupancy();
+    }
+
+    #[must_use]
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.pool.capacity())
+    }
+
+    #[must_use]
+    pub fn free(&self) -> u64 {
+        u64::from(self.pool.free())
+    }
+
+    /// Allocated blocks, in any state.
+    #[must_use]
+    pub fn resident(&self) -> u64 {
+        u64::from(self.pool.allocated())
+    }
+
+    /// Blocks with a store or a load in flight.
+    #[must_use]
+    pub fn pinned(&self) -> u64 {
+        self.pinned
+    }
+
+    #[must_use]
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    #[must_use]
+    pub fn policy(&self) -> PolicyKind {
+        self.policy_kind
+    }
+
+    #[must_use]
+    pub fn events_enabled(&self) -> bool {
+        self.events.is_some()
+    }
+
+    #[must_use]
+    pub fn counters(&self) -> ManagerCounters {
+        self.counters
+    }
+
+    fn hash(&self, key: BlockKeyRef<'_>) -> u64 {
+        self.hasher.hash(key)
+    }
+
+    fn find(&self, key: BlockKeyRef<'_>, hash: u64) -> Option<u32> {
+        self.index.find(hash, |s| s.key.matches(key)).map(|s| s.id)
+    }
+
+    /// The block id of `key`, if resident.
+    #[must_use]
+    pub fn block_id(&self, key: BlockKeyRef<'_>) -> Option<u32> {
+        self.find(key, self.hash(key))
+    }
+
+    /// The state of `key`'s block (-1 store in flight, 0 evictable, n > 0 loads in flight).
+    #[must_use]
+    pub fn block_state(&self, key: BlockKeyRef<'_>) -> Option<i32> {
+        self.block_id(key).map(|id| self.ref_cnt[id as usize])
+    }
+
+    /// The policy's lists, with block ids turned back into keys.
+    #[must_use]
+    pub fn policy_state(&self) -> (Vec<(&'static str, Vec<BlockKey>)>, PolicyState) {
+        let mut by_id: Vec<Option<BlockKey>> = vec![None; self.ref_cnt.len()];
+        for slot in &self.index {
+            by_id[slot.id as usize] = Some(slot.key.as_ref().to_owned_key());
+        }
+        let state = self.policy.state();
+        let lists = state
+            .resident
+            .iter()
+            .map(|(name, ids)| {
+                (
+                    *name,
+                    ids.iter()
+                        .filter_map(|&id| by_id[id as usize].clone())
+                        .collect(),
+                )
+            })
+            .collect();
+        (lists, state)
+    }
+
+    fn next_epoch(&mut self) -> u32 {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.mark.fill(0);
+            self.epoch = 1;
+        }
+        self.epoch
+    }
+
+    fn duplicate(key: BlockKeyRef<'_>, call: &str) -> KvoffError {
+        KvoffError::InvalidArgument(format!("duplicate block hash {key} in one {call} call"))
+    }
+
+    /// Resolve every key to its block id (or `ABSENT`) into `scratch_ids`, with hashes in
+    /// `scratch_hashes`; reject a key named twice. Changes no manager state.
+    fn resolve(&mut self, keys: &[BlockKeyRef<'_>], call: &str) -> Result<u32> {
+        let epoch = self.next_epoch();
+        let mut ids = std::mem::take(&mut self.scratch_ids);
+        let mut hashes = std::mem::take(&mut self.scratch_hashes);
+        ids.clear();
+        hashes.clear();
+        self.scratch_absent.clear();
+        let mut outcome = Ok(epoch);
+        for (i, &key) in keys.iter().enumerate() {
+            let hash = self.hash(key);
+            let id = self.find(key, hash);
+            if let Some(id) = id {
+                let mark = &mut self.mark[id as usize];
+                if *mark == epoch {
+                    outcome = Err(Self::duplicate(key, call));
+                    break;
+                }
+                *mark = epoch;
+            } else if self
+                .scratch_absent
+                .find(hash, |&j| keys[j as usize] == key)
+                .is_some()
+            {
+                outcome = Err(Self::duplicate(key, call));
+                break;
+            } else {
+                self.scratch_absent
+                    .insert_unique(hash, i as u32, |&j| hashes[j as usize]);
+            }
+            ids.push(id.unwrap_or(ABSENT));
+            hashes.push(hash);
+        }
+        self.scratch_ids = ids;
+        self.scratch_hashes = hashes;
+        outcome
+    }
+
+    /// Length of the longest run of present and ready blocks from the first key.
+    pub fn lookup(&mut self, keys: &[BlockKeyRef<'_>]) -> usize {
+        let hit = keys
+            .iter()
+            .take_while(|&&key| {
+                self.find(key, self.hash(key))
+                    .is_some_and(|id| self.ref_cnt[id as usize] >= 0)
+            })
+            .count();
+        self.counters.blocks_queried += keys.len() as u64;
+        self.counters.blocks_hit += hit as u64;
+        if let Some(sink) = &self.sink {
+            sink.record_lookup(keys.len() as u64, hit as u64, self.block_size);
+        }
+        self.report_occupancy();
+        hit
+    }
+
+    /// Pin the blocks of `keys` for a load and return their ids. Each must be present and
+    /// ready.
+    pub fn prepare_load(&mut self, keys: &[BlockKeyRef<'_>]) -> Result<Vec<u32>> {
+        self.resolve(keys, "prepare_load")?;
+        for (&key, &id) in keys.iter().zip(&self.scratch_ids) {
+            if id == ABSENT {
+                return Err(KvoffError::UnknownHash(format!(
+                    "{key} passed to prepare_load"
+                )));
+            }
+            if self.ref_cnt[id as usize] == STORING {
+                return Err(KvoffError::InvalidState(format!(
+                    "block hash {key} is not ready (its store is in flight): cannot prepare_load it"
+                )));
+            }
+        }
+        for &id in &self.scratch_ids {
+            let r = &mut self.ref_cnt[id as usize];
+            if *r == 0 {
+                self.pinned += 1;
+            }
+            *r += 1;
+        }
+        self.report_occupancy();
+        Ok(self.scratch_ids.clone())
+    }
+
+    /// Unpin blocks pinned by `prepare_load`.
+    pub fn complete_load(&mut self, keys: &[BlockKeyRef<'_>]) -> Result<()> {
+        self.resolve(keys, "complete_load")?;
+        for (&key, &id) in keys.iter().zip(&self.scratch_ids) {
+            if id == ABSENT {
+                return Err(KvoffError::UnknownHash(format!(
+                    "{key} passed to complete_load"
+                )));
+            }
+            if self.ref_cnt[id as usize] <= 0 {
+                return Err(KvoffError::InvalidState(format!(
+                    "complete_load of block hash {key}, which has no load in flight"
+                )));
+            }
+        }
+        for &id in &self.scratch_ids {
+            let r = &mut self.ref_cnt[id as usize];
+            *r -= 1;
+            if *r == 0 {
+                self.pinned -= 1;
+            }
+        }
+        self.report_occupancy();
+        Ok(())
+    }
+
+    /// Recency update, last key first, so the first key of a prefix ends most recent. Keys
+    /// that are not resident are skipped (ARC counts them as ghost hits when it remembers
+    /// them).
+    pub fn touch(&mut self, keys: &[BlockKeyRef<'_>]) -> Result<()> {
+        self.resolve(keys, "touch")?;
+        for (i, &key) in keys.iter().enumerate().rev() {
+            let id = self.scratch_ids[i];
+            if id == ABSENT {
+                self.policy.on_touch_absent(key, self.scratch_hashes[i]);
+            } else {
+                self.policy
+                    .on_touch(id, self.ref_cnt[id as usize] != STORING);
+            }
+        }
+        self.report_occupancy();
+        Ok(())
+    }
+
+    /// Allocate blocks for the keys not yet present, evicting unpinned ready blocks (never
+    /// one named in this call) as needed. `Ok(None)`, with nothing changed but the failure
+    /// counter, when there is not enough room.
+    pub fn prepare_store(&mut self, keys: &[BlockKeyRef<'_>]) -> Result<Option<StorePlan>> {
+        let epoch = self.resolve(keys, "prepare_store")?;
+        let to_store: Vec<usize> = (0..keys.len())
+            .filter(|&i| self.scratch_ids[i] == ABSENT)
+            .collect();
+        let free = self.pool.free() as usize;
+        let mut victims = Vec::new();
+        if to_store.len() > free {
+            let (ref_cnt, mark) = (&self.ref_cnt, &self.mark);
+            let mut evictable = |id: u32| ref_cnt[id as usize] == 0 && mark[id as usize] != epoch;
+            if !self
+                .policy
+                .select_victims(to_store.len() - free, &mut evictable, &mut victims)
+            {
+                self.counters.allocation_failures += 1;
+                if let Some(sink) = &self.sink {
+                    sink.record_allocation_failure();
+                }
+                self.report_occupancy();
+                return Ok(None);
+            }
+        }
+        let mut evicted = Vec::with_capacity(victims.len());
+        for &id in &victims {
+            let hash = self.hashes[id as usize];
+            let key = match self.index.find_entry(hash, |s| s.id == id) {
+                Ok(entry) => entry.remove().0.key.into_key(),
+                Err(_) => unreachable!("block {id} chosen for eviction is not in the index"),
+            };
+            self.policy.on_evict(id, &key, hash);
+            self.pool.release(id);
+            evicted.push(key);
+        }
+        let mut block_ids = Vec::with_capacity(to_store.len());
+        for &i in &to_store {
+            let Some(id) = self.pool.allocate() else {
+                unreachable!("room was made for every block to store")
+            };
+            let (key, hash) = (keys[i], self.scratch_hashes[i]);
+            let hashes = &self.hashes;
+            self.index.insert_unique(
+                hash,
+                Slot {
+                    key: StoredKey::new(key),
+                    id,
+                },
+                |s| hashes[s.id as usize],
+            );
+            self.hashes[id as usize] = hash;
+            self.ref_cnt[id as usize] = STORING;
+            self.policy.on_insert(id, key, hash);
+            block_ids.push(id);
+        }
+        self.pinned += to_store.len() as u64;
+        self.counters.blocks_stored += to_store.len() as u64;
+        self.counters.blocks_evicted += evicted.len() as u64;
+        if let Some(sink) = &self.sink {
+            if !to_store.is_empty() {
+                sink.record_stored(to_store.len() as u64);
+            }
+            if !evicted.is_empty() {
+                sink.record_evicted(evicted.len() as u64);
+            }
+        }
+        if let (Some(events), false) = (&mut self.events, evicted.is_empty()) {
+            events.push(ManagerEvent {
+                block_hashes: evicted.clone(),
+                block_size: self.block_size,
+                removed: true,
+            });
+        }
+        self.report_occupancy();
+        Ok(Some(StorePlan {
+            to_store,
+            block_ids,
+            evicted,
+        }))
+    }
+
+    /// Finish the stores of `keys`: on success their blocks become loadable; on failure the
+    /// blocks that were not yet ready are freed. Blocks already ready are left as they are.
+    pub fn complete_store(&mut self, keys: &[BlockKeyRef<'_>], success: bool) -> Result<()> {
+        self.resolve(keys, "complete_store")?;
+        if let Some(i) = self.scratch_ids.iter().position(|&id| id == ABSENT) {
+            return Err(KvoffError::UnknownHash(format!(
+                "{} passed to complete_store (never prepared, or already gone)",
+                keys[i]
+            )));
+        }
+        let mut stored = Vec::new();
+        for (i, &key) in keys.iter().enumerate() {
+            let id = self.scratch_ids[i];
+            if self.ref_cnt[id as usize] != STORING {
+                continue;
+            }
+            self.pinned -= 1;
+            if success {
+                self.ref_cnt[id as usize] = 0;
+                if self.events.is_some() {
+                    stored.push(key.to_owned_key());
+                }
+            } else {
+                let hash = self.scratch_hashes[i];
+                if let Ok(entry) = self.index.find_entry(hash, |s| s.id == id) {
+                    entry.remove();
+                }
+                self.ref_cnt[id as usize] = 0;
+                self.policy.on_remove(id);
+                self.pool.release(id);
+            }
+        }
+        if let (Some(events), false) = (&mut self.events, stored.is_empty()) {
+            events.push(ManagerEvent {
+                block_hashes: stored,
+                block_size: self.block_size,
+                removed: false,
+            });
+        }
+        self.report_occupancy();
+        Ok(())
+    }
+
+    /// Events since the last call (always empty when events are disabled).
+    pub fn take_events(&mut self) -> Vec<ManagerEvent> {
+        self.events.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn report_occupancy(&self) {
+        if let Some(sink) = &self.sink {
+            sink.set_occupancy(self.capacity(), self.resident(), self.pinned);
+        }
+    }
+}
