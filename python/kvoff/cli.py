@@ -244,6 +244,7 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(summary.to_json() + "\n")
+    sys.stdout.flush()
     if server is not None:
         if args.linger:
             time.sleep(args.linger)
