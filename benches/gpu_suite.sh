@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Everything that needs a CUDA device, in one run: the connector, CLI and README tests on CUDA,
+# then `kvoff bench` on the llama-3-8b shape (LRU and ARC). Results go to $OUT (default ./out).
+# Expects kvoff importable (PYTHONPATH=python with a built _core.abi3.so, or an installed wheel).
+set -uo pipefail
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,pcie.link.gen.max,pcie.link.width.max,driver_version --format=csv \
+  | tee "$OUT/card.txt"
+python3 -c "import torch, kvoff; print('torch', torch.__version__, 'kvoff', kvoff.__version__)" \
+  | tee -a "$OUT/card.txt"
+# pytest-benchmark and hypothesis may be missing there: run without the project's addopts.
+python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/test_connector.py tests/test_cli.py \
+  tests/test_readme.py 2>&1 | tee "$OUT/pytest.log"
+for policy in lru arc; do
+  python3 -m kvoff bench --preset llama-3-8b --cpu-gb 16 --gpu-blocks 4096 --requests 600 \
+    --policy "$policy" --no-progress --json "$OUT/bench_llama_$policy.json" 2>&1 \
+    | tee "$OUT/bench_llama_$policy.txt"
+done
