@@ -13,8 +13,12 @@ python3 -c "import torch, kvoff; print('torch', torch.__version__, 'kvoff', kvof
 # pytest-benchmark and hypothesis may be missing there: run without the project's addopts.
 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/test_connector.py tests/test_cli.py \
   tests/test_readme.py 2>&1 | tee "$OUT/pytest.log"
-for policy in lru arc; do
-  python3 -m kvoff bench --preset llama-3-8b --cpu-gb 16 --gpu-blocks 4096 --requests 600 \
-    --policy "$policy" --no-progress --json "$OUT/bench_llama_$policy.json" 2>&1 \
-    | tee "$OUT/bench_llama_$policy.txt"
-done
+run() {  # name, then kvoff bench arguments
+  local name=$1; shift
+  python3 -m kvoff bench --preset llama-3-8b --gpu-blocks 4096 --requests 600 --no-progress \
+    --json "$OUT/bench_$name.json" "$@" 2>&1 | tee "$OUT/bench_$name.txt"
+}
+run lru16 --cpu-gb 16 --policy lru
+run arc16 --cpu-gb 16 --policy arc
+# A tier too small for the working set: evictions and allocation failures.
+run lru2 --cpu-gb 2 --policy lru

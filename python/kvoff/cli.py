@@ -228,6 +228,11 @@ def _bench(args: argparse.Namespace) -> int:
         done = time.monotonic() - start if args.duration is not None else t.requests_finished
         bar.update(done, f"{t.tokens_from_cpu:,} tokens from CPU")
 
+    link = None
+    if device == "cuda":
+        from kvoff.bench.link import single_copy_gb_per_s
+
+        link = single_copy_gb_per_s(torch.device(device))
     totals = engine.run(workload, deadline, progress)
     bar.close()
     summary = summarize(
@@ -237,6 +242,7 @@ def _bench(args: argparse.Namespace) -> int:
         preset=shape.name,
         cpu_capacity_blocks=num_cpu_blocks,
         cpu_block_bytes=cpu_block_bytes,
+        link=link,
     )
     print(render(summary))
     if args.json == "-":

@@ -23,6 +23,9 @@ class DirectionSummary:
     gb_per_s: float
     p50_ms: float
     p99_ms: float
+    # The same run's single large pinned copy in this direction (CUDA only), and our share of it.
+    link_gb_per_s: float | None
+    fraction_of_link: float | None
 
 
 @dataclass(frozen=True)
@@ -66,21 +69,26 @@ def summarize(
     preset: str,
     cpu_capacity_blocks: int,
     cpu_block_bytes: int,
+    link: dict[str, float] | None = None,
 ) -> Summary:
     """``stats`` is the ``to_dict()`` of all interval snapshots aggregated."""
     transfers = {}
     for d in DIRECTIONS:
         s = stats["transfers"][d]
         seconds = s["time_ns"] / 1e9
+        gbps = s["bytes"] / seconds / 1e9 if seconds > 0 else 0.0
+        link_gbps = link.get(d) if link else None
         transfers[d] = DirectionSummary(
             ops=s["ops"],
             failed_ops=s["failed_ops"],
             blocks=s["blocks"],
             bytes=s["bytes"],
             seconds=seconds,
-            gb_per_s=s["bytes"] / seconds / 1e9 if seconds > 0 else 0.0,
+            gb_per_s=gbps,
             p50_ms=_percentile_ms(totals.transfer_times[d], 50),
             p99_ms=_percentile_ms(totals.transfer_times[d], 99),
+            link_gb_per_s=link_gbps,
+            fraction_of_link=gbps / link_gbps if link_gbps else None,
         )
     lookups, mgr = stats["lookups"], stats["manager"]
     queried, hit = lookups["blocks_queried"], lookups["blocks_hit"]
@@ -129,11 +137,17 @@ def render(s: Summary) -> str:
         ),
     ]
     for d, t in s.transfers.items():
+        link = (
+            f" ({t.fraction_of_link:.2f} of the link's {t.link_gb_per_s:.1f} GB/s)"
+            if t.fraction_of_link is not None and t.link_gb_per_s is not None
+            else ""
+        )
         rows.append(
             (
                 d,
                 f"{t.ops} ops ({t.failed_ops} failed), {t.bytes / 1e9:.3f} GB,"
-                f" {t.gb_per_s:.2f} GB/s, p50 {t.p50_ms:.3f} ms, p99 {t.p99_ms:.3f} ms",
+                f" {t.gb_per_s:.2f} GB/s per transfer{link},"
+                f" p50 {t.p50_ms:.3f} ms, p99 {t.p99_ms:.3f} ms",
             )
         )
     rows += [
