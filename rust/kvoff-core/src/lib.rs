@@ -1,7 +1,7 @@
 //! kvoff's core: everything that decides and counts, with no Python in sight.
 //!
 //! The binding crate (`kvoff-py`) converts arguments and maps [`KvoffError`] onto Python
-//! exceptions; nothing here knows about PyO3, torch or Prometheus.
+//! exceptions; nothing here knows about `PyO3`, `torch` or Prometheus.
 
 pub mod direction;
 pub mod error;
