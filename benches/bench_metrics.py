@@ -2,7 +2,7 @@
 metrics (how vLLM's offloading connector feeds ``vllm:kv_offload_*``: one histogram observe and
 two counter increments per transfer), and the cost of one scrape of each.
 
-Run: pytest benches/test_bench_metrics.py --benchmark-enable
+Run: pytest benches/bench_metrics.py --benchmark-enable
 """
 
 from __future__ import annotations
