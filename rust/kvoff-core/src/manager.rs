@@ -77,7 +77,13 @@ impl StoredKey {
 struct Slot {
     key: StoredKey,
     id: u32,
+    /// Mirrors `ref_cnt[id] >= 0`, so that `lookup` answers from the slot it already has in
+    /// cache instead of missing again on the state array (it fits the slot's padding).
+    ready: bool,
 }
+
+// One slot per cache line: the probe that finds a key also brings its readiness.
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 /// Counters since construction (the stats sink gets the same numbers per call).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -340,8 +346,7 @@ impl OffloadingManager {
         let hit = keys
             .iter()
             .take_while(|&&key| {
-                self.find(key, self.hash(key))
-                    .is_some_and(|id| self.ref_cnt[id as usize] >= 0)
+                self.index.find(self.hash(key), |s| s.key.matches(key)).is_some_and(|s| s.ready)
             })
             .count();
         self.counters.blocks_queried += keys.len() as u64;
@@ -472,6 +477,7 @@ impl OffloadingManager {
                 Slot {
                     key: StoredKey::new(key),
                     id,
+                    ready: false,
                 },
                 |s| hashes[s.id as usize],
             );
@@ -525,6 +531,9 @@ impl OffloadingManager {
             self.pinned -= 1;
             if success {
                 self.ref_cnt[id as usize] = 0;
+                if let Some(slot) = self.index.find_mut(self.scratch_hashes[i], |s| s.id == id) {
+                    slot.ready = true;
+                }
                 if self.events.is_some() {
                     stored.push(key.to_owned_key());
                 }
