@@ -68,7 +68,10 @@ impl List {
     }
 
     pub(crate) fn push_back(&mut self, links: &mut Links, id: u32) {
-        links.links[id as usize] = Link { prev: self.tail, next: NIL };
+        links.links[id as usize] = Link {
+            prev: self.tail,
+            next: NIL,
+        };
         if self.tail == NIL {
             self.head = id;
         } else {

@@ -352,7 +352,9 @@ impl OffloadingManager {
         let hit = keys
             .iter()
             .take_while(|&&key| {
-                self.index.find(self.hash(key), |s| s.key.matches(key)).is_some_and(|s| s.ready)
+                self.index
+                    .find(self.hash(key), |s| s.key.matches(key))
+                    .is_some_and(|s| s.ready)
             })
             .count();
         self.counters.blocks_queried += keys.len() as u64;
