@@ -119,6 +119,8 @@ pub struct StorePlan {
     pub block_ids: Vec<u32>,
     /// Keys evicted to make room, in eviction order.
     pub evicted: Vec<BlockKey>,
+    /// The block ids they held, aligned with `evicted` (some are reused by `block_ids`).
+    pub evicted_ids: Vec<u32>,
 }
 
 /// Blocks that entered (`removed == false`) or left the tier.
@@ -520,6 +522,7 @@ impl OffloadingManager {
             to_store,
             block_ids,
             evicted,
+            evicted_ids: victims,
         }))
     }
 
