@@ -163,10 +163,16 @@ impl PyOffloadingManager {
                 None => key_to_py(py, key),
             })
             .collect::<PyResult<Vec<_>>>()?;
-        for (&i, &id) in plan.to_store.iter().zip(&plan.block_ids) {
-            inner.objects[id as usize] = hashes.object(i);
-        }
+        // Objects left by blocks whose store failed are dropped after the lock is released: a
+        // decref may run a hash object's `__del__`, which could call back into this manager.
+        let stale: Vec<Option<Py<PyAny>>> = plan
+            .to_store
+            .iter()
+            .zip(&plan.block_ids)
+            .map(|(&i, &id)| std::mem::replace(&mut inner.objects[id as usize], hashes.object(i)))
+            .collect();
         drop(guard);
+        drop(stale);
         let to_store = hashes.select(py, &plan.to_store)?.unbind();
         let spec = Py::new(py, PyLoadStoreSpec::cpu(py, &plan.block_ids))?;
         let evicted = PyList::new(py, evicted)?.into_any().unbind();
