@@ -128,3 +128,20 @@ def test_properties_and_repr() -> None:
     )
     with pytest.raises(AttributeError):
         m.capacity = 3
+
+
+def test_evictions_hand_back_the_callers_own_objects() -> None:
+    m = OffloadingManager(2)
+    a, b = bytes([1] * 32), bytes([2] * 32)
+    m.prepare_store([a, b])
+    m.complete_store([a, b])
+    out = m.prepare_store(np.array([7], dtype=np.int64))
+    assert out is not None
+    assert out.block_hashes_evicted[0] is a
+    m.complete_store([7])
+    out = m.prepare_store([b"c", b"d"])
+    assert out is not None
+    # A hash that came in an array comes back as a plain int.
+    assert out.block_hashes_evicted == [b, 7]
+    assert out.block_hashes_evicted[0] is b
+    assert type(out.block_hashes_evicted[1]) is int

@@ -51,7 +51,8 @@ class PrepareStoreOutput:
     ``block_hashes_to_store``: the hashes of the call that were not yet present, in call order
     (the caller's own objects in a list; an array of the input's dtype for the batched form).
     ``store_spec``: their CPU block ids. ``block_hashes_evicted``: the hashes evicted to make
-    room, in eviction order. Frozen, compares by value, pickles.
+    room, in eviction order (the objects the caller stored them with; new ints for hashes that
+    were stored from an array). Frozen, compares by value, pickles.
     """
 
     def __new__(

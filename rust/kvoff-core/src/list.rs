@@ -6,28 +6,37 @@
 
 pub(crate) const NIL: u32 = u32::MAX;
 
+/// Both links of an id side by side: unlinking touches one cache line per neighbour.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Links {
-    prev: Vec<u32>,
-    next: Vec<u32>,
+    links: Vec<Link>,
 }
 
 impl Links {
     pub(crate) fn with_len(n: usize) -> Self {
         Links {
-            prev: vec![NIL; n],
-            next: vec![NIL; n],
+            links: vec![UNLINKED; n],
         }
     }
 
     /// Room for one more id at the end (for arenas that grow).
     pub(crate) fn push_slot(&mut self) {
-        self.prev.push(NIL);
-        self.next.push(NIL);
+        self.links.push(UNLINKED);
     }
 
     pub(crate) fn next(&self, id: u32) -> u32 {
-        self.next[id as usize]
+        self.links[id as usize].next
     }
 }
 
@@ -59,13 +68,14 @@ impl List {
     }
 
     pub(crate) fn push_back(&mut self, links: &mut Links, id: u32) {
-        let i = id as usize;
-        links.prev[i] = self.tail;
-        links.next[i] = NIL;
+        links.links[id as usize] = Link {
+            prev: self.tail,
+            next: NIL,
+        };
         if self.tail == NIL {
             self.head = id;
         } else {
-            links.next[self.tail as usize] = id;
+            links.links[self.tail as usize].next = id;
         }
         self.tail = id;
         self.len += 1;
@@ -73,20 +83,18 @@ impl List {
 
     /// Unlink `id`, which the caller knows to be in this list.
     pub(crate) fn remove(&mut self, links: &mut Links, id: u32) {
-        let i = id as usize;
-        let (p, n) = (links.prev[i], links.next[i]);
+        let Link { prev: p, next: n } = links.links[id as usize];
         if p == NIL {
             self.head = n;
         } else {
-            links.next[p as usize] = n;
+            links.links[p as usize].next = n;
         }
         if n == NIL {
             self.tail = p;
         } else {
-            links.prev[n as usize] = p;
+            links.links[n as usize].prev = p;
         }
-        links.prev[i] = NIL;
-        links.next[i] = NIL;
+        links.links[id as usize] = UNLINKED;
         self.len -= 1;
     }
 

@@ -73,11 +73,27 @@ impl StoredKey {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+struct Meta {
+    /// The index hash of the block's key (to remove it without the key at hand).
+    hash: u64,
+    /// -1 store in flight, 0 evictable, n > 0 loads in flight.
+    ref_cnt: i32,
+    /// The call that last named the block (duplicate and same-call detection).
+    mark: u32,
+}
+
 #[derive(Debug)]
 struct Slot {
     key: StoredKey,
     id: u32,
+    /// Mirrors `ref_cnt[id] >= 0`, so that `lookup` answers from the slot it already has in
+    /// cache instead of missing again on the state array (it fits the slot's padding).
+    ready: bool,
 }
+
+// One slot per cache line: the probe that finds a key also brings its readiness.
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 /// Counters since construction (the stats sink gets the same numbers per call).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -103,6 +119,8 @@ pub struct StorePlan {
     pub block_ids: Vec<u32>,
     /// Keys evicted to make room, in eviction order.
     pub evicted: Vec<BlockKey>,
+    /// The block ids they held, aligned with `evicted` (some are reused by `block_ids`).
+    pub evicted_ids: Vec<u32>,
 }
 
 /// Blocks that entered (`removed == false`) or left the tier.
@@ -118,12 +136,8 @@ pub struct OffloadingManager {
     policy_kind: PolicyKind,
     hasher: KeyHasher,
     index: HashTable<Slot>,
-    /// Per block id: the index hash of its key (to remove it without the key at hand).
-    hashes: Vec<u64>,
-    /// Per block id: -1 store in flight, 0 evictable, n > 0 loads in flight.
-    ref_cnt: Vec<i32>,
-    /// Per block id: the call that last named it (duplicate and same-call detection).
-    mark: Vec<u32>,
+    /// Per block id, together so that one cache miss serves a victim scan or a state check.
+    meta: Vec<Meta>,
     epoch: u32,
     pool: IdPool,
     policy: Box<dyn EvictionPolicy>,
@@ -176,9 +190,7 @@ impl OffloadingManager {
             policy_kind: kind,
             hasher: KeyHasher::default(),
             index: HashTable::with_capacity(n),
-            hashes: vec![0; n],
-            ref_cnt: vec![0; n],
-            mark: vec![0; n],
+            meta: vec![Meta::default(); n],
             epoch: 0,
             pool: IdPool::new(capacity),
             policy: kind.build(capacity),
@@ -258,13 +270,13 @@ impl OffloadingManager {
     /// The state of `key`'s block (-1 store in flight, 0 evictable, n > 0 loads in flight).
     #[must_use]
     pub fn block_state(&self, key: BlockKeyRef<'_>) -> Option<i32> {
-        self.block_id(key).map(|id| self.ref_cnt[id as usize])
+        self.block_id(key).map(|id| self.meta[id as usize].ref_cnt)
     }
 
     /// The policy's lists, with block ids turned back into keys.
     #[must_use]
     pub fn policy_state(&self) -> (Vec<(&'static str, Vec<BlockKey>)>, PolicyState) {
-        let mut by_id: Vec<Option<BlockKey>> = vec![None; self.ref_cnt.len()];
+        let mut by_id: Vec<Option<BlockKey>> = vec![None; self.meta.len()];
         for slot in &self.index {
             by_id[slot.id as usize] = Some(slot.key.as_ref().to_owned_key());
         }
@@ -287,7 +299,9 @@ impl OffloadingManager {
     fn next_epoch(&mut self) -> u32 {
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
-            self.mark.fill(0);
+            for m in &mut self.meta {
+                m.mark = 0;
+            }
             self.epoch = 1;
         }
         self.epoch
@@ -311,7 +325,7 @@ impl OffloadingManager {
             let hash = self.hash(key);
             let id = self.find(key, hash);
             if let Some(id) = id {
-                let mark = &mut self.mark[id as usize];
+                let mark = &mut self.meta[id as usize].mark;
                 if *mark == epoch {
                     outcome = Err(Self::duplicate(key, call));
                     break;
@@ -341,8 +355,9 @@ impl OffloadingManager {
         let hit = keys
             .iter()
             .take_while(|&&key| {
-                self.find(key, self.hash(key))
-                    .is_some_and(|id| self.ref_cnt[id as usize] >= 0)
+                self.index
+                    .find(self.hash(key), |s| s.key.matches(key))
+                    .is_some_and(|s| s.ready)
             })
             .count();
         self.counters.blocks_queried += keys.len() as u64;
@@ -364,14 +379,14 @@ impl OffloadingManager {
                     "{key} passed to prepare_load"
                 )));
             }
-            if self.ref_cnt[id as usize] == STORING {
+            if self.meta[id as usize].ref_cnt == STORING {
                 return Err(KvoffError::InvalidState(format!(
                     "block hash {key} is not ready (its store is in flight): cannot prepare_load it"
                 )));
             }
         }
         for &id in &self.scratch_ids {
-            let r = &mut self.ref_cnt[id as usize];
+            let r = &mut self.meta[id as usize].ref_cnt;
             if *r == 0 {
                 self.pinned += 1;
             }
@@ -390,14 +405,14 @@ impl OffloadingManager {
                     "{key} passed to complete_load"
                 )));
             }
-            if self.ref_cnt[id as usize] <= 0 {
+            if self.meta[id as usize].ref_cnt <= 0 {
                 return Err(KvoffError::InvalidState(format!(
                     "complete_load of block hash {key}, which has no load in flight"
                 )));
             }
         }
         for &id in &self.scratch_ids {
-            let r = &mut self.ref_cnt[id as usize];
+            let r = &mut self.meta[id as usize].ref_cnt;
             *r -= 1;
             if *r == 0 {
                 self.pinned -= 1;
@@ -418,7 +433,7 @@ impl OffloadingManager {
                 self.policy.on_touch_absent(key, self.scratch_hashes[i]);
             } else {
                 self.policy
-                    .on_touch(id, self.ref_cnt[id as usize] != STORING);
+                    .on_touch(id, self.meta[id as usize].ref_cnt != STORING);
             }
         }
         self.report_occupancy();
@@ -436,8 +451,11 @@ impl OffloadingManager {
         let free = self.pool.free() as usize;
         let mut victims = Vec::new();
         if to_store.len() > free {
-            let (ref_cnt, mark) = (&self.ref_cnt, &self.mark);
-            let mut evictable = |id: u32| ref_cnt[id as usize] == 0 && mark[id as usize] != epoch;
+            let meta = &self.meta;
+            let mut evictable = |id: u32| {
+                let m = &meta[id as usize];
+                m.ref_cnt == 0 && m.mark != epoch
+            };
             if !self
                 .policy
                 .select_victims(to_store.len() - free, &mut evictable, &mut victims)
@@ -452,7 +470,7 @@ impl OffloadingManager {
         }
         let mut evicted = Vec::with_capacity(victims.len());
         for &id in &victims {
-            let hash = self.hashes[id as usize];
+            let hash = self.meta[id as usize].hash;
             let key = match self.index.find_entry(hash, |s| s.id == id) {
                 Ok(entry) => entry.remove().0.key.into_key(),
                 Err(_) => unreachable!("block {id} chosen for eviction is not in the index"),
@@ -467,17 +485,18 @@ impl OffloadingManager {
                 unreachable!("room was made for every block to store")
             };
             let (key, hash) = (keys[i], self.scratch_hashes[i]);
-            let hashes = &self.hashes;
+            self.meta[id as usize].hash = hash;
+            self.meta[id as usize].ref_cnt = STORING;
+            let meta = &self.meta;
             self.index.insert_unique(
                 hash,
                 Slot {
                     key: StoredKey::new(key),
                     id,
+                    ready: false,
                 },
-                |s| hashes[s.id as usize],
+                |s| meta[s.id as usize].hash,
             );
-            self.hashes[id as usize] = hash;
-            self.ref_cnt[id as usize] = STORING;
             self.policy.on_insert(id, key, hash);
             block_ids.push(id);
         }
@@ -504,6 +523,7 @@ impl OffloadingManager {
             to_store,
             block_ids,
             evicted,
+            evicted_ids: victims,
         }))
     }
 
@@ -520,12 +540,15 @@ impl OffloadingManager {
         let mut stored = Vec::new();
         for (i, &key) in keys.iter().enumerate() {
             let id = self.scratch_ids[i];
-            if self.ref_cnt[id as usize] != STORING {
+            if self.meta[id as usize].ref_cnt != STORING {
                 continue;
             }
             self.pinned -= 1;
             if success {
-                self.ref_cnt[id as usize] = 0;
+                self.meta[id as usize].ref_cnt = 0;
+                if let Some(slot) = self.index.find_mut(self.scratch_hashes[i], |s| s.id == id) {
+                    slot.ready = true;
+                }
                 if self.events.is_some() {
                     stored.push(key.to_owned_key());
                 }
@@ -534,7 +557,7 @@ impl OffloadingManager {
                 if let Ok(entry) = self.index.find_entry(hash, |s| s.id == id) {
                     entry.remove();
                 }
-                self.ref_cnt[id as usize] = 0;
+                self.meta[id as usize].ref_cnt = 0;
                 self.policy.on_remove(id);
                 self.pool.release(id);
             }

@@ -33,8 +33,33 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Keys below this are ints; the rest are byte strings of growing length, some stored inline
+/// in the index (up to 32 bytes) and some on the heap.
+const FIRST_BYTES_KEY: i128 = 12;
+
+static BYTE_KEYS: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+    (FIRST_BYTES_KEY..KEY_SPACE)
+        .map(|x| vec![x as u8; (x as usize - 12) * 7])
+        .collect()
+});
+
+fn key(x: i128) -> BlockKeyRef<'static> {
+    if x < FIRST_BYTES_KEY {
+        BlockKeyRef::Int(x)
+    } else {
+        BlockKeyRef::Bytes(&BYTE_KEYS[(x - FIRST_BYTES_KEY) as usize])
+    }
+}
+
+/// The universe index of an owned key.
+fn index_of(k: &BlockKey) -> i128 {
+    (0..KEY_SPACE)
+        .find(|&x| key(x).matches(k))
+        .expect("keys come from the universe")
+}
+
 fn refs(v: &[i128]) -> Vec<BlockKeyRef<'static>> {
-    v.iter().map(|&x| BlockKeyRef::Int(x)).collect()
+    v.iter().map(|&x| key(x)).collect()
 }
 
 /// Per key (id, state), the policy's lists as text, and [free, resident, pinned].
@@ -43,10 +68,7 @@ type Observed = (Vec<Option<(u32, i32)>>, String, [u64; 3]);
 /// Everything observable about the manager, over the whole key space.
 fn observe(m: &OffloadingManager) -> Observed {
     let per_key = (0..KEY_SPACE)
-        .map(|x| {
-            let k = BlockKeyRef::Int(x);
-            m.block_id(k).zip(m.block_state(k))
-        })
+        .map(|x| m.block_id(key(x)).zip(m.block_state(key(x))))
         .collect();
     (
         per_key,
@@ -104,7 +126,7 @@ fn run(capacity: i64, policy: &str, ops: &[Op]) {
             Op::Lookup(v) => {
                 let expect = v
                     .iter()
-                    .take_while(|&&x| m.block_state(BlockKeyRef::Int(x)).is_some_and(|s| s >= 0))
+                    .take_while(|&&x| m.block_state(key(x)).is_some_and(|s| s >= 0))
                     .count();
                 assert_eq!(m.lookup(&refs(v)), expect);
                 false
@@ -128,21 +150,19 @@ fn run(capacity: i64, policy: &str, ops: &[Op]) {
                     false
                 }
                 Ok(Some(plan)) => {
-                    for key in &plan.evicted {
-                        let BlockKey::Int(x) = key else {
-                            unreachable!("int keys only")
-                        };
-                        let (_, state) = before.0[*x as usize].expect("evicted keys were resident");
+                    for k in &plan.evicted {
+                        let x = index_of(k);
+                        let (_, state) = before.0[x as usize].expect("evicted keys were resident");
                         assert_eq!(state, 0, "only unpinned ready blocks are evicted");
-                        assert!(!v.contains(x), "a call never evicts its own hashes");
+                        assert!(!v.contains(&x), "a call never evicts its own hashes");
                     }
                     for (&i, &id) in plan.to_store.iter().zip(&plan.block_ids) {
                         assert!(
                             before.0[v[i] as usize].is_none(),
                             "present keys are skipped"
                         );
-                        assert_eq!(m.block_id(BlockKeyRef::Int(v[i])), Some(id));
-                        assert_eq!(m.block_state(BlockKeyRef::Int(v[i])), Some(-1));
+                        assert_eq!(m.block_id(key(v[i])), Some(id));
+                        assert_eq!(m.block_state(key(v[i])), Some(-1));
                     }
                     false
                 }

@@ -10,52 +10,56 @@ use std::sync::{Mutex, MutexGuard};
 use kvoff_core::{BlockKeyRef, KvoffError, OffloadingManager};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyDict, PyList};
 
 use crate::errors::to_py;
 use crate::stats::PyStatsAccumulator;
 use keys::Hashes;
-use values::{keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepareStoreOutput};
+use values::{key_to_py, keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepareStoreOutput};
 
 /// Calls naming at least this many hashes release the GIL while the core works; below it, the
 /// release and re-acquire would cost more than the work.
 const DETACH_MIN_HASHES: usize = 256;
 
 /// The CPU-tier block manager. Thread-safe: calls from several threads are serialized by an
-/// internal lock, taken only while the GIL is released for long calls.
+/// internal lock, which a waiting thread waits for without holding the GIL.
 #[pyclass(frozen, module = "kvoff._core", name = "OffloadingManager")]
 pub(crate) struct PyOffloadingManager {
-    inner: Mutex<OffloadingManager>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    core: OffloadingManager,
+    /// Per block id: the caller's hash object, when it came as one, so that evictions hand
+    /// back the caller's own objects instead of building new ones.
+    objects: Vec<Option<Py<PyAny>>>,
 }
 
 fn poisoned() -> PyErr {
     PyRuntimeError::new_err("OffloadingManager is unusable: an earlier call panicked inside it")
 }
 
-impl PyOffloadingManager {
-    fn lock(&self) -> PyResult<MutexGuard<'_, OffloadingManager>> {
-        self.inner.lock().map_err(|_| poisoned())
+/// Run `f` on the core manager with `keys`, without the GIL when the call is long. The caller
+/// holds the lock throughout, so the per-block objects stay in step with the core.
+fn run<T: Send>(
+    py: Python<'_>,
+    core: &mut OffloadingManager,
+    keys: &[BlockKeyRef<'_>],
+    f: impl FnOnce(&mut OffloadingManager, &[BlockKeyRef<'_>]) -> T + Send,
+) -> T {
+    if keys.len() >= DETACH_MIN_HASHES {
+        py.detach(|| f(core, keys))
+    } else {
+        f(core, keys)
     }
+}
 
-    /// Run `f` on the core manager with `keys`, without the GIL when the call is long.
-    fn run<T: Send>(
-        &self,
-        py: Python<'_>,
-        keys: &[BlockKeyRef<'_>],
-        f: impl FnOnce(&mut OffloadingManager, &[BlockKeyRef<'_>]) -> T + Send,
-    ) -> PyResult<T> {
-        let work = || {
-            self.inner
-                .lock()
-                .map(|mut m| f(&mut m, keys))
-                .map_err(|_| ())
-        };
-        let out = if keys.len() >= DETACH_MIN_HASHES {
-            py.detach(work)
-        } else {
-            work()
-        };
-        out.map_err(|()| poisoned())
+impl PyOffloadingManager {
+    /// The lock, waited for with the GIL released: a thread holding it may be waiting for the
+    /// GIL to come back from a long call.
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Inner>> {
+        self.inner.lock_py_attached(py).map_err(|_| poisoned())
     }
 }
 
@@ -70,17 +74,18 @@ impl PyOffloadingManager {
         enable_events: bool,
         stats: Option<PyRef<'_, PyStatsAccumulator>>,
     ) -> PyResult<Self> {
-        let mut inner = to_py(OffloadingManager::new(
+        let mut core = to_py(OffloadingManager::new(
             num_blocks,
             block_size,
             policy,
             enable_events,
         ))?;
         if let Some(stats) = stats {
-            inner.set_sink(Some(stats.sink()));
+            core.set_sink(Some(stats.sink()));
         }
+        let objects = (0..core.capacity()).map(|_| None).collect();
         Ok(PyOffloadingManager {
-            inner: Mutex::new(inner),
+            inner: Mutex::new(Inner { core, objects }),
         })
     }
 
@@ -88,7 +93,12 @@ impl PyOffloadingManager {
     fn lookup(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<usize> {
         let hashes = Hashes::extract(block_hashes)?;
         let keys = hashes.keys()?;
-        self.run(py, &keys, OffloadingManager::lookup)
+        Ok(run(
+            py,
+            &mut self.lock(py)?.core,
+            &keys,
+            OffloadingManager::lookup,
+        ))
     }
 
     /// Pin the blocks for a load; they stay pinned until `complete_load`.
@@ -99,7 +109,12 @@ impl PyOffloadingManager {
     ) -> PyResult<PyLoadStoreSpec> {
         let hashes = Hashes::extract(block_hashes)?;
         let keys = hashes.keys()?;
-        let ids = to_py(self.run(py, &keys, OffloadingManager::prepare_load)?)?;
+        let ids = to_py(run(
+            py,
+            &mut self.lock(py)?.core,
+            &keys,
+            OffloadingManager::prepare_load,
+        ))?;
         Ok(PyLoadStoreSpec::cpu(py, &ids))
     }
 
@@ -107,14 +122,24 @@ impl PyOffloadingManager {
     fn touch(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
         let hashes = Hashes::extract(block_hashes)?;
         let keys = hashes.keys()?;
-        to_py(self.run(py, &keys, OffloadingManager::touch)?)
+        to_py(run(
+            py,
+            &mut self.lock(py)?.core,
+            &keys,
+            OffloadingManager::touch,
+        ))
     }
 
     /// Unpin blocks pinned by `prepare_load`.
     fn complete_load(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
         let hashes = Hashes::extract(block_hashes)?;
         let keys = hashes.keys()?;
-        to_py(self.run(py, &keys, OffloadingManager::complete_load)?)
+        to_py(run(
+            py,
+            &mut self.lock(py)?.core,
+            &keys,
+            OffloadingManager::complete_load,
+        ))
     }
 
     /// Allocate blocks for the hashes not yet present, evicting as needed; `None`, with
@@ -126,12 +151,41 @@ impl PyOffloadingManager {
     ) -> PyResult<Option<PyPrepareStoreOutput>> {
         let hashes = Hashes::extract(block_hashes)?;
         let keys = hashes.keys()?;
-        let Some(plan) = to_py(self.run(py, &keys, OffloadingManager::prepare_store)?)? else {
+        let mut guard = self.lock(py)?;
+        let inner = &mut *guard;
+        let plan = to_py(run(
+            py,
+            &mut inner.core,
+            &keys,
+            OffloadingManager::prepare_store,
+        ))?;
+        let Some(plan) = plan else {
             return Ok(None);
         };
+        // Take the victims' objects before the new blocks (which may reuse their ids) store
+        // theirs.
+        let evicted = plan
+            .evicted_ids
+            .iter()
+            .zip(&plan.evicted)
+            .map(|(&id, key)| match inner.objects[id as usize].take() {
+                Some(object) => Ok(object.into_bound(py)),
+                None => key_to_py(py, key),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        // Objects left by blocks whose store failed are dropped after the lock is released: a
+        // decref may run a hash object's `__del__`, which could call back into this manager.
+        let stale: Vec<Option<Py<PyAny>>> = plan
+            .to_store
+            .iter()
+            .zip(&plan.block_ids)
+            .map(|(&i, &id)| std::mem::replace(&mut inner.objects[id as usize], hashes.object(i)))
+            .collect();
+        drop(guard);
+        drop(stale);
         let to_store = hashes.select(py, &plan.to_store)?.unbind();
         let spec = Py::new(py, PyLoadStoreSpec::cpu(py, &plan.block_ids))?;
-        let evicted = keys_to_py(py, &plan.evicted)?.into_any().unbind();
+        let evicted = PyList::new(py, evicted)?.into_any().unbind();
         Ok(Some(PyPrepareStoreOutput::new(to_store, spec, evicted)))
     }
 
@@ -146,12 +200,14 @@ impl PyOffloadingManager {
     ) -> PyResult<()> {
         let hashes = Hashes::extract(block_hashes)?;
         let keys = hashes.keys()?;
-        to_py(self.run(py, &keys, |m, k| m.complete_store(k, success))?)
+        to_py(run(py, &mut self.lock(py)?.core, &keys, |m, k| {
+            m.complete_store(k, success)
+        }))
     }
 
     /// Events since the last call (empty unless `enable_events=True`).
     fn take_events(&self, py: Python<'_>) -> PyResult<Vec<PyOffloadingEvent>> {
-        let events = self.lock()?.take_events();
+        let events = self.lock(py)?.core.take_events();
         events
             .iter()
             .map(|e| {
@@ -167,28 +223,28 @@ impl PyOffloadingManager {
     }
 
     /// -1 while the block's store is in flight, 0 when evictable, n > 0 with n loads in flight.
-    fn block_state(&self, block_hash: &Bound<'_, PyAny>) -> PyResult<i32> {
-        self.one(block_hash, OffloadingManager::block_state)
+    fn block_state(&self, py: Python<'_>, block_hash: &Bound<'_, PyAny>) -> PyResult<i32> {
+        self.one(py, block_hash, OffloadingManager::block_state)
     }
 
     /// The CPU block id holding `block_hash`.
-    fn block_id(&self, block_hash: &Bound<'_, PyAny>) -> PyResult<u32> {
-        self.one(block_hash, OffloadingManager::block_id)
+    fn block_id(&self, py: Python<'_>, block_hash: &Bound<'_, PyAny>) -> PyResult<u32> {
+        self.one(py, block_hash, OffloadingManager::block_id)
     }
 
-    fn __contains__(&self, block_hash: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn __contains__(&self, py: Python<'_>, block_hash: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = keys::object_key(block_hash, 0)?;
-        Ok(self.lock()?.block_id(key).is_some())
+        Ok(self.lock(py)?.core.block_id(key).is_some())
     }
 
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(self.lock()?.resident() as usize)
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.core.resident() as usize)
     }
 
     /// The eviction policy's lists, least recent first: `{"lru": [...]}` or
     /// `{"t1": [...], "t2": [...], "b1": [...], "b2": [...], "target": p}`.
     fn policy_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (lists, state) = self.lock()?.policy_state();
+        let (lists, state) = self.lock(py)?.core.policy_state();
         let d = PyDict::new(py);
         for (name, keys) in lists.iter().chain(&state.ghosts) {
             d.set_item(name, keys_to_py(py, keys)?)?;
@@ -200,62 +256,63 @@ impl PyOffloadingManager {
     }
 
     #[getter]
-    fn capacity(&self) -> PyResult<u64> {
-        Ok(self.lock()?.capacity())
+    fn capacity(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.capacity())
     }
 
     #[getter]
-    fn free(&self) -> PyResult<u64> {
-        Ok(self.lock()?.free())
+    fn free(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.free())
     }
 
     #[getter]
-    fn resident(&self) -> PyResult<u64> {
-        Ok(self.lock()?.resident())
+    fn resident(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.resident())
     }
 
     #[getter]
-    fn pinned(&self) -> PyResult<u64> {
-        Ok(self.lock()?.pinned())
+    fn pinned(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.pinned())
     }
 
     #[getter]
-    fn block_size(&self) -> PyResult<u64> {
-        Ok(self.lock()?.block_size())
+    fn block_size(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.block_size())
     }
 
     #[getter]
-    fn policy(&self) -> PyResult<&'static str> {
-        Ok(self.lock()?.policy().as_str())
+    fn policy(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.lock(py)?.core.policy().as_str())
     }
 
     #[getter]
-    fn blocks_queried(&self) -> PyResult<u64> {
-        Ok(self.lock()?.counters().blocks_queried)
+    fn blocks_queried(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.counters().blocks_queried)
     }
 
     #[getter]
-    fn blocks_hit(&self) -> PyResult<u64> {
-        Ok(self.lock()?.counters().blocks_hit)
+    fn blocks_hit(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.counters().blocks_hit)
     }
 
     #[getter]
-    fn blocks_stored(&self) -> PyResult<u64> {
-        Ok(self.lock()?.counters().blocks_stored)
+    fn blocks_stored(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.counters().blocks_stored)
     }
 
     #[getter]
-    fn blocks_evicted(&self) -> PyResult<u64> {
-        Ok(self.lock()?.counters().blocks_evicted)
+    fn blocks_evicted(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.counters().blocks_evicted)
     }
 
     #[getter]
-    fn allocation_failures(&self) -> PyResult<u64> {
-        Ok(self.lock()?.counters().allocation_failures)
+    fn allocation_failures(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.core.counters().allocation_failures)
     }
 
-    fn __repr__(&self) -> PyResult<String> {
-        let m = self.lock()?;
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let guard = self.lock(py)?;
+        let m = &guard.core;
         Ok(format!(
             "OffloadingManager(num_blocks={}, block_size={}, policy='{}', resident={}, pinned={})",
             m.capacity(),
@@ -271,11 +328,12 @@ impl PyOffloadingManager {
     /// Look up a single hash; absent hashes are an `UnknownHashError`.
     fn one<T>(
         &self,
+        py: Python<'_>,
         block_hash: &Bound<'_, PyAny>,
         f: impl FnOnce(&OffloadingManager, BlockKeyRef<'_>) -> Option<T>,
     ) -> PyResult<T> {
         let key = keys::object_key(block_hash, 0)?;
-        let found = f(&*self.lock()?, key);
+        let found = f(&self.lock(py)?.core, key);
         to_py(found.ok_or_else(|| KvoffError::UnknownHash(key.to_string())))
     }
 }

@@ -99,6 +99,14 @@ impl<'py> Hashes<'py> {
         }
     }
 
+    /// The caller's object at `position`, if the hashes came as objects.
+    pub(crate) fn object(&self, position: usize) -> Option<Py<PyAny>> {
+        match self {
+            Hashes::Objects(list) => list.get_item(position).ok().map(Bound::unbind),
+            Hashes::I64(_) | Hashes::U64(_) => None,
+        }
+    }
+
     /// The hashes at `positions`, in the form they came in (a list of the caller's own objects,
     /// or an array of the same dtype).
     pub(crate) fn select(
