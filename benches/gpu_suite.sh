@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything that needs a CUDA device, in one run: the connector, CLI and README tests on CUDA,
+# Everything that needs a CUDA device, in one run: the transfer, connector, CLI and README tests on CUDA,
 # then `kvoff bench` on the llama-3-8b shape (LRU and ARC). Results go to $OUT (default ./out).
 # Expects kvoff importable (PYTHONPATH=python with a built _core.abi3.so, or an installed wheel).
 set -uo pipefail
@@ -11,7 +11,7 @@ nvidia-smi --query-gpu=name,pcie.link.gen.max,pcie.link.width.max,driver_version
 python3 -c "import torch, kvoff; print('torch', torch.__version__, 'kvoff', kvoff.__version__)" \
   | tee -a "$OUT/card.txt"
 # pytest-benchmark and hypothesis may be missing there: run without the project's addopts.
-python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/test_connector.py tests/test_cli.py \
+python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/test_transfer*.py tests/test_connector.py tests/test_cli.py \
   tests/test_readme.py 2>&1 | tee "$OUT/pytest.log"
 run() {  # name, then kvoff bench arguments
   local name=$1; shift
