@@ -20,5 +20,7 @@ run() {  # name, then kvoff bench arguments
 }
 run lru16 --cpu-gb 16 --policy lru
 run arc16 --cpu-gb 16 --policy arc
-# A tier too small for the working set: evictions and allocation failures.
+# Tiers too small for the working set: evictions, and (0.25 GiB = 32 blocks, less than one long
+# conversation) allocation failures.
 run lru2 --cpu-gb 2 --policy lru
+run lru025 --cpu-gb 0.25 --policy lru
