@@ -59,6 +59,14 @@ def test_summary_table_is_printed(summary: dict[str, Any]) -> None:
 def test_same_seed_same_workload(summary: dict[str, Any]) -> None:
     run = kvoff("bench", *SMALL_RUN, "--json", "-")
     again = json.loads(run.stdout[run.stdout.index("{") :])
+    assert (again["requests"], again["tokens_prompt"]) == (
+        summary["requests"],
+        summary["tokens_prompt"],
+    )
+    if torch.cuda.is_available():
+        # On CUDA, when a load completes decides when a waiting request is admitted, so the
+        # tier's history (not the workload) varies between runs.
+        return
     for key in ("blocks_queried", "blocks_hit", "evictions", "allocation_failures"):
         assert again[key] == summary[key]
 
