@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvoff.metrics import OffloadPromMetrics
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from kvoff.metrics import OffloadPromMetrics
 
 # The snapshot builder lives with the tests; benches reuse it rather than keep a second copy.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

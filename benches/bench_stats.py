@@ -13,6 +13,7 @@ import pickle
 from typing import Any
 
 import pytest
+
 from kvoff import OffloadingConnectorStats, StatsAccumulator
 
 SIZES = (10, 1_000, 100_000)

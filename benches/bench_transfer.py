@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from kvoff.transfer import CpuGpuTransfer
 
 LAYERS, BLOCKS, POOL, CHUNK = 32, 64, 256, 4096

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from kvoff.transfer import CpuGpuTransfer
 from kvoff.transfer.cpu_tier import CpuTier
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
 from kvoff import (
     HashTypeError,
     InvalidArgumentError,

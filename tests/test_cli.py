@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from _bench_run import SMALL_RUN, free_port, kvoff, scrape, start_bench, wait_for_summary
 
 TINY_BYTES_PER_TOKEN = 2 * 2 * 2 * 16 * 2  # K/V x 2 layers x 2 heads x dim 16 x bf16

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from kvoff import (
     InvalidArgumentError,
     InvalidStateError,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
 from kvoff import InvalidStateError, JobTracker, StatsAccumulator, UnknownJobError
 
 REQS = st.sampled_from(["a", "b", "c", "d"])

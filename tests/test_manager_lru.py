@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from kvoff import LoadStoreSpec, OffloadingEvent, PrepareStoreOutput
 from manager_helpers import IMPLS
 

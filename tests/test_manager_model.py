@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
 from kvoff import KvoffError, OffloadingManager
 from manager_helpers import snapshot
 from reference_manager import ReferenceManager

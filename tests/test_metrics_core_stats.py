@@ -6,10 +6,11 @@ stats_dicts.py against the real snapshot layout.
 
 from __future__ import annotations
 
-import kvoff
 import pytest
-from kvoff.metrics import OffloadPromMetrics, format_stats
 from prometheus_client import CollectorRegistry
+
+import kvoff
+from kvoff.metrics import OffloadPromMetrics, format_stats
 from stats_dicts import Transfer, v1_dict
 
 # getattr, not an attribute access, so that type checking passes before and after the merge.

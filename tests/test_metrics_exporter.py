@@ -7,10 +7,11 @@ import threading
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
 from kvoff.errors import InvalidArgumentError
 from kvoff.metrics import OffloadPromMetrics
 from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
-from prometheus_client import CollectorRegistry, generate_latest
 from stats_dicts import SnapshotObject, Transfer, v1_dict
 
 SIZE_LE = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kvoff.errors import InvalidArgumentError
 from kvoff.metrics import format_stats
 from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+
 from kvoff.errors import InvalidStateError, KvoffError
 from kvoff.metrics import DuplicateMetricError, OffloadPromMetrics
 from metrics_scenario import G2C, interval_a
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 
 KVOFF_NAMES = (
     "kvoff_cpu_allocation_failures_total",

@@ -9,14 +9,15 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from kvoff.errors import InvalidArgumentError, KvoffError
-from kvoff.metrics import OffloadPromMetrics, PortInUseError, start_metrics_server
-from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+
+from kvoff.errors import InvalidArgumentError, KvoffError
+from kvoff.metrics import OffloadPromMetrics, PortInUseError, start_metrics_server
+from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

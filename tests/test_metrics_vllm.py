@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+
 from kvoff.metrics import OffloadPromMetrics
 from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
-from prometheus_client import CollectorRegistry, generate_latest
 from stats_dicts import Transfer, v1_dict
 
 VLLM_BOUNDS = [1e6, 5e6, 1e7, 2e7, 4e7, 6e7, 8e7, 1e8, 1.5e8, 2e8]

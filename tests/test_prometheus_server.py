@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from _bench_run import free_port, start_bench, wait_for_summary
 
 pytestmark = pytest.mark.prometheus

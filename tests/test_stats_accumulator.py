@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+
 from _stats_model import DIRECTIONS, Transfer, add_transfer, empty_dict, model
 from kvoff import (
     InvalidArgumentError,

@@ -8,6 +8,7 @@ import pickle
 from typing import Any
 
 import pytest
+
 from _stats_model import Transfer, empty_dict
 from kvoff import InvalidArgumentError, OffloadingConnectorStats, StatsAccumulator
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 
-import kvoff
 import numpy as np
 import pytest
 import torch
+
+import kvoff
 from _transfer_kv import DEVICES, LAYOUTS, TRITON_WARNING, all_blocks, make_kv, poison, slot_ref
 from kvoff.transfer import CpuGpuTransfer, TransferResult
 

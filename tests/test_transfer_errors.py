@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import kvoff
 import numpy as np
 import pytest
 import torch
+
+import kvoff
 from _transfer_kv import DEVICES, TRITON_WARNING, all_blocks, make_kv
 from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.transfer import CpuGpuTransfer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from kvoff.errors import InvalidArgumentError
 from kvoff.transfer.plan import as_block_ids, plan_job
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from kvoff._core import JobTracker, OffloadingManager, StatsAccumulator
 from kvoff.bench.presets import ModelShape
 from kvoff.bench.workload import Request, block_hashes
@@ -236,10 +237,10 @@ class SimulatedEngine:
             live.matched = 0
             live.state = "prefill"
         for req_id in loaded:
-            live = self.live.get(req_id)
-            if live is not None and live.state == "loading":
-                self._queue_verify(live)
-                live.state = "prefill"
+            waiting = self.live.get(req_id)
+            if waiting is not None and waiting.state == "loading":
+                self._queue_verify(waiting)
+                waiting.state = "prefill"
         t0 = time.perf_counter()
         for req_id in finished:
             live = self.live.pop(req_id)

@@ -13,15 +13,15 @@ def single_copy_gb_per_s(device: torch.device) -> dict[str, float]:
     """GB/s of one ``_PROBE_BYTES`` copy each way (median of ``_REPEATS``), CUDA-event timed."""
     host = torch.empty(_PROBE_BYTES, dtype=torch.uint8, pin_memory=True)
     dev = torch.empty(_PROBE_BYTES, dtype=torch.uint8, device=device)
-    stream = torch.cuda.Stream(device)
+    stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
     out: dict[str, float] = {}
     with torch.cuda.stream(stream):
         for name, dst, src in (("GPU_to_CPU", host, dev), ("CPU_to_GPU", dev, host)):
             dst.copy_(src, non_blocking=True)  # warm-up
             times = []
             for _ in range(_REPEATS):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
+                start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+                end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
                 start.record(stream)
                 dst.copy_(src, non_blocking=True)
                 end.record(stream)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
 from kvoff.bench.engine import EngineTotals
 
 DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")

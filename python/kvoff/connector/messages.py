@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 
 BlockHash = bytes | int
 
-STORE = "GPU_to_CPU"
-LOAD = "CPU_to_GPU"
+STORE: Final = "GPU_to_CPU"
+LOAD: Final = "CPU_to_GPU"
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,8 @@ class RequestStep:
     """
 
     req_id: str
-    gpu_block_hashes: list[BlockHash]
-    gpu_block_ids: list[int] | np.ndarray
+    gpu_block_hashes: Sequence[BlockHash]
+    gpu_block_ids: Sequence[int] | np.ndarray
     num_tokens_after_step: int
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from kvoff._core import JobTracker
-from kvoff.connector.messages import StepMetadata, TransferSpec, WorkerOutput
+from kvoff.connector.messages import LOAD, STORE, StepMetadata, TransferSpec, WorkerOutput
 from kvoff.transfer import CpuGpuTransfer, TransferResult
+from kvoff.transfer.result import DirectionName
 
 
 class OffloadingWorker:
@@ -76,7 +77,8 @@ class OffloadingWorker:
         except Exception:
             # The copy engine refused the job before enqueueing anything: report it failed, so
             # the scheduler frees the blocks it reserved; the engine keeps running.
-            self._early.append(TransferResult(job_id, False, 0, 0.0, spec.direction))
+            direction: DirectionName = STORE if spec.direction == STORE else LOAD
+            self._early.append(TransferResult(job_id, False, 0, 0.0, direction))
 
     def _complete(self, result: TransferResult) -> tuple[int, bool]:
         self.tracker.complete(result.job_id, result.success, result.transfer_time)
