@@ -310,6 +310,9 @@ def test_unknown_transfer_id_is_refused_and_nothing_changes() -> None:
     with pytest.raises(InvalidStateError, match=r"unknown transfer ids \[99\]"):
         rig.sched.update_from_output(bad)
     assert rig.manager.block_state(101) == -1  # the valid entry was not applied either
+    with pytest.raises(InvalidStateError, match=r"transfer ids \[0\] more than once"):
+        rig.sched.update_from_output(WorkerOutput(transfers=out.transfers * 2))
+    assert rig.manager.block_state(101) == -1
     rig.sched.update_from_output(out)
     assert rig.manager.block_state(101) == 0
 

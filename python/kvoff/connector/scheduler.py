@@ -238,6 +238,10 @@ class OffloadingScheduler:
         unknown = [tid for tid, _ in output.transfers if tid not in self._transfers]
         if unknown:
             raise InvalidStateError(f"worker reported unknown transfer ids {unknown}")
+        ids = [tid for tid, _ in output.transfers]
+        if len(set(ids)) != len(ids):
+            repeated = sorted({t for t in ids if ids.count(t) > 1})
+            raise InvalidStateError(f"worker reported transfer ids {repeated} more than once")
         for tid, success in output.transfers:
             t = self._transfers[tid]
             t.reports += 1
