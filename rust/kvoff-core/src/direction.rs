@@ -5,6 +5,14 @@ use crate::error::KvoffError;
 
 /// Which way a transfer moves bytes. The string forms are the `transfer_type` values that
 /// vLLM's offloading stats and `vllm:kv_offload_*` metrics use.
+///
+/// ```
+/// use kvoff_core::Direction;
+///
+/// assert_eq!("GPU_to_CPU".parse::<Direction>().ok(), Some(Direction::GpuToCpu));
+/// assert_eq!(Direction::CpuToGpu.to_string(), "CPU_to_GPU");
+/// assert!("sideways".parse::<Direction>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// A store: GPU KV blocks copied into the CPU tier.
