@@ -138,3 +138,23 @@ def test_port_in_use_is_one_line() -> None:
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
     assert str(port) in lines[0] and "Traceback" not in run.stderr
+
+
+def test_progress_bar_draws_one_line_and_only_when_enabled() -> None:
+    import io
+
+    from kvoff.cli import _Progress
+
+    shown = io.StringIO()
+    bar = _Progress(10, "requests", shown, enabled=True)
+    bar.update(5, "1,024 tokens from CPU")
+    bar.update(6, "redrawn at most five times a second")  # too soon: not drawn
+    bar.close()
+    assert shown.getvalue() == (
+        "\r[###############               ] 5/10 requests  1,024 tokens from CPU   \n"
+    )
+    hidden = io.StringIO()
+    bar = _Progress(10, "requests", hidden, enabled=False)
+    bar.update(5, "x")
+    bar.close()
+    assert hidden.getvalue() == ""

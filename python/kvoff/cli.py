@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--cpu-gb",
         type=_positive(float, "--cpu-gb"),
-        default=4.0,
-        help="CPU tier size in GiB (default 4)",
+        default=1.0,
+        help="CPU tier size in GiB (default 1: small enough that the default run evicts)",
     )
     b.add_argument(
         "--gpu-blocks",
