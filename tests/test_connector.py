@@ -352,3 +352,25 @@ def test_messages_pickle() -> None:
     assert back.stores[0].gpu_block_ids.tolist() == [1, 2]
     out = WorkerOutput([(3, True)], ["r"], [])
     assert pickle.loads(pickle.dumps(out)) == out
+
+
+def test_scheduler_passes_on_the_managers_events() -> None:
+    manager = OffloadingManager(2, block_size=CBS, enable_events=True)
+    sched = OffloadingScheduler(manager, GBS, CBS)
+    sched.update_state_after_alloc("A", A_HASHES, A_IDS, 0, 0)
+    meta = sched.build_step([RequestStep("A", A_HASHES[:4], A_IDS, 17)])  # CPU blocks 101, 103
+    (store,) = meta.stores
+    sched.update_from_output(WorkerOutput(transfers=[(store.transfer_id, True)]))
+    (stored,) = sched.take_events()
+    assert (stored.block_hashes, stored.block_size, stored.medium, stored.removed) == (
+        [101, 103],
+        CBS,
+        "CPU",
+        False,
+    )
+    # Two more full CPU blocks evict the first two (LRU), reported as removed.
+    meta = sched.build_step([RequestStep("A", A_HASHES, A_IDS, 33)])
+    assert [s.cpu_block_ids.tolist() for s in meta.stores] == [[1, 0]]
+    (evicted,) = sched.take_events()
+    assert (evicted.block_hashes, evicted.removed) == ([101, 103], True)
+    assert sched.take_events() == []
