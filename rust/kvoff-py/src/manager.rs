@@ -21,7 +21,7 @@ use values::{key_to_py, keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepar
 /// Calls naming at least this many hashes release the GIL while the core works. Releasing it
 /// is cheap, but a call that releases it must first copy the caller's list (another thread
 /// could change the list meanwhile), and that copy costs about as much per hash as a whole
-/// lookup at 10^4 resident blocks. So the cheap calls (lookup, touch, loads, complete_store:
+/// lookup at 10^4 resident blocks. So the cheap calls (lookup, touch, loads, `complete_store`:
 /// 10 to 100 ns per hash) keep the GIL below 2048 hashes, at most about 200 µs of work, a
 /// small fraction of Python's 5 ms switch interval; `prepare_store` (100 to 400 ns per hash,
 /// for which the copy is noise) releases it from 256.

@@ -186,7 +186,7 @@ pub(crate) unsafe fn shared_keys<'a>(
     Some(keys)
 }
 
-/// CPython's layouts of exact `bytes` and `list` objects, identical in every GIL build from
+/// `CPython`'s layouts of exact `bytes` and `list` objects, identical in every GIL build from
 /// 3.0 through 3.14: a variable-size header (refcount, type, `ob_size`), then for bytes the
 /// cached hash and the data inline, for lists the item array pointer. The limited API hides
 /// them behind a C call per access, which costs about as much per hash as the manager's own
@@ -231,7 +231,7 @@ fn probe_layout(py: Python<'_>) -> bool {
 /// # Safety
 /// `obj` is a live variable-size object with the standard header; the GIL is held.
 unsafe fn read_size(obj: *mut ffi::PyObject) -> usize {
-    unsafe { obj.cast::<u8>().add(SIZE_OFFSET).cast::<ffi::Py_ssize_t>().read() as usize }
+    unsafe { obj.byte_add(SIZE_OFFSET).cast::<ffi::Py_ssize_t>().read() as usize }
 }
 
 /// # Safety
@@ -253,8 +253,7 @@ unsafe fn list_item(list: *mut ffi::PyObject, i: usize, direct: bool) -> *mut ff
     if direct {
         unsafe {
             let items = list
-                .cast::<u8>()
-                .add(LIST_ITEMS_OFFSET)
+                .byte_add(LIST_ITEMS_OFFSET)
                 .cast::<*mut *mut ffi::PyObject>()
                 .read();
             items.add(i).read()
