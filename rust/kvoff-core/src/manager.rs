@@ -30,7 +30,7 @@ pub const MAX_BLOCKS: i64 = (u32::MAX - 1) as i64;
 const INLINE_BYTES: usize = 32;
 
 /// A key as the index stores it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum StoredKey {
     Int(i128),
     Inline { len: u8, data: [u8; INLINE_BYTES] },
@@ -73,13 +73,6 @@ impl StoredKey {
                 }
             }
             _ => self.as_ref() == key,
-        }
-    }
-
-    fn into_key(self) -> BlockKey {
-        match self {
-            StoredKey::Heap(b) => BlockKey::Bytes(b),
-            other => other.as_ref().to_owned_key(),
         }
     }
 }
@@ -181,10 +174,46 @@ pub struct StorePlan {
     /// Their block ids, aligned with `to_store`.
     pub block_ids: Vec<u32>,
     /// Keys evicted to make room, in eviction order.
-    pub evicted: Vec<BlockKey>,
+    pub evicted: EvictedKeys,
     /// The block ids they held, aligned with `evicted` (some are reused by `block_ids`).
     pub evicted_ids: Vec<u32>,
 }
+
+/// Keys that `prepare_store` evicted, as the index held them: taking them out of the index
+/// allocates nothing (an owned `BlockKey` per victim cost a malloc and a free each).
+#[derive(Debug, Clone, Default)]
+pub struct EvictedKeys(Vec<StoredKey>);
+
+impl EvictedKeys {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The evicted keys, in eviction order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = BlockKeyRef<'_>> {
+        self.0.iter().map(StoredKey::as_ref)
+    }
+
+    /// Owned copies, in eviction order.
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<BlockKey> {
+        self.iter().map(BlockKeyRef::to_owned_key).collect()
+    }
+}
+
+impl PartialEq for EvictedKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for EvictedKeys {}
 
 /// Blocks that entered (`removed == false`) or left the tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -558,13 +587,14 @@ impl OffloadingManager {
         for &id in &victims {
             let hash = self.meta[id as usize].hash;
             let key = match self.index.find_entry(hash, |s| s.id == id) {
-                Ok(entry) => entry.remove().0.key.into_key(),
+                Ok(entry) => entry.remove().0.key,
                 Err(_) => unreachable!("block {id} chosen for eviction is not in the index"),
             };
-            self.policy.on_evict(id, &key, hash);
+            self.policy.on_evict(id, key.as_ref(), hash);
             self.pool.release(id);
             evicted.push(key);
         }
+        let evicted = EvictedKeys(evicted);
         let mut block_ids = Vec::with_capacity(to_store.len());
         for &i in &to_store {
             let Some(id) = self.pool.allocate() else {
@@ -602,7 +632,7 @@ impl OffloadingManager {
         }
         if let (Some(events), false) = (&mut self.events, evicted.is_empty()) {
             events.push(ManagerEvent {
-                block_hashes: evicted.clone(),
+                block_hashes: evicted.to_vec(),
                 block_size: self.block_size,
                 removed: true,
             });

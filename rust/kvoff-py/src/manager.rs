@@ -218,7 +218,7 @@ impl PyOffloadingManager {
                 let evicted = plan
                     .evicted_ids
                     .iter()
-                    .zip(&plan.evicted)
+                    .zip(plan.evicted.iter())
                     .map(|(&id, key)| match inner.objects[id as usize].take() {
                         Some(object) => Ok(object.into_bound(py)),
                         None => key_to_py(py, key),
