@@ -29,11 +29,17 @@ pub const MAX_BLOCKS: i64 = (u32::MAX - 1) as i64;
 /// and comparing them in place saves a pointer chase (a cache miss on large tiers).
 const INLINE_BYTES: usize = 32;
 
+/// Inline key bytes, aligned so that moving a slot or a key moves whole words (unaligned,
+/// they were copied bytewise and read back wider, stalling on store forwarding).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(16))]
+struct KeyBytes([u8; INLINE_BYTES]);
+
 /// A key as the index stores it.
 #[derive(Debug, Clone)]
 enum StoredKey {
     Int(i128),
-    Inline { len: u8, data: [u8; INLINE_BYTES] },
+    Inline { len: u8, data: KeyBytes },
     Heap(Box<[u8]>),
 }
 
@@ -42,11 +48,15 @@ impl StoredKey {
         match key {
             BlockKeyRef::Int(v) => StoredKey::Int(v),
             BlockKeyRef::Bytes(b) if b.len() <= INLINE_BYTES => {
-                let mut data = [0; INLINE_BYTES];
-                data[..b.len()].copy_from_slice(b);
+                // The full length as a fixed-size copy (no memcpy call), the rest padded.
+                let data = <[u8; INLINE_BYTES]>::try_from(b).unwrap_or_else(|_| {
+                    let mut data = [0; INLINE_BYTES];
+                    data[..b.len()].copy_from_slice(b);
+                    data
+                });
                 StoredKey::Inline {
                     len: b.len() as u8,
-                    data,
+                    data: KeyBytes(data),
                 }
             }
             BlockKeyRef::Bytes(b) => StoredKey::Heap(b.into()),
@@ -56,7 +66,7 @@ impl StoredKey {
     fn as_ref(&self) -> BlockKeyRef<'_> {
         match self {
             StoredKey::Int(v) => BlockKeyRef::Int(*v),
-            StoredKey::Inline { len, data } => BlockKeyRef::Bytes(&data[..*len as usize]),
+            StoredKey::Inline { len, data } => BlockKeyRef::Bytes(&data.0[..*len as usize]),
             StoredKey::Heap(b) => BlockKeyRef::Bytes(b),
         }
     }
@@ -68,8 +78,8 @@ impl StoredKey {
             // memcmp (which showed in profiles for every probe).
             (StoredKey::Inline { len, data }, BlockKeyRef::Bytes(b)) => {
                 match <&[u8; INLINE_BYTES]>::try_from(b) {
-                    Ok(full) => usize::from(*len) == INLINE_BYTES && data == full,
-                    Err(_) => usize::from(*len) == b.len() && data[..b.len()] == *b,
+                    Ok(full) => usize::from(*len) == INLINE_BYTES && data.0 == *full,
+                    Err(_) => usize::from(*len) == b.len() && data.0[..b.len()] == *b,
                 }
             }
             _ => self.as_ref() == key,
@@ -351,6 +361,7 @@ impl OffloadingManager {
         self.hasher.hash(key)
     }
 
+    #[inline]
     fn find(&self, key: BlockKeyRef<'_>, hash: u64) -> Option<u32> {
         self.index.find(hash, |s| s.key.matches(key)).map(|s| s.id)
     }
@@ -584,7 +595,15 @@ impl OffloadingManager {
             }
         }
         let mut evicted = Vec::with_capacity(victims.len());
-        for &id in &victims {
+        for (j, &id) in victims.iter().enumerate() {
+            // Two stages ahead: a victim's state line first, then (with the hash it holds)
+            // its index lines.
+            if let Some(&far) = victims.get(j + 2 * PREFETCH_AHEAD) {
+                prefetch_line(std::ptr::from_ref(&self.meta[far as usize]) as usize);
+            }
+            if let Some(&near) = victims.get(j + PREFETCH_AHEAD) {
+                self.hint.prefetch(self.meta[near as usize].hash);
+            }
             let hash = self.meta[id as usize].hash;
             let key = match self.index.find_entry(hash, |s| s.id == id) {
                 Ok(entry) => entry.remove().0.key,
@@ -596,7 +615,13 @@ impl OffloadingManager {
         }
         let evicted = EvictedKeys(evicted);
         let mut block_ids = Vec::with_capacity(to_store.len());
-        for &i in &to_store {
+        for &i in to_store.iter().take(PREFETCH_AHEAD) {
+            self.hint.prefetch(self.scratch_hashes[i]);
+        }
+        for (k, &i) in to_store.iter().enumerate() {
+            if let Some(&ahead) = to_store.get(k + PREFETCH_AHEAD) {
+                self.hint.prefetch(self.scratch_hashes[ahead]);
+            }
             let Some(id) = self.pool.allocate() else {
                 unreachable!("room was made for every block to store")
             };
