@@ -148,7 +148,7 @@ fn folded_multiply(x: u64, y: u64) -> u64 {
 
 impl KeyHasher {
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self, key: BlockKeyRef<'_>) -> u64 {
         match key {
             BlockKeyRef::Bytes(b) if b.len() == 32 => self.hash32(b),
