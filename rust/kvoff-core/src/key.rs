@@ -148,6 +148,8 @@ fn folded_multiply(x: u64, y: u64) -> u64 {
 
 impl KeyHasher {
     #[must_use]
+    // Measured: left to the compiler, these stayed out of line in the probe loops.
+    #[allow(clippy::inline_always)]
     #[inline(always)]
     pub fn hash(&self, key: BlockKeyRef<'_>) -> u64 {
         match key {
