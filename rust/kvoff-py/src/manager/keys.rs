@@ -38,6 +38,8 @@ thread_local! {
 
 /// `v`, emptied, as a vector of keys of any lifetime, keeping its allocation: collecting an
 /// emptied vector's iterator into a type of the same size reuses the buffer in place.
+// `filter` would keep the input lifetime; `filter_map` is what changes it.
+#[allow(clippy::unnecessary_filter_map)]
 fn recycle<'b>(mut v: Vec<BlockKeyRef<'_>>) -> Vec<BlockKeyRef<'b>> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
