@@ -18,7 +18,7 @@ pub use direction::Direction;
 pub use error::{KvoffError, Result};
 pub use jobs::{CompletedJob, Finished, JobTracker};
 pub use key::{BlockKey, BlockKeyRef};
-pub use manager::{ManagerCounters, ManagerEvent, OffloadingManager, StorePlan};
+pub use manager::{EvictedKeys, ManagerCounters, ManagerEvent, OffloadingManager, StorePlan};
 pub use policy::{EvictionPolicy, PolicyKind, PolicyState};
 pub use pool::IdPool;
 pub use sink::ManagerStatsSink;

@@ -29,7 +29,7 @@ fn store(m: &mut OffloadingManager, v: &[i128]) -> (Vec<u32>, Vec<BlockKey>) {
         .expect("valid call")
         .expect("room");
     m.complete_store(&keys(v), true).expect("valid call");
-    (plan.block_ids, plan.evicted)
+    (plan.block_ids, plan.evicted.to_vec())
 }
 
 type Snapshot = (String, [u64; 3], String, Vec<Option<i32>>);
@@ -99,7 +99,7 @@ fn prepare_store_never_evicts_its_own_or_pinned_blocks() {
         .expect("valid")
         .expect("room");
     assert_eq!(
-        (plan.to_store, plan.block_ids, plan.evicted),
+        (plan.to_store, plan.block_ids, plan.evicted.to_vec()),
         (vec![1], vec![2], owned(&[3]))
     );
     // Now 1 is evictable, 2 is loading, 10 is storing: two new blocks cannot fit.

@@ -150,7 +150,7 @@ fn run(capacity: i64, policy: &str, ops: &[Op]) {
                     false
                 }
                 Ok(Some(plan)) => {
-                    for k in &plan.evicted {
+                    for k in &plan.evicted.to_vec() {
                         let x = index_of(k);
                         let (_, state) = before.0[x as usize].expect("evicted keys were resident");
                         assert_eq!(state, 0, "only unpinned ready blocks are evicted");

@@ -5,7 +5,7 @@
 mod keys;
 mod values;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use kvoff_core::{BlockKeyRef, KvoffError, OffloadingManager};
 use pyo3::exceptions::PyRuntimeError;
@@ -18,9 +18,15 @@ use crate::stats::PyStatsAccumulator;
 use keys::Hashes;
 use values::{key_to_py, keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepareStoreOutput};
 
-/// Calls naming at least this many hashes release the GIL while the core works; below it, the
-/// release and re-acquire would cost more than the work.
-const DETACH_MIN_HASHES: usize = 256;
+/// Calls naming at least this many hashes release the GIL while the core works. Releasing it
+/// is cheap, but a call that releases it must first copy the caller's list (another thread
+/// could change the list meanwhile), and that copy costs about as much per hash as a whole
+/// lookup at 10^4 resident blocks. So the cheap calls (lookup, touch, loads, `complete_store`:
+/// 10 to 100 ns per hash) keep the GIL below 2048 hashes, at most about 200 µs of work, a
+/// small fraction of Python's 5 ms switch interval; `prepare_store` (100 to 400 ns per hash,
+/// for which the copy is noise) releases it from 256.
+const DETACH_MIN_HASHES: usize = 2048;
+const DETACH_MIN_HASHES_STORE: usize = 256;
 
 /// The CPU-tier block manager. Thread-safe: calls from several threads are serialized by an
 /// internal lock, which a waiting thread waits for without holding the GIL.
@@ -40,15 +46,18 @@ fn poisoned() -> PyErr {
     PyRuntimeError::new_err("OffloadingManager is unusable: an earlier call panicked inside it")
 }
 
-/// Run `f` on the core manager with `keys`, without the GIL when the call is long. The caller
-/// holds the lock throughout, so the per-block objects stay in step with the core.
+/// Run `f` on the core manager with `keys`, without the GIL when the call is long (and the
+/// keys do not borrow the caller's own list). The caller holds the lock throughout, so the
+/// per-block objects stay in step with the core.
 fn run<T: Send>(
     py: Python<'_>,
+    hashes: &Hashes<'_>,
     core: &mut OffloadingManager,
     keys: &[BlockKeyRef<'_>],
+    detach_min: usize,
     f: impl FnOnce(&mut OffloadingManager, &[BlockKeyRef<'_>]) -> T + Send,
 ) -> T {
-    if keys.len() >= DETACH_MIN_HASHES {
+    if keys.len() >= detach_min && hashes.may_detach() {
         py.detach(|| f(core, keys))
     } else {
         f(core, keys)
@@ -60,6 +69,37 @@ impl PyOffloadingManager {
     /// GIL to come back from a long call.
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Inner>> {
         self.inner.lock_py_attached(py).map_err(|_| poisoned())
+    }
+
+    /// Convert `arg` to keys, take the lock and run `f`. Short calls on an exact list of exact
+    /// hashes read the caller's list in place, provided the lock is free at once (waiting for
+    /// it releases the GIL, which would let another thread change the list under the keys);
+    /// everything else takes a private copy first. `f` must not release the GIL on
+    /// `Hashes::Shared` (`run` sees to that) nor run Python code while it holds the keys.
+    fn with_keys<R>(
+        &self,
+        py: Python<'_>,
+        arg: &Bound<'_, PyAny>,
+        detach_min: usize,
+        f: impl FnOnce(&mut Inner, &Hashes<'_>, &[BlockKeyRef<'_>]) -> PyResult<R>,
+    ) -> PyResult<R> {
+        // SAFETY: the keys are dropped before this block ends; until then the GIL is held
+        // (try_lock never releases it, and `run` keeps it for shared hashes) and no Python
+        // code runs (`f`'s contract).
+        if let Some(keys) = unsafe { keys::shared_keys(arg, detach_min) } {
+            match self.inner.try_lock() {
+                Ok(mut guard) => {
+                    let shared = Hashes::Shared(arg.cast::<PyList>()?.clone());
+                    return f(&mut guard, &shared, &keys);
+                }
+                Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let hashes = Hashes::extract(arg)?;
+        let keys = hashes.keys()?;
+        let mut guard = self.lock(py)?;
+        f(&mut guard, &hashes, &keys)
     }
 }
 
@@ -91,14 +131,16 @@ impl PyOffloadingManager {
 
     /// Length of the longest run of present and ready blocks from the first hash.
     fn lookup(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let hashes = Hashes::extract(block_hashes)?;
-        let keys = hashes.keys()?;
-        Ok(run(
-            py,
-            &mut self.lock(py)?.core,
-            &keys,
-            OffloadingManager::lookup,
-        ))
+        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
+            Ok(run(
+                py,
+                hashes,
+                &mut inner.core,
+                keys,
+                DETACH_MIN_HASHES,
+                OffloadingManager::lookup,
+            ))
+        })
     }
 
     /// Pin the blocks for a load; they stay pinned until `complete_load`.
@@ -107,39 +149,45 @@ impl PyOffloadingManager {
         py: Python<'_>,
         block_hashes: &Bound<'_, PyAny>,
     ) -> PyResult<PyLoadStoreSpec> {
-        let hashes = Hashes::extract(block_hashes)?;
-        let keys = hashes.keys()?;
-        let ids = to_py(run(
-            py,
-            &mut self.lock(py)?.core,
-            &keys,
-            OffloadingManager::prepare_load,
-        ))?;
+        let ids = self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
+            to_py(run(
+                py,
+                hashes,
+                &mut inner.core,
+                keys,
+                DETACH_MIN_HASHES,
+                OffloadingManager::prepare_load,
+            ))
+        })?;
         Ok(PyLoadStoreSpec::cpu(py, &ids))
     }
 
     /// Recency update, last hash first, so a prefix's first block ends most recent.
     fn touch(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        let hashes = Hashes::extract(block_hashes)?;
-        let keys = hashes.keys()?;
-        to_py(run(
-            py,
-            &mut self.lock(py)?.core,
-            &keys,
-            OffloadingManager::touch,
-        ))
+        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
+            to_py(run(
+                py,
+                hashes,
+                &mut inner.core,
+                keys,
+                DETACH_MIN_HASHES,
+                OffloadingManager::touch,
+            ))
+        })
     }
 
     /// Unpin blocks pinned by `prepare_load`.
     fn complete_load(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        let hashes = Hashes::extract(block_hashes)?;
-        let keys = hashes.keys()?;
-        to_py(run(
-            py,
-            &mut self.lock(py)?.core,
-            &keys,
-            OffloadingManager::complete_load,
-        ))
+        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
+            to_py(run(
+                py,
+                hashes,
+                &mut inner.core,
+                keys,
+                DETACH_MIN_HASHES,
+                OffloadingManager::complete_load,
+            ))
+        })
     }
 
     /// Allocate blocks for the hashes not yet present, evicting as needed; `None`, with
@@ -149,42 +197,52 @@ impl PyOffloadingManager {
         py: Python<'_>,
         block_hashes: &Bound<'_, PyAny>,
     ) -> PyResult<Option<PyPrepareStoreOutput>> {
-        let hashes = Hashes::extract(block_hashes)?;
-        let keys = hashes.keys()?;
-        let mut guard = self.lock(py)?;
-        let inner = &mut *guard;
-        let plan = to_py(run(
+        let done = self.with_keys(
             py,
-            &mut inner.core,
-            &keys,
-            OffloadingManager::prepare_store,
-        ))?;
-        let Some(plan) = plan else {
+            block_hashes,
+            DETACH_MIN_HASHES_STORE,
+            |inner, hashes, keys| {
+                let plan = to_py(run(
+                    py,
+                    hashes,
+                    &mut inner.core,
+                    keys,
+                    DETACH_MIN_HASHES_STORE,
+                    OffloadingManager::prepare_store,
+                ))?;
+                let Some(plan) = plan else {
+                    return Ok(None);
+                };
+                // Take the victims' objects before the new blocks (which may reuse their ids)
+                // store theirs.
+                let evicted = plan
+                    .evicted_ids
+                    .iter()
+                    .zip(plan.evicted.iter())
+                    .map(|(&id, key)| match inner.objects[id as usize].take() {
+                        Some(object) => Ok(object.into_bound(py)),
+                        None => key_to_py(py, key),
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                let stale: Vec<Option<Py<PyAny>>> = plan
+                    .to_store
+                    .iter()
+                    .zip(&plan.block_ids)
+                    .map(|(&i, &id)| {
+                        std::mem::replace(&mut inner.objects[id as usize], hashes.object(i))
+                    })
+                    .collect();
+                let to_store = hashes.select(py, &plan.to_store)?.unbind();
+                Ok(Some((plan.block_ids, to_store, evicted, stale)))
+            },
+        )?;
+        let Some((block_ids, to_store, evicted, stale)) = done else {
             return Ok(None);
         };
-        // Take the victims' objects before the new blocks (which may reuse their ids) store
-        // theirs.
-        let evicted = plan
-            .evicted_ids
-            .iter()
-            .zip(&plan.evicted)
-            .map(|(&id, key)| match inner.objects[id as usize].take() {
-                Some(object) => Ok(object.into_bound(py)),
-                None => key_to_py(py, key),
-            })
-            .collect::<PyResult<Vec<_>>>()?;
         // Objects left by blocks whose store failed are dropped after the lock is released: a
         // decref may run a hash object's `__del__`, which could call back into this manager.
-        let stale: Vec<Option<Py<PyAny>>> = plan
-            .to_store
-            .iter()
-            .zip(&plan.block_ids)
-            .map(|(&i, &id)| std::mem::replace(&mut inner.objects[id as usize], hashes.object(i)))
-            .collect();
-        drop(guard);
         drop(stale);
-        let to_store = hashes.select(py, &plan.to_store)?.unbind();
-        let spec = Py::new(py, PyLoadStoreSpec::cpu(py, &plan.block_ids))?;
+        let spec = Py::new(py, PyLoadStoreSpec::cpu(py, &block_ids))?;
         let evicted = PyList::new(py, evicted)?.into_any().unbind();
         Ok(Some(PyPrepareStoreOutput::new(to_store, spec, evicted)))
     }
@@ -198,11 +256,16 @@ impl PyOffloadingManager {
         block_hashes: &Bound<'_, PyAny>,
         success: bool,
     ) -> PyResult<()> {
-        let hashes = Hashes::extract(block_hashes)?;
-        let keys = hashes.keys()?;
-        to_py(run(py, &mut self.lock(py)?.core, &keys, |m, k| {
-            m.complete_store(k, success)
-        }))
+        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
+            to_py(run(
+                py,
+                hashes,
+                &mut inner.core,
+                keys,
+                DETACH_MIN_HASHES,
+                |m, k| m.complete_store(k, success),
+            ))
+        })
     }
 
     /// Events since the last call (empty unless `enable_events=True`).

@@ -103,9 +103,9 @@ impl ArcPolicy {
         self.ghost_free.push(g);
     }
 
-    fn add_ghost(&mut self, key: &BlockKey, hash: u64, which: Ghost) {
+    fn add_ghost(&mut self, key: BlockKeyRef<'_>, hash: u64, which: Ghost) {
         let node = GhostNode {
-            key: Some(key.clone()),
+            key: Some(key.to_owned_key()),
             hash,
             list: which,
         };
@@ -201,7 +201,7 @@ impl EvictionPolicy for ArcPolicy {
         *self.ghost_list(which) = list;
     }
 
-    fn on_evict(&mut self, id: u32, key: &BlockKey, hash: u64) {
+    fn on_evict(&mut self, id: u32, key: BlockKeyRef<'_>, hash: u64) {
         match self.unlink(id) {
             Where::T1 => self.add_ghost(key, hash, Ghost::B1),
             Where::T2 => self.add_ghost(key, hash, Ghost::B2),
@@ -277,8 +277,8 @@ mod tests {
             self.p.on_insert(id, k, self.h.hash(k));
         }
         fn evict(&mut self, id: u32, key: i128) {
-            let k = BlockKey::Int(key);
-            self.p.on_evict(id, &k, self.h.hash(k.as_ref()));
+            let k = BlockKeyRef::Int(key);
+            self.p.on_evict(id, k, self.h.hash(k));
         }
         fn touch_absent(&mut self, key: i128) {
             let k = BlockKeyRef::Int(key);

@@ -1,5 +1,5 @@
 use super::{EvictionPolicy, PolicyState};
-use crate::key::{BlockKey, BlockKeyRef};
+use crate::key::BlockKeyRef;
 use crate::list::{Links, List, NIL};
 
 /// Least recently used first. New blocks and touched blocks go to the most-recent end.
@@ -30,7 +30,7 @@ impl EvictionPolicy for LruPolicy {
 
     fn on_touch_absent(&mut self, _key: BlockKeyRef<'_>, _hash: u64) {}
 
-    fn on_evict(&mut self, id: u32, _key: &BlockKey, _hash: u64) {
+    fn on_evict(&mut self, id: u32, _key: BlockKeyRef<'_>, _hash: u64) {
         self.order.remove(&mut self.links, id);
     }
 
@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(ids(&p), [1, 2, 3, 0]);
         out.clear();
         assert!(!p.select_victims(4, &mut |id| id != 1, &mut out));
-        p.on_evict(2, &BlockKey::Int(2), 0);
+        p.on_evict(2, BlockKeyRef::Int(2), 0);
         p.on_remove(0);
         assert_eq!(ids(&p), [1, 3]);
         assert_eq!(p.state().resident, vec![("lru", vec![1, 3])]);

@@ -25,7 +25,7 @@ pub trait EvictionPolicy: Send {
     /// `touch` named a key that is not resident.
     fn on_touch_absent(&mut self, key: BlockKeyRef<'_>, hash: u64);
     /// Block `id` was evicted to make room; `key` leaves the tier.
-    fn on_evict(&mut self, id: u32, key: &BlockKey, hash: u64);
+    fn on_evict(&mut self, id: u32, key: BlockKeyRef<'_>, hash: u64);
     /// Block `id` left without being evicted (its store failed).
     fn on_remove(&mut self, id: u32);
     /// Push exactly `n` distinct victims, in eviction order, onto `out`, choosing only ids for

@@ -1,6 +1,6 @@
 //! The manager's value types: frozen, comparable, printable and picklable.
 
-use kvoff_core::BlockKey;
+use kvoff_core::{BlockKey, BlockKeyRef};
 use numpy::npyffi::NPY_ARRAY_WRITEABLE;
 use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -8,10 +8,10 @@ use pyo3::types::{PyBytes, PyList, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
 
 /// A block key as Python sees it: `bytes` or `int`.
-pub(crate) fn key_to_py<'py>(py: Python<'py>, key: &BlockKey) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn key_to_py<'py>(py: Python<'py>, key: BlockKeyRef<'_>) -> PyResult<Bound<'py, PyAny>> {
     match key {
-        BlockKey::Bytes(b) => Ok(PyBytes::new(py, b).into_any()),
-        BlockKey::Int(v) => match i64::try_from(*v) {
+        BlockKeyRef::Bytes(b) => Ok(PyBytes::new(py, b).into_any()),
+        BlockKeyRef::Int(v) => match i64::try_from(v) {
             Ok(small) => small.into_bound_py_any(py),
             Err(_) => v.into_bound_py_any(py),
         },
@@ -22,7 +22,7 @@ pub(crate) fn keys_to_py<'py>(py: Python<'py>, keys: &[BlockKey]) -> PyResult<Bo
     PyList::new(
         py,
         keys.iter()
-            .map(|k| key_to_py(py, k))
+            .map(|k| key_to_py(py, k.as_ref()))
             .collect::<PyResult<Vec<_>>>()?,
     )
 }
