@@ -374,3 +374,58 @@ def test_scheduler_passes_on_the_managers_events() -> None:
     (evicted,) = sched.take_events()
     assert (evicted.block_hashes, evicted.removed) == ([101, 103], True)
     assert sched.take_events() == []
+
+
+def test_multi_step_scenario_with_concurrent_hits_and_preemption() -> None:
+    """Four steps of an engine's life, checked step by step."""
+    rig = Rig()
+    # Step 1: A computes its prompt; its four CPU blocks are stored after the step.
+    meta, (out,) = store_a(rig)
+    assert [s.cpu_block_ids.tolist() for s in meta.stores] == [[0, 1, 2, 3]]
+    assert rig.sched.take_freeable() == []  # A's store was complete when it finished
+
+    # Step 2: B and C arrive with A's prefix. B gets the blocks; C must wait for B's load.
+    assert rig.admit("B", B_HASHES, B_IDS, 40) == 32
+    c_ids = [22, 23, 24, 25, 26, 27, 28, 29, 31, 32]
+    assert rig.admit("C", B_HASHES, c_ids, 40) is None
+    # D, a new request, is scheduled in the same step and stores its first CPU block (4).
+    d_hashes, d_ids = [400, 401], [33, 34, 35]
+    assert rig.admit("D", d_hashes, d_ids, 9) == 0
+    meta = rig.sched.build_step([RequestStep("D", d_hashes, d_ids, 9)])
+    assert [s.gpu_block_ids.tolist() for s in meta.loads] == [B_IDS[:8]]
+    assert [(s.gpu_block_ids.tolist(), s.cpu_block_ids.tolist()) for s in meta.stores] == [
+        ([33, 34], [4])
+    ]
+    rig.worker.start_loads(meta)
+    rig.worker.submit_stores(meta)
+    # D is preempted before the step's results are collected: its store is flushed first.
+    rig.worker.handle_preemptions(["D"])
+    rig.sched.request_preempted("D")
+    out = rig.worker.get_finished()
+    assert sorted(out.transfers) == [(1, True), (2, True)]
+    assert out.finished_loading == ["B"]
+    rig.sched.update_from_output(out)
+    assert rig.manager.block_state(401) == 0  # D's block is loadable despite the preemption
+
+    # Step 3: C is admitted now that B's load is done, and loads the same CPU blocks.
+    assert rig.admit("C", B_HASHES, c_ids, 40) == 32
+    # D comes back with new GPU blocks and finds its own block in the CPU tier.
+    d_new = [36, 37, 38]
+    assert rig.admit("D", d_hashes, d_new, 9) == 8
+    meta, (out,) = rig.run_step([RequestStep("D", d_hashes, d_new, 9)])
+    assert [(s.req_id, s.gpu_block_ids.tolist()) for s in meta.loads] == [
+        ("C", c_ids[:8]),
+        ("D", d_new[:2]),
+    ]
+    assert meta.stores == []  # D's block is already there
+    assert sorted(out.finished_loading) == ["C", "D"]
+    for a, c in zip(A_IDS[:8], c_ids[:8], strict=True):
+        assert_same_block(rig, c, a)
+    assert_same_block(rig, 36, 33)
+    assert_same_block(rig, 37, 34)
+
+    # Step 4: everyone finishes; nothing is pinned, nothing in flight, every slot accounted for.
+    for req in ("A", "B", "C", "D"):
+        assert rig.sched.request_finished(req) is False
+    assert rig.sched.num_transfers_in_flight == 0
+    assert (rig.manager.pinned, rig.manager.resident, rig.manager.free) == (0, 5, 3)
