@@ -163,7 +163,12 @@ impl ProbeHint {
 
 /// An empty index with room for `n` blocks, its buckets in huge pages where the system allows.
 fn index_with_capacity(n: usize) -> HashTable<Slot> {
-    let mut index = HashTable::with_capacity(n);
+    // Room for twice the blocks. Evictions leave tombstones, and once they use up the spare
+    // room hashbrown rebuilds the table: in place while it is at most half full, otherwise
+    // into one twice the size, which with room for only `n` happened in the middle of some
+    // `prepare_store` within the first few evictions of a full tier (all of them moved at
+    // once, and the new buckets without huge pages). Sized for 2n it always rebuilds in place.
+    let mut index = HashTable::with_capacity(2 * n);
     // Where the buckets lie shows only from a bucket, so one is borrowed for a moment (no
     // growth: there is room for `n`).
     let entry = index.insert_unique(
