@@ -5,6 +5,7 @@
 
 pub mod direction;
 pub mod error;
+mod hugepages;
 pub mod jobs;
 pub mod key;
 mod list;

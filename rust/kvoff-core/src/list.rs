@@ -25,9 +25,10 @@ pub(crate) struct Links {
 
 impl Links {
     pub(crate) fn with_len(n: usize) -> Self {
-        Links {
-            links: vec![UNLINKED; n],
-        }
+        let mut links = Vec::with_capacity(n);
+        crate::hugepages::advise_vec(&links);
+        links.resize(n, UNLINKED);
+        Links { links }
     }
 
     /// Room for one more id at the end (for arenas that grow).

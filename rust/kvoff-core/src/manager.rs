@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
+use crate::hugepages;
 use crate::error::{KvoffError, Result};
 use crate::key::{BlockKey, BlockKeyRef, KeyHasher};
 use crate::policy::{EvictionPolicy, PolicyKind, PolicyState};
@@ -141,7 +142,7 @@ impl ProbeHint {
         }
     }
 
-    /// Start loading the control group and the first slot `hash` probes.
+    /// Start loading the control group and the first two slots `hash` probes.
     #[inline]
     fn prefetch(self, hash: u64) {
         if self.ctrl == 0 {
@@ -152,8 +153,39 @@ impl ProbeHint {
             .ctrl
             .wrapping_sub((pos + 1) * std::mem::size_of::<Slot>());
         prefetch_line(slot);
+        // The key sits in the first free bucket from `pos` on when it went in, often the
+        // next one (just below: buckets run downwards); one more line costs less than the
+        // miss it saves (prepare_store at 10^4 blocks: 107 -> 95 ns a block).
+        prefetch_line(slot.wrapping_sub(std::mem::size_of::<Slot>()));
         prefetch_line(self.ctrl.wrapping_add(pos));
     }
+}
+
+/// An empty index with room for `n` blocks, its buckets in huge pages where the system allows.
+fn index_with_capacity(n: usize) -> HashTable<Slot> {
+    // Room for twice the blocks. Evictions leave tombstones, and once they use up the spare
+    // room hashbrown rebuilds the table: in place while it is at most half full, otherwise
+    // into one twice the size, which with room for only `n` happened in the middle of some
+    // `prepare_store` within the first few evictions of a full tier (all of them moved at
+    // once, and the new buckets without huge pages). Sized for 2n it always rebuilds in place.
+    let mut index = HashTable::with_capacity(2 * n);
+    // Where the buckets lie shows only from a bucket, so one is borrowed for a moment (no
+    // growth: there is room for `n`).
+    let entry = index.insert_unique(
+        0,
+        Slot {
+            key: StoredKey::new(BlockKeyRef::Int(0)),
+            id: ABSENT,
+            ready: false,
+        },
+        |_| 0,
+    );
+    let (bucket, slot) = (entry.bucket_index(), std::ptr::from_ref(entry.get()));
+    entry.remove();
+    let ctrl = ProbeHint::from_bucket(&index, bucket, slot).ctrl;
+    let len = index.num_buckets() * std::mem::size_of::<Slot>();
+    hugepages::advise(ctrl.wrapping_sub(len), len);
+    index
 }
 
 /// A prefetch hint for the line holding `addr`; any address is allowed (it never faults).
@@ -299,8 +331,13 @@ impl OffloadingManager {
             block_size: block_size as u64,
             policy_kind: kind,
             hasher: KeyHasher::default(),
-            index: HashTable::with_capacity(n),
-            meta: vec![Meta::default(); n],
+            index: index_with_capacity(n),
+            meta: {
+                let meta = vec![Meta::default(); n];
+                // All zeros: the buffer comes untouched from the allocator.
+                hugepages::advise_vec(&meta);
+                meta
+            },
             epoch: 0,
             pool: IdPool::new(capacity),
             policy: kind.build(capacity),

@@ -184,6 +184,11 @@ impl<'py> Hashes<'py> {
         positions: &[usize],
     ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match self {
+            // Every hash is new in the usual store: one slice copy (a memcpy and increfs in
+            // CPython) instead of an item call per hash.
+            Hashes::Objects(list) | Hashes::Shared(list) if positions.len() == list.len() => {
+                list.get_slice(0, positions.len()).into_any()
+            }
             Hashes::Objects(list) | Hashes::Shared(list) => PyList::new(
                 py,
                 positions
