@@ -110,8 +110,9 @@ class OffloadingManager:
     Hashes are ``bytes`` (any length) or ``int`` (within 128-bit signed range); ``5`` and
     ``b"\\x05"`` are different hashes. Every call checks its whole argument first: a bad call
     raises a :class:`kvoff.KvoffError` subclass and changes nothing. Block ids are handed out
-    fresh first (0, 1, 2, ...), then freed ids last-in-first-out. Calls naming 256 hashes or more
-    release the GIL while the Rust core works; concurrent calls are serialized.
+    fresh first (0, 1, 2, ...), then freed ids last-in-first-out. Calls naming 2048 hashes or
+    more (``prepare_store``: 256) release the GIL while the Rust core works; shorter calls are
+    cheaper done under it. Concurrent calls are serialized.
 
     With ``stats``, every successful call also reports into that accumulator (lookups and hits
     in blocks and tokens, blocks stored, evictions, allocation failures, occupancy gauges), so
