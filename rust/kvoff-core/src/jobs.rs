@@ -84,7 +84,10 @@ impl JobTracker {
     /// A tracker that records each completed job into `stats` when given one.
     #[must_use]
     pub fn new(stats: Option<Arc<StatsAccumulator>>) -> Self {
-        Self { stats, ..Self::default() }
+        Self {
+            stats,
+            ..Self::default()
+        }
     }
 
     #[must_use]
@@ -94,7 +97,13 @@ impl JobTracker {
 
     /// Registers a transfer of `blocks` blocks / `bytes` bytes for `req_id` and returns its job id
     /// (ids count up from 0 and are never reused).
-    pub fn submit(&mut self, req_id: &str, direction: Direction, blocks: u64, bytes: u64) -> Result<u64> {
+    pub fn submit(
+        &mut self,
+        req_id: &str,
+        direction: Direction,
+        blocks: u64,
+        bytes: u64,
+    ) -> Result<u64> {
         if self.requests.get(req_id).is_some_and(|r| r.finished) {
             return Err(KvoffError::InvalidState(format!(
                 "request {req_id:?} is already marked finished; no new jobs may be submitted for it"
@@ -109,7 +118,15 @@ impl JobTracker {
             Direction::CpuToGpu => req.pending_loads += 1,
         }
         let (key, _) = self.requests.get_key_value(req_id).expect("inserted above");
-        self.jobs.insert(job_id, Job { req_id: Arc::clone(key), direction, blocks, bytes });
+        self.jobs.insert(
+            job_id,
+            Job {
+                req_id: Arc::clone(key),
+                direction,
+                blocks,
+                bytes,
+            },
+        );
         Ok(job_id)
     }
 
@@ -120,7 +137,10 @@ impl JobTracker {
             return Err(KvoffError::UnknownJob(if job_id < self.next_job_id {
                 format!("job {job_id} has already completed")
             } else {
-                format!("job {job_id} was never submitted (next job id is {})", self.next_job_id)
+                format!(
+                    "job {job_id} was never submitted (next job id is {})",
+                    self.next_job_id
+                )
             }));
         }
         let ns = duration_ns(seconds)?;
@@ -128,7 +148,10 @@ impl JobTracker {
         if let Some(stats) = &self.stats {
             stats.record_transfer_ns(job.direction, job.bytes, job.blocks, ns, success);
         }
-        let req = self.requests.get_mut(&job.req_id).expect("a pending job's request is tracked");
+        let req = self
+            .requests
+            .get_mut(&job.req_id)
+            .expect("a pending job's request is tracked");
         if let Some(pos) = req.jobs.iter().position(|&j| j == job_id) {
             req.jobs.remove(pos);
         }
@@ -258,19 +281,32 @@ mod tests {
         let acc = Arc::new(StatsAccumulator::new());
         let mut t = JobTracker::new(Some(Arc::clone(&acc)));
         let j = t.submit("r", STORE, 3, 300).expect("ok");
-        assert!(matches!(t.complete(j, true, f64::NAN), Err(KvoffError::InvalidArgument(_))));
-        assert!(matches!(t.complete(j + 1, true, 0.1), Err(KvoffError::UnknownJob(m)) if m.contains("never submitted")));
+        assert!(matches!(
+            t.complete(j, true, f64::NAN),
+            Err(KvoffError::InvalidArgument(_))
+        ));
+        assert!(
+            matches!(t.complete(j + 1, true, 0.1), Err(KvoffError::UnknownJob(m)) if m.contains("never submitted"))
+        );
         assert_eq!(t.num_pending(), 1);
         assert!(acc.take().is_empty());
         t.complete(j, true, 0.5).expect("ok");
-        assert!(matches!(t.complete(j, true, 0.1), Err(KvoffError::UnknownJob(m)) if m.contains("already completed")));
+        assert!(
+            matches!(t.complete(j, true, 0.1), Err(KvoffError::UnknownJob(m)) if m.contains("already completed"))
+        );
         let s = acc.take();
         assert_eq!(s.direction(STORE).ops, 1);
         assert_eq!(s.direction(STORE).time_ns, 500_000_000);
         let k = t.submit("r", LOAD, 1, 1).expect("ok");
         t.request_finished("r").expect("ok");
-        assert!(matches!(t.request_finished("r"), Err(KvoffError::InvalidState(_))));
-        assert!(matches!(t.submit("r", STORE, 1, 1), Err(KvoffError::InvalidState(_))));
+        assert!(matches!(
+            t.request_finished("r"),
+            Err(KvoffError::InvalidState(_))
+        ));
+        assert!(matches!(
+            t.submit("r", STORE, 1, 1),
+            Err(KvoffError::InvalidState(_))
+        ));
         assert_eq!(t.pending_jobs("r"), &[k]);
         assert_eq!(t.next_job_id, k + 1);
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use crate::hugepages;
 use crate::error::{KvoffError, Result};
+use crate::hugepages;
 use crate::key::{BlockKey, BlockKeyRef, KeyHasher};
 use crate::policy::{EvictionPolicy, PolicyKind, PolicyState};
 use crate::pool::IdPool;

@@ -10,8 +10,18 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Transfer { dir: bool, bytes: u64, blocks: u64, ns: u64, success: bool },
-    Lookup { queried: u64, hit: u64, tokens_per_block: u64 },
+    Transfer {
+        dir: bool,
+        bytes: u64,
+        blocks: u64,
+        ns: u64,
+        success: bool,
+    },
+    Lookup {
+        queried: u64,
+        hit: u64,
+        tokens_per_block: u64,
+    },
     Stored(u64),
     Evicted(u64),
     AllocationFailure,
@@ -37,7 +47,11 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn direction(dir: bool) -> Direction {
-    if dir { Direction::GpuToCpu } else { Direction::CpuToGpu }
+    if dir {
+        Direction::GpuToCpu
+    } else {
+        Direction::CpuToGpu
+    }
 }
 
 /// What the whole sequence should add up to, built field by field without the accumulator.
@@ -45,7 +59,13 @@ fn model(ops: &[Op]) -> StatsSnapshot {
     let mut s = StatsSnapshot::default();
     for op in ops {
         match *op {
-            Op::Transfer { dir, bytes, blocks, ns, success } => {
+            Op::Transfer {
+                dir,
+                bytes,
+                blocks,
+                ns,
+                success,
+            } => {
                 let d = &mut s.transfers[direction(dir).index()];
                 if success {
                     d.ops += 1;
@@ -63,7 +83,11 @@ fn model(ops: &[Op]) -> StatsSnapshot {
                     d.failed_bytes += bytes;
                 }
             }
-            Op::Lookup { queried, hit, tokens_per_block } => {
+            Op::Lookup {
+                queried,
+                hit,
+                tokens_per_block,
+            } => {
                 s.lookups.blocks_queried += queried;
                 s.lookups.blocks_hit += hit;
                 s.lookups.tokens_queried += queried * tokens_per_block;
@@ -79,7 +103,11 @@ fn model(ops: &[Op]) -> StatsSnapshot {
 }
 
 fn any_snapshot() -> impl Strategy<Value = StatsSnapshot> {
-    proptest::collection::vec(prop_oneof![any::<u64>(), 0u64..(1 << 62)], StatsSnapshot::NUM_COUNTERS).prop_map(|values| {
+    proptest::collection::vec(
+        prop_oneof![any::<u64>(), 0u64..(1 << 62)],
+        StatsSnapshot::NUM_COUNTERS,
+    )
+    .prop_map(|values| {
         let mut s = StatsSnapshot::default();
         for (c, v) in s.counters_mut().zip(values) {
             *c = v;

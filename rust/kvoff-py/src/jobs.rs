@@ -30,7 +30,10 @@ impl PyJobTracker {
     #[pyo3(signature = (stats = None))]
     fn new(stats: Option<Bound<'_, PyStatsAccumulator>>) -> Self {
         let shared = stats.as_ref().map(|s| s.get().shared());
-        Self { inner: Mutex::new(JobTracker::new(shared)), stats: stats.map(Bound::unbind) }
+        Self {
+            inner: Mutex::new(JobTracker::new(shared)),
+            stats: stats.map(Bound::unbind),
+        }
     }
 
     /// The accumulator completed jobs are recorded into, if any.
@@ -39,7 +42,13 @@ impl PyJobTracker {
         self.stats.as_ref().map(|s| s.clone_ref(py))
     }
 
-    fn submit(&self, req_id: &str, direction: &str, num_blocks: i64, num_bytes: i64) -> PyResult<u64> {
+    fn submit(
+        &self,
+        req_id: &str,
+        direction: &str,
+        num_blocks: i64,
+        num_bytes: i64,
+    ) -> PyResult<u64> {
         let d = self::direction(direction)?;
         let blocks = count("num_blocks", num_blocks)?;
         let bytes = count("num_bytes", num_bytes)?;
@@ -76,7 +85,10 @@ impl PyJobTracker {
     }
 
     fn __repr__(&self) -> String {
-        format!("<JobTracker with {} pending jobs>", self.lock().num_pending())
+        format!(
+            "<JobTracker with {} pending jobs>",
+            self.lock().num_pending()
+        )
     }
 }
 

@@ -131,16 +131,21 @@ impl PyOffloadingManager {
 
     /// Length of the longest run of present and ready blocks from the first hash.
     fn lookup(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<usize> {
-        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
-            Ok(run(
-                py,
-                hashes,
-                &mut inner.core,
-                keys,
-                DETACH_MIN_HASHES,
-                OffloadingManager::lookup,
-            ))
-        })
+        self.with_keys(
+            py,
+            block_hashes,
+            DETACH_MIN_HASHES,
+            |inner, hashes, keys| {
+                Ok(run(
+                    py,
+                    hashes,
+                    &mut inner.core,
+                    keys,
+                    DETACH_MIN_HASHES,
+                    OffloadingManager::lookup,
+                ))
+            },
+        )
     }
 
     /// Pin the blocks for a load; they stay pinned until `complete_load`.
@@ -149,45 +154,60 @@ impl PyOffloadingManager {
         py: Python<'_>,
         block_hashes: &Bound<'_, PyAny>,
     ) -> PyResult<PyLoadStoreSpec> {
-        let ids = self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
-            to_py(run(
-                py,
-                hashes,
-                &mut inner.core,
-                keys,
-                DETACH_MIN_HASHES,
-                OffloadingManager::prepare_load,
-            ))
-        })?;
+        let ids = self.with_keys(
+            py,
+            block_hashes,
+            DETACH_MIN_HASHES,
+            |inner, hashes, keys| {
+                to_py(run(
+                    py,
+                    hashes,
+                    &mut inner.core,
+                    keys,
+                    DETACH_MIN_HASHES,
+                    OffloadingManager::prepare_load,
+                ))
+            },
+        )?;
         Ok(PyLoadStoreSpec::cpu(py, &ids))
     }
 
     /// Recency update, last hash first, so a prefix's first block ends most recent.
     fn touch(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
-            to_py(run(
-                py,
-                hashes,
-                &mut inner.core,
-                keys,
-                DETACH_MIN_HASHES,
-                OffloadingManager::touch,
-            ))
-        })
+        self.with_keys(
+            py,
+            block_hashes,
+            DETACH_MIN_HASHES,
+            |inner, hashes, keys| {
+                to_py(run(
+                    py,
+                    hashes,
+                    &mut inner.core,
+                    keys,
+                    DETACH_MIN_HASHES,
+                    OffloadingManager::touch,
+                ))
+            },
+        )
     }
 
     /// Unpin blocks pinned by `prepare_load`.
     fn complete_load(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
-            to_py(run(
-                py,
-                hashes,
-                &mut inner.core,
-                keys,
-                DETACH_MIN_HASHES,
-                OffloadingManager::complete_load,
-            ))
-        })
+        self.with_keys(
+            py,
+            block_hashes,
+            DETACH_MIN_HASHES,
+            |inner, hashes, keys| {
+                to_py(run(
+                    py,
+                    hashes,
+                    &mut inner.core,
+                    keys,
+                    DETACH_MIN_HASHES,
+                    OffloadingManager::complete_load,
+                ))
+            },
+        )
     }
 
     /// Allocate blocks for the hashes not yet present, evicting as needed; `None`, with
@@ -256,16 +276,21 @@ impl PyOffloadingManager {
         block_hashes: &Bound<'_, PyAny>,
         success: bool,
     ) -> PyResult<()> {
-        self.with_keys(py, block_hashes, DETACH_MIN_HASHES, |inner, hashes, keys| {
-            to_py(run(
-                py,
-                hashes,
-                &mut inner.core,
-                keys,
-                DETACH_MIN_HASHES,
-                |m, k| m.complete_store(k, success),
-            ))
-        })
+        self.with_keys(
+            py,
+            block_hashes,
+            DETACH_MIN_HASHES,
+            |inner, hashes, keys| {
+                to_py(run(
+                    py,
+                    hashes,
+                    &mut inner.core,
+                    keys,
+                    DETACH_MIN_HASHES,
+                    |m, k| m.complete_store(k, success),
+                ))
+            },
+        )
     }
 
     /// Events since the last call (empty unless `enable_events=True`).

@@ -44,7 +44,9 @@ impl PyStatsAccumulator {
 impl PyStatsAccumulator {
     #[new]
     fn new() -> Self {
-        Self { inner: Arc::new(StatsAccumulator::new()) }
+        Self {
+            inner: Arc::new(StatsAccumulator::new()),
+        }
     }
 
     #[pyo3(signature = (direction, num_bytes, seconds, success = true, num_blocks = 0))]
@@ -59,7 +61,10 @@ impl PyStatsAccumulator {
         let d = self::direction(direction)?;
         let bytes = count("num_bytes", num_bytes)?;
         let blocks = count("num_blocks", num_blocks)?;
-        to_py(self.inner.record_transfer(d, bytes, blocks, seconds, success))
+        to_py(
+            self.inner
+                .record_transfer(d, bytes, blocks, seconds, success),
+        )
     }
 
     fn record_lookup(
@@ -100,7 +105,9 @@ impl PyStatsAccumulator {
     }
 
     fn take(&self) -> PyOffloadingConnectorStats {
-        PyOffloadingConnectorStats { inner: self.inner.take() }
+        PyOffloadingConnectorStats {
+            inner: self.inner.take(),
+        }
     }
 
     fn __repr__(&self) -> String {
@@ -117,7 +124,12 @@ impl PyStatsAccumulator {
 }
 
 /// One interval's statistics, as plain data of constant size.
-#[pyclass(eq, skip_from_py_object, name = "OffloadingConnectorStats", module = "kvoff._core")]
+#[pyclass(
+    eq,
+    skip_from_py_object,
+    name = "OffloadingConnectorStats",
+    module = "kvoff._core"
+)]
 #[derive(Clone, PartialEq)]
 pub(crate) struct PyOffloadingConnectorStats {
     pub(crate) inner: StatsSnapshot,
@@ -139,7 +151,9 @@ impl PyOffloadingConnectorStats {
     #[pyo3(signature = (data = None))]
     fn new(data: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         match data {
-            None => Ok(Self { inner: StatsSnapshot::default() }),
+            None => Ok(Self {
+                inner: StatsSnapshot::default(),
+            }),
             Some(d) => Self::from_any(d),
         }
     }
@@ -147,12 +161,16 @@ impl PyOffloadingConnectorStats {
     #[staticmethod]
     fn from_dict(data: &Bound<'_, PyAny>) -> PyResult<Self> {
         let value = stats_plain::from_py(data)?;
-        Ok(Self { inner: to_py(StatsSnapshot::from_value(&value))? })
+        Ok(Self {
+            inner: to_py(StatsSnapshot::from_value(&value))?,
+        })
     }
 
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
-        Ok(Self { inner: to_py(StatsSnapshot::from_bytes(data))? })
+        Ok(Self {
+            inner: to_py(StatsSnapshot::from_bytes(data))?,
+        })
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -181,7 +199,10 @@ impl PyOffloadingConnectorStats {
     }
 
     /// Adds `other` into this snapshot and returns this snapshot.
-    fn aggregate<'py>(slf: Bound<'py, Self>, other: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
+    fn aggregate<'py>(
+        slf: Bound<'py, Self>,
+        other: &Bound<'py, Self>,
+    ) -> PyResult<Bound<'py, Self>> {
         // Copy first: `other` may be `slf` itself, which cannot be borrowed twice.
         let theirs = other.borrow().inner.clone();
         to_py(slf.borrow_mut().inner.aggregate(&theirs))?;
@@ -198,7 +219,9 @@ impl PyOffloadingConnectorStats {
 
     /// A copy of this snapshot; this one is reset.
     fn clone_and_reset(&mut self) -> Self {
-        Self { inner: std::mem::take(&mut self.inner) }
+        Self {
+            inner: std::mem::take(&mut self.inner),
+        }
     }
 
     fn __copy__(&self) -> Self {
@@ -211,9 +234,7 @@ impl PyOffloadingConnectorStats {
 
     /// Pickles as the fixed-length bytes form, so the pickle has the same size whatever the
     /// counts are.
-    fn __reduce__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> (Bound<'py, PyType>, (Bound<'py, PyBytes>,)) {
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> (Bound<'py, PyType>, (Bound<'py, PyBytes>,)) {
         (slf.get_type(), (slf.borrow().to_bytes(slf.py()),))
     }
 

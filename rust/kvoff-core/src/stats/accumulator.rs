@@ -90,7 +90,8 @@ impl AtomicDirection {
         add(&self.time_ns, ns);
         add(&self.size_counts[size_bucket(bytes)], 1);
         add(&self.duration_counts[duration_bucket(ns)], 1);
-        if let (Some(bucket), Some(bps)) = (throughput_bucket(bytes, ns), throughput_bps(bytes, ns)) {
+        if let (Some(bucket), Some(bps)) = (throughput_bucket(bytes, ns), throughput_bps(bytes, ns))
+        {
             add(&self.throughput_counts[bucket], 1);
             add(&self.throughput_sum, bps);
         }
@@ -159,7 +160,9 @@ impl BankGuard<'_> {
 impl Drop for BankGuard<'_> {
     fn drop(&mut self) {
         // Release: the increments made in the bank happen-before take()'s acquire of zero.
-        self.acc.in_flight[self.bank].0.fetch_sub(1, Ordering::Release);
+        self.acc.in_flight[self.bank]
+            .0
+            .fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -195,7 +198,14 @@ impl StatsAccumulator {
     /// Records one finished transfer. `ns` is its duration in nanoseconds; bytes, blocks and the
     /// histograms count only successful transfers, a failure counts in `failed_ops` and
     /// `failed_bytes`.
-    pub fn record_transfer_ns(&self, direction: Direction, bytes: u64, blocks: u64, ns: u64, success: bool) {
+    pub fn record_transfer_ns(
+        &self,
+        direction: Direction,
+        bytes: u64,
+        blocks: u64,
+        ns: u64,
+        success: bool,
+    ) {
         let guard = self.enter();
         guard.bank().transfers[direction.index()].record(bytes, blocks, ns, success);
     }
@@ -232,7 +242,13 @@ impl StatsAccumulator {
         Ok(())
     }
 
-    fn add_lookup(&self, blocks_queried: u64, blocks_hit: u64, tokens_queried: u64, tokens_hit: u64) {
+    fn add_lookup(
+        &self,
+        blocks_queried: u64,
+        blocks_hit: u64,
+        tokens_queried: u64,
+        tokens_hit: u64,
+    ) {
         let guard = self.enter();
         let b = guard.bank();
         add(&b.blocks_queried, blocks_queried);
@@ -249,7 +265,10 @@ impl StatsAccumulator {
     /// Ends the current interval: returns everything recorded since the previous `take()` and
     /// starts a new interval, plus the latest gauges.
     pub fn take(&self) -> StatsSnapshot {
-        let _serial = self.take_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self
+            .take_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Only take() writes `active`, and takes are serialized, so this read is current.
         let old = self.active.load(Ordering::Relaxed);
         self.active.store(old ^ 1, Ordering::SeqCst);
@@ -328,10 +347,14 @@ mod tests {
     fn one_transfer_lands_in_every_histogram() {
         let acc = StatsAccumulator::new();
         // 1 MB in 1 ms = 1e9 B/s: size bucket 1e6 (4), duration 1e-3 (5), throughput 1e9 (2).
-        acc.record_transfer(Direction::GpuToCpu, 1_000_000, 4, 1e-3, true).expect("valid");
+        acc.record_transfer(Direction::GpuToCpu, 1_000_000, 4, 1e-3, true)
+            .expect("valid");
         let s = acc.take();
         let d = s.direction(Direction::GpuToCpu);
-        assert_eq!((d.ops, d.blocks, d.bytes, d.time_ns), (1, 4, 1_000_000, 1_000_000));
+        assert_eq!(
+            (d.ops, d.blocks, d.bytes, d.time_ns),
+            (1, 4, 1_000_000, 1_000_000)
+        );
         assert_eq!(SIZE_BOUNDS_BYTES[4], 1_000_000);
         assert_eq!(DURATION_BOUNDS_NS[5], 1_000_000);
         let ones = |a: &[u64], i: usize| a.iter().enumerate().all(|(j, &c)| c == u64::from(i == j));
@@ -345,11 +368,16 @@ mod tests {
     #[test]
     fn failures_count_apart_and_zero_duration_has_no_throughput() {
         let acc = StatsAccumulator::new();
-        acc.record_transfer(Direction::CpuToGpu, 500, 2, 0.5, false).expect("valid");
-        acc.record_transfer(Direction::CpuToGpu, 700, 3, 0.0, true).expect("valid");
+        acc.record_transfer(Direction::CpuToGpu, 500, 2, 0.5, false)
+            .expect("valid");
+        acc.record_transfer(Direction::CpuToGpu, 700, 3, 0.0, true)
+            .expect("valid");
         let s = acc.take();
         let d = s.direction(Direction::CpuToGpu);
-        assert_eq!((d.ops, d.failed_ops, d.bytes, d.failed_bytes, d.blocks), (1, 1, 700, 500, 3));
+        assert_eq!(
+            (d.ops, d.failed_ops, d.bytes, d.failed_bytes, d.blocks),
+            (1, 1, 700, 500, 3)
+        );
         assert_eq!(d.size_counts.iter().sum::<u64>(), 1);
         assert_eq!(d.duration_counts[0], 1);
         assert_eq!(d.throughput_observations(), 0);
@@ -367,7 +395,12 @@ mod tests {
         let s = acc.take();
         assert_eq!(
             s.lookups,
-            LookupStats { blocks_queried: 8, blocks_hit: 3, tokens_queried: 128, tokens_hit: 48 }
+            LookupStats {
+                blocks_queried: 8,
+                blocks_hit: 3,
+                tokens_queried: 128,
+                tokens_hit: 48
+            }
         );
         assert_eq!(
             s.manager,
@@ -382,7 +415,10 @@ mod tests {
         );
         let t = acc.take();
         assert_eq!(t.lookups, LookupStats::default());
-        assert_eq!((t.manager.blocks_stored, t.manager.capacity_blocks), (0, 100));
+        assert_eq!(
+            (t.manager.blocks_stored, t.manager.capacity_blocks),
+            (0, 100)
+        );
         // Several takes in a row keep using both banks correctly.
         acc.record_stored(1);
         assert_eq!(acc.take().manager.blocks_stored, 1);
@@ -397,8 +433,14 @@ mod tests {
             let err = acc.record_transfer(Direction::GpuToCpu, 1, 1, bad, true);
             assert!(matches!(err, Err(KvoffError::InvalidArgument(_))));
         }
-        assert!(matches!(acc.record_lookup(2, 3, 0, 0), Err(KvoffError::InvalidArgument(_))));
-        assert!(matches!(acc.record_lookup(3, 2, 5, 6), Err(KvoffError::InvalidArgument(_))));
+        assert!(matches!(
+            acc.record_lookup(2, 3, 0, 0),
+            Err(KvoffError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            acc.record_lookup(3, 2, 5, 6),
+            Err(KvoffError::InvalidArgument(_))
+        ));
         assert!(acc.take().is_empty());
     }
 

@@ -26,8 +26,8 @@ pub const SIZE_BOUNDS_BYTES: [u64; 17] = [
 
 /// Upper bounds of the duration buckets in seconds, as written in the format.
 pub const DURATION_BOUNDS_SECONDS: [f64; 18] = [
-    1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+    1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 
 /// The same bounds in nanoseconds (every one is a whole number of them), used for placement.

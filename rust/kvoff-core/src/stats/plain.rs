@@ -4,9 +4,7 @@
 
 use crate::direction::Direction;
 use crate::error::{KvoffError, Result};
-use crate::stats::histogram::{
-    DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES, THROUGHPUT_BOUNDS_BPS,
-};
+use crate::stats::histogram::{DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES, THROUGHPUT_BOUNDS_BPS};
 use crate::stats::snapshot::{
     DirectionStats, LookupStats, ManagerStats, StatsSnapshot, FORMAT_VERSION,
 };
@@ -24,7 +22,11 @@ pub enum Value {
 }
 
 const TOP_KEYS: [&str; 5] = ["version", "buckets", "transfers", "lookups", "manager"];
-const BUCKET_KEYS: [&str; 3] = ["size_bytes", "duration_seconds", "throughput_bytes_per_second"];
+const BUCKET_KEYS: [&str; 3] = [
+    "size_bytes",
+    "duration_seconds",
+    "throughput_bytes_per_second",
+];
 const DIRECTION_KEYS: [&str; 10] = [
     "ops",
     "failed_ops",
@@ -37,7 +39,12 @@ const DIRECTION_KEYS: [&str; 10] = [
     "throughput_counts",
     "throughput_sum",
 ];
-const LOOKUP_KEYS: [&str; 4] = ["blocks_queried", "blocks_hit", "tokens_queried", "tokens_hit"];
+const LOOKUP_KEYS: [&str; 4] = [
+    "blocks_queried",
+    "blocks_hit",
+    "tokens_queried",
+    "tokens_hit",
+];
 const MANAGER_KEYS: [&str; 6] = [
     "blocks_stored",
     "blocks_evicted",
@@ -56,7 +63,13 @@ fn ints(vs: &[u64]) -> Value {
 }
 
 fn map(entries: &[&str], values: Vec<Value>) -> Value {
-    Value::Map(entries.iter().map(|k| (*k).to_owned()).zip(values).collect())
+    Value::Map(
+        entries
+            .iter()
+            .map(|k| (*k).to_owned())
+            .zip(values)
+            .collect(),
+    )
 }
 
 fn bucket_layout() -> Value {
@@ -64,9 +77,19 @@ fn bucket_layout() -> Value {
         &BUCKET_KEYS,
         vec![
             ints(&SIZE_BOUNDS_BYTES),
-            Value::List(DURATION_BOUNDS_SECONDS.iter().map(|&s| Value::Float(s)).collect()),
+            Value::List(
+                DURATION_BOUNDS_SECONDS
+                    .iter()
+                    .map(|&s| Value::Float(s))
+                    .collect(),
+            ),
             // Written as floats (1e8 ...), as the bounds are listed in the format.
-            Value::List(THROUGHPUT_BOUNDS_BPS.iter().map(|&b| Value::Float(b as f64)).collect()),
+            Value::List(
+                THROUGHPUT_BOUNDS_BPS
+                    .iter()
+                    .map(|&b| Value::Float(b as f64))
+                    .collect(),
+            ),
         ],
     )
 }
@@ -116,7 +139,10 @@ fn join(path: &str, key: &str) -> String {
 fn fields<'a, const N: usize>(v: &'a Value, path: &str, keys: [&str; N]) -> Result<[&'a Value; N]> {
     let shown = if path.is_empty() { "stats dict" } else { path };
     let Value::Map(entries) = v else {
-        return Err(invalid(shown, format_args!("expected dict, got {}", type_name(v))));
+        return Err(invalid(
+            shown,
+            format_args!("expected dict, got {}", type_name(v)),
+        ));
     };
     let mut found: [Option<&Value>; N] = [None; N];
     for (k, val) in entries {
@@ -141,18 +167,27 @@ fn count(v: &Value, path: &str) -> Result<u64> {
         Value::Int(i) => {
             u64::try_from(*i).map_err(|_| invalid(path, format_args!("count {i} exceeds 2^64 - 1")))
         }
-        other => Err(invalid(path, format_args!("expected int, got {}", type_name(other)))),
+        other => Err(invalid(
+            path,
+            format_args!("expected int, got {}", type_name(other)),
+        )),
     }
 }
 
 fn counts<const N: usize>(v: &Value, path: &str) -> Result<[u64; N]> {
     let Value::List(items) = v else {
-        return Err(invalid(path, format_args!("expected list of {N} ints, got {}", type_name(v))));
+        return Err(invalid(
+            path,
+            format_args!("expected list of {N} ints, got {}", type_name(v)),
+        ));
     };
     if items.len() != N {
         return Err(invalid(
             path,
-            format_args!("expected {N} bucket counts (bounds + 1 for +Inf), got {}", items.len()),
+            format_args!(
+                "expected {N} bucket counts (bounds + 1 for +Inf), got {}",
+                items.len()
+            ),
         ));
     }
     let mut out = [0u64; N];
@@ -173,17 +208,30 @@ fn number(v: &Value) -> Option<f64> {
 /// The bounds must be this build's, value for value (ints and floats that are equal both pass).
 fn check_bounds(v: &Value, path: &str, expected: &Value) -> Result<()> {
     let (Value::List(got), Value::List(want)) = (v, expected) else {
-        return Err(invalid(path, format_args!("expected list of bounds, got {}", type_name(v))));
+        return Err(invalid(
+            path,
+            format_args!("expected list of bounds, got {}", type_name(v)),
+        ));
     };
     let same = got.len() == want.len()
-        && got.iter().zip(want).all(|(g, w)| number(g).is_some() && number(g) == number(w));
+        && got
+            .iter()
+            .zip(want)
+            .all(|(g, w)| number(g).is_some() && number(g) == number(w));
     if same {
         Ok(())
     } else {
-        let show: Vec<String> = want.iter().filter_map(number).map(|n| format!("{n:e}")).collect();
+        let show: Vec<String> = want
+            .iter()
+            .filter_map(number)
+            .map(|n| format!("{n:e}"))
+            .collect();
         Err(invalid(
             path,
-            format_args!("bucket layout differs from this build's [{}]", show.join(", ")),
+            format_args!(
+                "bucket layout differs from this build's [{}]",
+                show.join(", ")
+            ),
         ))
     }
 }
@@ -258,11 +306,16 @@ impl StatsSnapshot {
             Value::Int(n) => {
                 return Err(invalid(
                     "version",
-                    format_args!("unsupported format version {n} (this build reads {FORMAT_VERSION})"),
+                    format_args!(
+                        "unsupported format version {n} (this build reads {FORMAT_VERSION})"
+                    ),
                 ))
             }
             other => {
-                return Err(invalid("version", format_args!("expected int, got {}", type_name(other))))
+                return Err(invalid(
+                    "version",
+                    format_args!("expected int, got {}", type_name(other)),
+                ))
             }
         }
         let layout = bucket_layout();
@@ -271,7 +324,11 @@ impl StatsSnapshot {
         for ((g, w), key) in got.iter().zip(want).zip(BUCKET_KEYS) {
             check_bounds(g, &join("buckets", key), w)?;
         }
-        let [g2c, c2g] = fields(transfers, "transfers", Direction::ALL.map(Direction::as_str))?;
+        let [g2c, c2g] = fields(
+            transfers,
+            "transfers",
+            Direction::ALL.map(Direction::as_str),
+        )?;
         let transfers = [
             direction_from(g2c, "transfers.GPU_to_CPU")?,
             direction_from(c2g, "transfers.CPU_to_GPU")?,
@@ -317,7 +374,10 @@ mod tests {
         let (head, rest) = path.split_first().expect("non-empty path");
         match v {
             Value::Map(entries) => {
-                let pos = entries.iter().position(|(k, _)| k == head).expect("key exists");
+                let pos = entries
+                    .iter()
+                    .position(|(k, _)| k == head)
+                    .expect("key exists");
                 if rest.is_empty() {
                     match new {
                         Some(n) => entries[pos].1 = n,
@@ -344,7 +404,10 @@ mod tests {
     fn error_for(path: &[&str], new: Option<Value>) -> String {
         let mut v = sample().to_value();
         edit(&mut v, path, new);
-        StatsSnapshot::from_value(&v).err().map(|e| e.to_string()).unwrap_or_default()
+        StatsSnapshot::from_value(&v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -362,28 +425,67 @@ mod tests {
         let e = error_for(&["lookups"], None);
         assert!(e.contains("lookups: missing key"), "{e}");
         let e = error_for(&["transfers", "CPU_to_GPU", "time_ns"], None);
-        assert!(e.contains("transfers.CPU_to_GPU.time_ns: missing key"), "{e}");
+        assert!(
+            e.contains("transfers.CPU_to_GPU.time_ns: missing key"),
+            "{e}"
+        );
         let e = error_for(&["transfers", "GPU_to_CPU", "ops"], Some(Value::Int(-1)));
-        assert!(e.contains("transfers.GPU_to_CPU.ops: negative count -1"), "{e}");
-        let e = error_for(&["transfers", "GPU_to_CPU", "bytes"], Some(Value::Float(1.0)));
-        assert!(e.contains("transfers.GPU_to_CPU.bytes: expected int, got float"), "{e}");
+        assert!(
+            e.contains("transfers.GPU_to_CPU.ops: negative count -1"),
+            "{e}"
+        );
+        let e = error_for(
+            &["transfers", "GPU_to_CPU", "bytes"],
+            Some(Value::Float(1.0)),
+        );
+        assert!(
+            e.contains("transfers.GPU_to_CPU.bytes: expected int, got float"),
+            "{e}"
+        );
         let e = error_for(&["manager", "pinned_blocks"], Some(Value::Int(1 << 64)));
-        assert!(e.contains("manager.pinned_blocks: count 18446744073709551616 exceeds"), "{e}");
-        let e = error_for(&["transfers", "GPU_to_CPU", "size_counts", "3"], Some(Value::Int(-5)));
-        assert!(e.contains("transfers.GPU_to_CPU.size_counts[3]: negative count -5"), "{e}");
-        let e = error_for(&["transfers", "GPU_to_CPU", "duration_counts"], Some(ints(&[0; 18])));
-        assert!(e.contains("duration_counts: expected 19 bucket counts"), "{e}");
+        assert!(
+            e.contains("manager.pinned_blocks: count 18446744073709551616 exceeds"),
+            "{e}"
+        );
+        let e = error_for(
+            &["transfers", "GPU_to_CPU", "size_counts", "3"],
+            Some(Value::Int(-5)),
+        );
+        assert!(
+            e.contains("transfers.GPU_to_CPU.size_counts[3]: negative count -5"),
+            "{e}"
+        );
+        let e = error_for(
+            &["transfers", "GPU_to_CPU", "duration_counts"],
+            Some(ints(&[0; 18])),
+        );
+        assert!(
+            e.contains("duration_counts: expected 19 bucket counts"),
+            "{e}"
+        );
         let e = error_for(&["buckets", "size_bytes", "0"], Some(Value::Int(4_095)));
-        assert!(e.contains("buckets.size_bytes: bucket layout differs"), "{e}");
-        let e = error_for(&["buckets", "duration_seconds"], Some(Value::Other("str".into())));
-        assert!(e.contains("buckets.duration_seconds: expected list of bounds, got str"), "{e}");
+        assert!(
+            e.contains("buckets.size_bytes: bucket layout differs"),
+            "{e}"
+        );
+        let e = error_for(
+            &["buckets", "duration_seconds"],
+            Some(Value::Other("str".into())),
+        );
+        assert!(
+            e.contains("buckets.duration_seconds: expected list of bounds, got str"),
+            "{e}"
+        );
         let e = error_for(&["lookups"], Some(Value::List(vec![])));
         assert!(e.contains("lookups: expected dict, got list"), "{e}");
         let mut v = sample().to_value();
         if let Value::Map(entries) = &mut v {
             entries.push(("extra".into(), Value::Int(0)));
         }
-        let e = StatsSnapshot::from_value(&v).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = StatsSnapshot::from_value(&v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("stats dict: unknown key \"extra\""), "{e}");
         let e = StatsSnapshot::from_value(&Value::Other("NoneType".into()))
             .err()
@@ -395,7 +497,12 @@ mod tests {
     #[test]
     fn int_and_float_bounds_are_both_accepted() {
         let mut v = sample().to_value();
-        let floats = Value::List(SIZE_BOUNDS_BYTES.iter().map(|&b| Value::Float(b as f64)).collect());
+        let floats = Value::List(
+            SIZE_BOUNDS_BYTES
+                .iter()
+                .map(|&b| Value::Float(b as f64))
+                .collect(),
+        );
         edit(&mut v, &["buckets", "size_bytes"], Some(floats));
         assert_eq!(StatsSnapshot::from_value(&v), Ok(sample()));
     }

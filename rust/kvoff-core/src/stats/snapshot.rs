@@ -149,7 +149,8 @@ macro_rules! direction_keys {
     };
 }
 
-const DIRECTION_KEYS: [[&str; 10]; 2] = [direction_keys!("GPU_to_CPU"), direction_keys!("CPU_to_GPU")];
+const DIRECTION_KEYS: [[&str; 10]; 2] =
+    [direction_keys!("GPU_to_CPU"), direction_keys!("CPU_to_GPU")];
 
 impl StatsSnapshot {
     /// Number of `u64` values in the snapshot (and in its binary encoding after the header).
@@ -169,7 +170,12 @@ impl StatsSnapshot {
         self.transfers[0]
             .counters()
             .chain(self.transfers[1].counters())
-            .chain([&l.blocks_queried, &l.blocks_hit, &l.tokens_queried, &l.tokens_hit])
+            .chain([
+                &l.blocks_queried,
+                &l.blocks_hit,
+                &l.tokens_queried,
+                &l.tokens_hit,
+            ])
             .chain([
                 &m.blocks_stored,
                 &m.blocks_evicted,
@@ -252,7 +258,10 @@ impl StatsSnapshot {
                 (k[5], Int(s.blocks)),
                 (k[6], Float(ratio(s.bytes, s.ops))),
                 (k[7], Float(ratio(s.time_ns, s.ops) / 1e9)),
-                (k[8], Float(ratio(s.throughput_sum, s.throughput_observations()))),
+                (
+                    k[8],
+                    Float(ratio(s.throughput_sum, s.throughput_observations())),
+                ),
                 (k[9], Float(ratio(s.bytes, s.time_ns) * 1e9)),
             ]);
         }
@@ -264,7 +273,10 @@ impl StatsSnapshot {
             ("hit_rate", Float(ratio(l.blocks_hit, l.blocks_queried))),
             ("tokens_queried", Int(l.tokens_queried)),
             ("tokens_hit", Int(l.tokens_hit)),
-            ("token_hit_rate", Float(ratio(l.tokens_hit, l.tokens_queried))),
+            (
+                "token_hit_rate",
+                Float(ratio(l.tokens_hit, l.tokens_queried)),
+            ),
             ("blocks_stored", Int(m.blocks_stored)),
             ("blocks_evicted", Int(m.blocks_evicted)),
             ("allocation_failures", Int(m.allocation_failures)),
@@ -291,7 +303,9 @@ impl StatsSnapshot {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = |why: String| KvoffError::InvalidArgument(format!("stats bytes: {why}"));
         if bytes.len() < 8 || &bytes[..4] != MAGIC {
-            return Err(bad("not a kvoff stats encoding (missing b\"KVOS\" header)".into()));
+            return Err(bad(
+                "not a kvoff stats encoding (missing b\"KVOS\" header)".into()
+            ));
         }
         let mut version = [0u8; 4];
         version.copy_from_slice(&bytes[4..8]);
@@ -334,7 +348,10 @@ mod tests {
     fn counter_counts_agree() {
         let s = StatsSnapshot::default();
         assert_eq!(s.counters().count(), StatsSnapshot::NUM_COUNTERS);
-        assert_eq!(s.transfers[0].counters().count(), DirectionStats::NUM_COUNTERS);
+        assert_eq!(
+            s.transfers[0].counters().count(),
+            DirectionStats::NUM_COUNTERS
+        );
     }
 
     #[test]
@@ -368,7 +385,11 @@ mod tests {
         let mut big = StatsSnapshot::default();
         big.manager.pinned_blocks = u64::MAX;
         let before = b.clone();
-        let err = b.aggregate(&big).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = b
+            .aggregate(&big)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("overflows"), "{err}");
         assert_eq!(b, before);
     }

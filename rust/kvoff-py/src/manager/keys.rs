@@ -114,11 +114,7 @@ impl<'py> Hashes<'py> {
                 unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_List(arg.as_ptr())) }?;
             return Ok(Hashes::Objects(copy.cast_into::<PyList>()?));
         }
-        let name = arg
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
+        let name = type_name(arg);
         Err(type_error(
             py,
             format!(
@@ -404,11 +400,7 @@ pub(crate) fn object_key<'a>(
             )
         });
     }
-    let name = item
-        .get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_default();
+    let name = type_name(item);
     Err(type_error(
         py,
         format!(
@@ -421,4 +413,12 @@ pub(crate) fn object_key<'a>(
 fn repr(item: &Bound<'_, PyAny>) -> String {
     item.repr()
         .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
+}
+
+/// The name of `obj`'s type, for error messages (empty if even that fails).
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
 }
