@@ -108,10 +108,14 @@ class OffloadingScheduler:
 
     # -- naming ---------------------------------------------------------------------------
 
-    def cpu_block_hashes(self, gpu_block_hashes: Sequence[BlockHash]) -> list[BlockHash]:
-        """Names of the full CPU blocks covered by ``gpu_block_hashes`` (one per ``ratio``)."""
+    def cpu_block_hashes(
+        self, gpu_block_hashes: Sequence[BlockHash], start: int = 0, end: int | None = None
+    ) -> list[BlockHash]:
+        """Names of full CPU blocks ``start .. end`` covered by ``gpu_block_hashes`` (one per
+        ``ratio``); only those are read, so a step costs what it adds, not the request's length."""
         r = self.ratio
-        return [gpu_block_hashes[i] for i in range(r - 1, len(gpu_block_hashes), r)]
+        stop = len(gpu_block_hashes) if end is None else min(end * r, len(gpu_block_hashes))
+        return list(gpu_block_hashes[start * r + r - 1 : stop : r])
 
     # -- step 1: matching and loads ---------------------------------------------------------
 
@@ -142,7 +146,7 @@ class OffloadingScheduler:
         start = num_computed_tokens // self.cpu_block_size
         if start >= usable_blocks:
             return 0
-        names = self.cpu_block_hashes(gpu_block_hashes)[start:usable_blocks]
+        names = self.cpu_block_hashes(gpu_block_hashes, start, usable_blocks)
         hits = self.manager.lookup(names)
         if hits == 0:
             return 0
@@ -182,7 +186,7 @@ class OffloadingScheduler:
                 f"request {req_id!r}: loading up to GPU block {end_gpu} but only "
                 f"{len(ids)} GPU block ids and {len(gpu_block_hashes)} hashes were given"
             )
-        names = self.cpu_block_hashes(gpu_block_hashes)[first_cpu:end_cpu]
+        names = self.cpu_block_hashes(gpu_block_hashes, first_cpu, end_cpu)
         spec = self.manager.prepare_load(names)
         tid = self._new_transfer(req_id, LOAD, names, ids[first_gpu:end_gpu])
         for h in names:
@@ -208,7 +212,7 @@ class OffloadingScheduler:
             )
             if full <= req.next_store_block:
                 continue
-            names = self.cpu_block_hashes(step.gpu_block_hashes)[req.next_store_block : full]
+            names = self.cpu_block_hashes(step.gpu_block_hashes, req.next_store_block, full)
             index_of = {h: req.next_store_block + i for i, h in enumerate(names)}
             # A request that fails to get room does not retry those blocks: retrying every step
             # would keep evicting for blocks the tier has already said it cannot hold.
