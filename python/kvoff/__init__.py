@@ -6,6 +6,9 @@ and CPU at close to PCIe speed, with everything it does reported to Prometheus.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kvoff._core import (
     JobTracker,
     LoadStoreSpec,
@@ -24,15 +27,44 @@ from kvoff.errors import (
     UnknownHashError,
     UnknownJobError,
 )
-from kvoff.metrics import (
-    DuplicateMetricError,
-    MetricsServer,
-    OffloadPromMetrics,
-    PortInUseError,
-    format_stats,
-    start_metrics_server,
-)
-from kvoff.transfer import CpuGpuTransfer, TransferResult
+
+# The worker half (torch, triton) and the exporter (prometheus-client) load on first use, so a
+# scheduler process that imports kvoff for the manager pays for neither (PEP 562).
+_LAZY = {
+    "CpuGpuTransfer": "kvoff.transfer",
+    "TransferResult": "kvoff.transfer",
+    "DuplicateMetricError": "kvoff.metrics",
+    "MetricsServer": "kvoff.metrics",
+    "OffloadPromMetrics": "kvoff.metrics",
+    "PortInUseError": "kvoff.metrics",
+    "format_stats": "kvoff.metrics",
+    "start_metrics_server": "kvoff.metrics",
+}
+
+if TYPE_CHECKING:
+    from kvoff.metrics import (
+        DuplicateMetricError,
+        MetricsServer,
+        OffloadPromMetrics,
+        PortInUseError,
+        format_stats,
+        start_metrics_server,
+    )
+    from kvoff.transfer import CpuGpuTransfer, TransferResult
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kvoff' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CpuGpuTransfer",
