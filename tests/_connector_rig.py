@@ -55,8 +55,8 @@ class Rig:
             CpuGpuTransfer(kv, GBS, CBS, num_cpu_blocks, layout="kv_split") for kv in self.kv
         ]
         self.workers = [
-            OffloadingWorker(t, JobTracker(stats=self.stats), on_result=on_result)
-            for t in self.transfers
+            OffloadingWorker(t, JobTracker(stats=self.stats), rank=rank, on_result=on_result)
+            for rank, t in enumerate(self.transfers)
         ]
 
     @property

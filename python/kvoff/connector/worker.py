@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 
 from kvoff._core import JobTracker
@@ -19,6 +20,10 @@ class OffloadingWorker:
     it (a store waits for the compute stream, so the blocks it reads are final), then
     :meth:`get_finished`.
 
+    ``rank`` is this worker's tensor-parallel rank (``0 .. num_workers - 1`` of the scheduler):
+    each worker of one scheduler has its own, and the scheduler counts a transfer's reports by
+    it.
+
     ``on_result`` is called with every :class:`~kvoff.transfer.TransferResult`, once, after
     the result is already part of the output: if it raises, :meth:`get_finished` still gives
     every other result to it, then raises the first error, and the next :meth:`get_finished`
@@ -30,8 +35,11 @@ class OffloadingWorker:
         transfer: CpuGpuTransfer,
         tracker: JobTracker,
         *,
+        rank: int = 0,
         on_result: Callable[[TransferResult], None] | None = None,
     ) -> None:
+        #: This worker's tensor-parallel rank; every WorkerOutput it returns carries it.
+        self.rank = _rank(rank)
         self.transfer = transfer
         self.tracker = tracker
         # Called with every TransferResult, e.g. to keep per-job latencies.
@@ -72,11 +80,11 @@ class OffloadingWorker:
         # Recorded (and kept as undelivered) before anything else can raise: the copy engine
         # returns a result only once.
         transfers = [self._complete(r) for r in results]
-        self._undelivered = _merge(self._undelivered, WorkerOutput(transfers))
+        self._undelivered = _merge(self._undelivered, WorkerOutput(transfers, rank=self.rank))
         for req_id in finished:
             self.tracker.request_finished(req_id)
         storing, loading = self.tracker.take_finished()
-        out = _merge(self._undelivered, WorkerOutput([], list(storing), list(loading)))
+        out = _merge(self._undelivered, WorkerOutput([], list(storing), list(loading), self.rank))
         self._undelivered = out
         self._notify(results)
         self._undelivered = None
@@ -155,6 +163,18 @@ class OffloadingWorker:
             raise error
 
 
+def _rank(rank: object) -> int:
+    try:
+        if isinstance(rank, bool):
+            raise TypeError
+        r = operator.index(rank)  # type: ignore[arg-type]
+    except TypeError:
+        r = -1
+    if r < 0:
+        raise InvalidArgumentError(f"rank must be a non-negative integer, got {rank!r}")
+    return r
+
+
 def _merge(first: WorkerOutput | None, then: WorkerOutput) -> WorkerOutput:
     """``first`` followed by ``then``; a request named by both is listed once."""
     if first is None:
@@ -163,4 +183,5 @@ def _merge(first: WorkerOutput | None, then: WorkerOutput) -> WorkerOutput:
         [*first.transfers, *then.transfers],
         list(dict.fromkeys([*first.finished_storing, *then.finished_storing])),
         list(dict.fromkeys([*first.finished_loading, *then.finished_loading])),
+        then.rank,
     )
