@@ -400,7 +400,7 @@ class OffloadingScheduler:
         if isinstance(rank, bool):
             raise InvalidArgumentError(f"{what} must be an integer, got {rank!r}")
         try:
-            r = operator.index(rank)  # type: ignore[call-overload]
+            r = operator.index(rank)  # type: ignore[arg-type]
         except TypeError:
             raise InvalidArgumentError(f"{what} must be an integer, got {rank!r}") from None
         if not 0 <= r < self.num_workers:
