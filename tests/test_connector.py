@@ -9,93 +9,29 @@ import numpy as np
 import pytest
 import torch
 
-from kvoff import (
-    InvalidArgumentError,
-    InvalidStateError,
-    JobTracker,
-    OffloadingManager,
-    StatsAccumulator,
+from _connector_rig import (
+    A_HASHES,
+    A_IDS,
+    B_HASHES,
+    B_IDS,
+    CBS,
+    GBS,
+    NUM_CPU_BLOCKS,
+    NUM_GPU_BLOCKS,
+    Rig,
+    assert_same_block,
+    store_a,
 )
+from kvoff import InvalidArgumentError, InvalidStateError, OffloadingManager
 from kvoff.connector import (
     LOAD,
     STORE,
     OffloadingScheduler,
-    OffloadingWorker,
     RequestStep,
     StepMetadata,
     TransferSpec,
     WorkerOutput,
 )
-from kvoff.transfer import CpuGpuTransfer
-
-GBS, CBS = 4, 8  # two GPU blocks per CPU block
-NUM_GPU_BLOCKS = 40
-NUM_CPU_BLOCKS = 8
-
-# Request A: 33 prompt tokens = 8 full GPU blocks + 1 token. Its CPU blocks are named by the
-# hash of the last GPU block in each: 101, 103, 105, 107.
-A_HASHES = list(range(100, 108))
-A_IDS = [3, 9, 1, 20, 7, 5, 12, 30, 2]
-B_HASHES = [*A_HASHES, 200, 201]  # shares A's 32-token prefix, 40 tokens
-B_IDS = [10, 11, 13, 14, 15, 16, 17, 18, 19, 21]
-
-
-def make_kv(seed: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [
-        torch.randint(-1000, 1000, (2, NUM_GPU_BLOCKS, GBS, 2, 8), generator=g).to(torch.bfloat16)
-        for _ in range(2)
-    ]
-
-
-class Rig:
-    """One scheduler, ``n`` workers (tensor-parallel ranks), one shared stats accumulator."""
-
-    def __init__(self, num_workers: int = 1, num_cpu_blocks: int = NUM_CPU_BLOCKS) -> None:
-        self.stats = StatsAccumulator()
-        self.manager = OffloadingManager(num_cpu_blocks, block_size=CBS, stats=self.stats)
-        self.sched = OffloadingScheduler(self.manager, GBS, CBS, num_workers=num_workers)
-        self.kv = [make_kv(seed) for seed in range(num_workers)]
-        self.transfers = [
-            CpuGpuTransfer(kv, GBS, CBS, num_cpu_blocks, layout="kv_split") for kv in self.kv
-        ]
-        self.workers = [OffloadingWorker(t, JobTracker(stats=self.stats)) for t in self.transfers]
-
-    @property
-    def worker(self) -> OffloadingWorker:
-        return self.workers[0]
-
-    def admit(self, req: str, hashes: list[int], ids: list[int], tokens: int, computed: int = 0):
-        matched = self.sched.get_num_new_matched_tokens(req, hashes, tokens, computed)
-        if matched is not None:
-            self.sched.update_state_after_alloc(req, hashes, ids, computed, matched)
-        return matched
-
-    def run_step(
-        self, steps: list[RequestStep], finished: list[str] = ()
-    ) -> tuple[StepMetadata, list[WorkerOutput]]:
-        meta = self.sched.build_step(steps)
-        outs = []
-        for w in self.workers:
-            w.start_loads(meta)
-            w.submit_stores(meta)
-            outs.append(w.get_finished(finished))
-        for out in outs:
-            self.sched.update_from_output(out)
-        return meta, outs
-
-    def block(self, worker: int, gpu_id: int) -> list[torch.Tensor]:
-        return [layer[:, gpu_id].clone() for layer in self.kv[worker]]
-
-
-def assert_same_block(rig: Rig, dst: int, src: int, worker: int = 0) -> None:
-    for d, s in zip(rig.block(worker, dst), rig.block(worker, src), strict=True):
-        assert torch.equal(d.view(torch.int16), s.view(torch.int16))
-
-
-def store_a(rig: Rig) -> tuple[StepMetadata, list[WorkerOutput]]:
-    assert rig.admit("A", A_HASHES, A_IDS, 33) == 0
-    return rig.run_step([RequestStep("A", A_HASHES, A_IDS, 33)], finished=["A"])
 
 
 def test_store_then_load_moves_exact_bytes_and_ids() -> None:

@@ -40,7 +40,7 @@ def _layers(n: int = 3, blocks: int = 8) -> list[torch.Tensor]:
         ({"gpu_kv": [torch.zeros(3, 4, 8)], "layout": "kv_split"}, "needs \\[2, num_blocks"),
         ({"gpu_kv": [torch.zeros(3, 4)] * 2, "layout": "cross_layer"}, "takes one tensor"),
         ({"gpu_kv": [torch.zeros(3, 4)], "layout": "rows"}, "unknown layout 'rows'"),
-        ({"gpu_kv": [torch.zeros(4, 2)] * 2}, "same memory twice"),
+        ({"gpu_kv": [torch.zeros(4, 2)] * 2}, r"gpu_kv\[0\] and gpu_kv\[1\] overlap in memory"),
         ({"gpu_block_size": 0}, "gpu_block_size must be a positive integer, got 0"),
         ({"gpu_block_size": 2.0}, "gpu_block_size must be a positive integer"),
         ({"cpu_block_size": True}, "cpu_block_size must be a positive integer"),
@@ -231,3 +231,111 @@ def test_ids_accept_numpy_unsigned_and_torch_cpu_tensors() -> None:
     t = CpuGpuTransfer(kv, BS, BS, 4)
     t.transfer_async(1, "GPU_to_CPU", np.array([5, 6], dtype=np.uint32), torch.tensor([2, 3]))
     assert t.wait([1])[0].transfer_size == 2 * t.gpu_block_bytes
+
+
+@pytest.mark.parametrize(
+    ("job_ids", "message"),
+    [
+        (5, "job_ids must be an iterable of job ids, got int 5"),
+        (None, "job_ids must be an iterable of job ids, got NoneType None"),
+        ([None], r"job_ids\[0\] must be a job id \(an integer\), got NoneType None"),
+        ([1, [1]], r"job_ids\[1\] must be a job id \(an integer\), got list \[1\]"),
+        ([True], r"job_ids\[0\] must be a job id \(an integer\), got bool True"),
+        ("1", r"job_ids\[0\] must be a job id \(an integer\), got str '1'"),
+    ],
+)
+def test_wait_refuses_what_is_not_job_ids_and_consumes_nothing(
+    job_ids: object, message: str
+) -> None:
+    kv, _ = make_kv("blocks_first", device="cpu", num_blocks=4)
+    t = CpuGpuTransfer(kv, BS, BS, 4)
+    t.transfer_async(1, "GPU_to_CPU", [0], [0])
+    with pytest.raises(InvalidArgumentError, match=message):
+        t.wait(job_ids)  # type: ignore[arg-type]
+    assert list(t.in_flight()) == [1]
+    assert [r.job_id for r in t.wait(np.array([1]))] == [1]
+
+
+def _storage(rows: int) -> torch.Tensor:
+    return torch.zeros(rows, 4, 8, dtype=torch.float16)  # 64-byte rows
+
+
+def _overlapping_layouts() -> list[object]:
+    base = _storage(17)
+    wide = torch.zeros(8, 3, 32, dtype=torch.float16)  # rows interleave three 64-byte parts
+    strided = _storage(34)
+    kv = torch.zeros(17 * 32, dtype=torch.float16).as_strided((2, 16, 4, 8), (32, 32, 8, 1))
+    return [
+        pytest.param([base[0:16], base[1:17]], r"gpu_kv\[0\] and gpu_kv\[1\]", id="shifted"),
+        pytest.param(
+            [_storage(16), base[0:16], base[1:17]], r"gpu_kv\[1\] and gpu_kv\[2\]", id="third"
+        ),
+        pytest.param(
+            {"k": base[0:16], "v": base[1:17]}, "gpu_kv\\['k'\\] and gpu_kv\\['v'\\]", id="map"
+        ),
+        pytest.param(
+            [wide[:, 0:2], wide[:, 1:3]], r"gpu_kv\[0\] and gpu_kv\[1\]", id="interleaved"
+        ),
+        pytest.param(
+            [strided[0:32:2], strided[2:34:2]],  # rows 0, 2, ... and 2, 4, ...
+            r"gpu_kv\[0\] and gpu_kv\[1\]",
+            id="same-stride-rows",
+        ),
+        pytest.param([kv], r"gpu_kv\[0\]\[0\] and gpu_kv\[0\]\[1\]", id="k-and-v"),
+    ]
+
+
+@pytest.mark.parametrize(("gpu_kv", "message"), _overlapping_layouts())
+def test_layers_whose_bytes_overlap_are_refused(gpu_kv: object, message: str) -> None:
+    layout = "kv_split" if isinstance(gpu_kv, list) and gpu_kv[0].dim() == 4 else "blocks_first"
+    with pytest.raises(InvalidArgumentError, match=message + " overlap in memory"):
+        CpuGpuTransfer(gpu_kv, BS, BS, 2, layout=layout)
+
+
+def test_overlap_with_different_strides_is_refused() -> None:
+    base = _storage(66)
+    every_other = base[0:32:2]  # rows 0, 2, ..., 30
+    every_fourth = base[2:66:4]  # rows 2, 6, ..., 62: rows 2..30 of them are the other's
+    with pytest.raises(InvalidArgumentError, match=r"gpu_kv\[0\] and gpu_kv\[1\] overlap"):
+        CpuGpuTransfer([every_other, every_fourth], BS, BS, 2)
+    odd_fourth = base[1:65:4]  # rows 1, 5, ...: between the other's rows, sharing no byte
+    CpuGpuTransfer([every_other, odd_fourth], BS, BS, 2)
+
+
+def test_interleaved_layers_that_share_no_byte_are_accepted_and_copy_exactly() -> None:
+    # One allocation [blocks, layers, 64 B] with a layer view per layer: rows interleave.
+    base = torch.arange(8 * 3 * 32, dtype=torch.int16).view(torch.float16).view(8, 3, 4, 8)
+    layers = [base[:, i] for i in range(3)]
+    t = CpuGpuTransfer(layers, BS, BS, 4)
+    t.transfer_async(1, "GPU_to_CPU", [5, 2], [0, 1])
+    assert t.wait([1])[0].success
+    for j, b in ((0, 5), (1, 2)):
+        want = torch.cat([layer[b].reshape(-1).view(torch.uint8) for layer in layers])
+        assert torch.equal(t.cpu_block(j), want)
+
+
+def test_a_tier_larger_than_physical_memory_is_refused_up_front() -> None:
+    from kvoff._sysmem import physical_memory_bytes
+
+    phys = physical_memory_bytes()
+    assert phys is not None  # Linux says
+    block = 3 * 64  # three layers of 64-byte blocks
+    blocks = phys // block + 1
+    with pytest.raises(
+        InvalidArgumentError,
+        match=rf"the CPU tier needs {blocks * block} bytes \(\d+\.\d\d GiB: {blocks} blocks of "
+        rf"{block} bytes\), more than this machine's physical memory, {phys} bytes",
+    ):
+        CpuGpuTransfer(_layers(), BS, BS, blocks)
+
+
+def test_a_tier_of_exactly_physical_memory_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kvoff.transfer.engine as engine
+
+    block = 3 * 64 * 2  # two GPU blocks per CPU block
+    monkeypatch.setattr(engine, "physical_memory_bytes", lambda: 2 * block)
+    assert CpuGpuTransfer(_layers(), BS, 2 * BS, 2).num_cpu_blocks == 2
+    with pytest.raises(InvalidArgumentError, match=r"needs 1152 bytes .* 768 bytes"):
+        CpuGpuTransfer(_layers(), BS, 2 * BS, 3)
+    monkeypatch.setattr(engine, "physical_memory_bytes", lambda: None)  # the OS does not say
+    assert CpuGpuTransfer(_layers(), BS, 2 * BS, 3).num_cpu_blocks == 3

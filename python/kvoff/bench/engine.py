@@ -98,13 +98,16 @@ class SimulatedEngine:
         self.manager = OffloadingManager(
             cfg.num_cpu_blocks, block_size=cfg.cpu_block_size, policy=cfg.policy, stats=self.stats
         )
-        self.scheduler = OffloadingScheduler(self.manager, cfg.gpu_block_size, cfg.cpu_block_size)
+        # One rank: the worker below is rank 0 of num_workers=1.
+        self.scheduler = OffloadingScheduler(
+            self.manager, cfg.gpu_block_size, cfg.cpu_block_size, num_workers=1
+        )
         self.transfer = CpuGpuTransfer(
             self.kv, cfg.gpu_block_size, cfg.cpu_block_size, cfg.num_cpu_blocks, layout="kv_split"
         )
         self.totals = EngineTotals()
         self.worker = OffloadingWorker(
-            self.transfer, JobTracker(stats=self.stats), on_result=self._on_result
+            self.transfer, JobTracker(stats=self.stats), rank=0, on_result=self._on_result
         )
         self.on_snapshot = on_snapshot
         rng = np.random.default_rng(cfg.seed)
@@ -221,9 +224,11 @@ class SimulatedEngine:
         out = self.worker.get_finished(finished)
         t0 = time.perf_counter()
         sched.update_from_output(out)
+        # The scheduler's view, not the worker's: it holds once every rank has loaded.
+        loaded = sched.take_finished_loading()
         failed = sched.take_failed_loads()
         book += time.perf_counter() - t0
-        self._after_output(out.finished_loading, failed, finished, book)
+        self._after_output(loaded, failed, finished, book)
 
     def _after_output(
         self, loaded: list[str], failed: dict[str, list[int]], finished: list[str], book: float
@@ -263,8 +268,9 @@ class SimulatedEngine:
             self.worker.handle_preemptions(list(self.delayed))
             out = self.worker.get_finished()
             self.scheduler.update_from_output(out)
+            loaded = self.scheduler.take_finished_loading()
             failed = self.scheduler.take_failed_loads()
-            self._after_output(out.finished_loading, failed, [], 0.0)
+            self._after_output(loaded, failed, [], 0.0)
             if not out.transfers and self.worker.num_jobs_in_flight:
                 time.sleep(0.0005)
         t = self.totals

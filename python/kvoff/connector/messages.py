@@ -50,13 +50,17 @@ class StepMetadata:
 
 @dataclass(frozen=True)
 class WorkerOutput:
-    """What one worker reports back after a step.
+    """What one worker (one tensor-parallel rank) reports back after a step.
 
-    ``transfers``: ``(transfer_id, success)`` for every transfer that completed;
-    ``finished_storing``: finished requests whose stores are all done (their GPU blocks may be
-    freed); ``finished_loading``: requests whose loads are all done.
+    ``transfers``: ``(transfer_id, success)`` for every transfer that completed on this rank
+    since its last output, each exactly once; ``finished_storing``: finished requests whose
+    stores are all done on this rank; ``finished_loading``: requests whose loads are all done
+    on this rank; ``rank``: the worker's rank, ``0 .. num_workers - 1``. With more than one
+    rank, the scheduler's :meth:`~kvoff.connector.OffloadingScheduler.take_finished_loading`
+    and :meth:`~kvoff.connector.OffloadingScheduler.take_freeable` are what hold for every rank.
     """
 
     transfers: list[tuple[int, bool]] = field(default_factory=list)
     finished_storing: list[str] = field(default_factory=list)
     finished_loading: list[str] = field(default_factory=list)
+    rank: int = 0

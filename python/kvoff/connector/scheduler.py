@@ -11,6 +11,7 @@ the whole prefix up to it). A partial CPU block is never looked up or stored.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,8 +37,8 @@ class _Transfer:
     direction: str
     cpu_hashes: list[BlockHash]
     gpu_block_ids: np.ndarray
-    reports: int = 0
-    success: bool = True
+    # rank -> success, for every rank that has reported this transfer (or was failed).
+    outcomes: dict[int, bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class _Request:
     # Index of the next CPU block of this request that has not been offered to prepare_store.
     next_store_block: int = 0
     transfers: set[int] = field(default_factory=set)
+    loads_in_flight: int = 0
     finished: bool = False
 
 
@@ -59,11 +61,14 @@ class OffloadingScheduler:
        start before the step's compute) and stores (to submit after it);
     3. :meth:`update_from_output` with each worker's :class:`WorkerOutput`;
     4. :meth:`request_finished` when a request ends: ``True`` means its GPU blocks must stay
-       allocated until it shows up in :attr:`WorkerOutput.finished_storing`.
+       allocated until :meth:`take_freeable` lists it (its stores done on every rank).
 
-    ``num_workers`` is the number of worker processes (tensor-parallel ranks) that each run every
-    transfer: a transfer is complete when all of them have reported it, and succeeded only if
-    all of them succeeded.
+    ``num_workers`` is the number of worker processes (tensor-parallel ranks ``0 ..
+    num_workers - 1``) that each run every transfer on their shard of the KV heads. Each reports
+    a transfer once, in a :class:`WorkerOutput` carrying its rank: the transfer is complete when
+    every rank has reported it, and succeeded only if every rank succeeded, so a block becomes
+    loadable only once every rank holds its shard. A rank that never reports keeps the
+    transfer in flight (:meth:`pending_reports` names it); :meth:`fail_rank` declares it dead.
     """
 
     def __init__(
@@ -105,6 +110,9 @@ class OffloadingScheduler:
         self._loading: dict[BlockHash, int] = {}
         self._freeable: list[str] = []
         self._failed_loads: dict[str, list[int]] = {}
+        # Requests whose loads all completed on every rank (a dict: ordered, each once).
+        self._loaded: dict[str, None] = {}
+        self._failed_ranks: set[int] = set()
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -139,6 +147,8 @@ class OffloadingScheduler:
                 f"request {req_id!r}: num_computed_tokens={num_computed_tokens} outside "
                 f"[0, num_tokens={num_tokens}]"
             )
+        if self._failed_ranks:
+            return 0  # a failed rank's shard of every block is gone
         usable_blocks = min(
             max(num_tokens - 1, 0) // self.cpu_block_size,
             len(gpu_block_hashes) // self.ratio,
@@ -168,6 +178,11 @@ class OffloadingScheduler:
         GPU block size); ``num_external_tokens`` what :meth:`get_num_new_matched_tokens`
         returned. The tail of a CPU block the GPU already holds is skipped.
         """
+        if num_external_tokens and self._failed_ranks:
+            raise InvalidStateError(
+                f"request {req_id!r}: cannot load {num_external_tokens} tokens: rank(s) "
+                f"{sorted(self._failed_ranks)} failed, so the CPU tier serves nothing"
+            )
         self._requests.setdefault(req_id, _Request())
         if num_external_tokens == 0:
             return
@@ -189,6 +204,7 @@ class OffloadingScheduler:
         names = self.cpu_block_hashes(gpu_block_hashes, first_cpu, end_cpu)
         spec = self.manager.prepare_load(names)
         tid = self._new_transfer(req_id, LOAD, names, ids[first_gpu:end_gpu])
+        self._requests[req_id].loads_in_flight += 1
         for h in names:
             self._loading[h] = self._loading.get(h, 0) + 1
         # Loaded blocks become the most recently used: they are about to be reused.
@@ -205,6 +221,8 @@ class OffloadingScheduler:
         stores: list[TransferSpec] = []
         for step in scheduled:
             req = self._requests.setdefault(step.req_id, _Request())
+            if self._failed_ranks:
+                continue  # a store needs every rank's shard
             full = min(
                 step.num_tokens_after_step // self.cpu_block_size,
                 len(step.gpu_block_hashes) // self.ratio,
@@ -237,40 +255,91 @@ class OffloadingScheduler:
     # -- step 3: results -----------------------------------------------------------------
 
     def update_from_output(self, output: WorkerOutput) -> None:
-        """Apply one worker's finished transfers: stored blocks become loadable (or are freed if
-        the store failed), loaded blocks are unpinned."""
+        """Apply one rank's finished transfers. A transfer completes once every rank reported
+        it: stored blocks become loadable (or are freed if the store failed on any rank),
+        loaded blocks are unpinned.
+
+        Raises (applying nothing):
+            InvalidArgumentError: ``output.rank`` is not a rank of this scheduler.
+            InvalidStateError: a transfer id that is not in flight, one named twice, one this
+                rank already reported (its output applied twice, or two workers with one rank),
+                or an output of a rank failed by :meth:`fail_rank`.
+        """
+        rank = self._rank(output.rank, "WorkerOutput.rank")
+        if rank in self._failed_ranks:
+            raise InvalidStateError(
+                f"rank {rank} was failed by fail_rank(); its outputs are refused"
+            )
         unknown = [tid for tid, _ in output.transfers if tid not in self._transfers]
         if unknown:
-            raise InvalidStateError(f"worker reported unknown transfer ids {unknown}")
+            raise InvalidStateError(
+                f"rank {rank} reported unknown transfer ids {unknown} (never issued, or already "
+                "complete on every rank); nothing was applied"
+            )
         ids = [tid for tid, _ in output.transfers]
         if len(set(ids)) != len(ids):
             repeated = sorted({t for t in ids if ids.count(t) > 1})
-            raise InvalidStateError(f"worker reported transfer ids {repeated} more than once")
+            raise InvalidStateError(
+                f"rank {rank} reported transfer ids {repeated} more than once; nothing was applied"
+            )
+        again = [tid for tid in ids if rank in self._transfers[tid].outcomes]
+        if again:
+            raise InvalidStateError(
+                f"rank {rank} already reported transfer ids {again}; nothing was applied (is "
+                f"this output applied twice, or do two workers have rank {rank}?)"
+            )
         for tid, success in output.transfers:
             t = self._transfers[tid]
-            t.reports += 1
-            t.success &= bool(success)
-            if t.reports < self.num_workers:
-                continue
-            del self._transfers[tid]
-            if t.direction == STORE:
-                self.manager.complete_store(t.cpu_hashes, success=t.success)
-            else:
-                self.manager.complete_load(t.cpu_hashes)
-                for h in t.cpu_hashes:
-                    n = self._loading[h] - 1
-                    if n:
-                        self._loading[h] = n
-                    else:
-                        del self._loading[h]
-                if not t.success:
-                    self._failed_loads.setdefault(t.req_id, []).extend(
-                        int(b) for b in t.gpu_block_ids
-                    )
-            req = self._requests.get(t.req_id)
-            if req is not None:
-                req.transfers.discard(tid)
-                self._maybe_release(t.req_id, req)
+            t.outcomes[rank] = bool(success)
+            if len(t.outcomes) == self.num_workers:
+                self._complete(tid, t)
+
+    def pending_reports(self) -> dict[int, list[int]]:
+        """For each rank that owes reports, the ids of the transfers in flight it has not
+        reported (ascending); ranks that owe nothing are left out."""
+        owed: dict[int, list[int]] = {}
+        for tid in sorted(self._transfers):
+            reported = self._transfers[tid].outcomes
+            for rank in range(self.num_workers):
+                if rank not in reported:
+                    owed.setdefault(rank, []).append(tid)
+        return dict(sorted(owed.items()))
+
+    def fail_rank(self, rank: int) -> list[int]:
+        """Declare ``rank`` dead (its process or device failed): every transfer in flight it
+        has not reported counts as failed on it, and its later outputs are refused. Returns the
+        ids of the transfers this completed (their other ranks had all reported).
+
+        Its CPU tier held its shard of every stored block, so from now on nothing is served or
+        stored: lookups match nothing, :meth:`build_step` issues no stores and loads are
+        refused. Recover with a new scheduler, manager and workers. Calling it again for the
+        same rank does nothing.
+        """
+        r = self._rank(rank, "rank")
+        if r in self._failed_ranks:
+            return []
+        self._failed_ranks.add(r)
+        done = []
+        for tid, t in list(self._transfers.items()):
+            if r not in t.outcomes:
+                t.outcomes[r] = False
+                if len(t.outcomes) == self.num_workers:
+                    self._complete(tid, t)
+                    done.append(tid)
+        return done
+
+    @property
+    def failed_ranks(self) -> list[int]:
+        """Ranks declared dead by :meth:`fail_rank`, ascending."""
+        return sorted(self._failed_ranks)
+
+    def take_finished_loading(self) -> list[str]:
+        """Requests whose loads have all completed on every rank since the last call (failed
+        ones too: see :meth:`take_failed_loads`). With one rank this is what its
+        :attr:`WorkerOutput.finished_loading` says; with more, only this holds for all."""
+        out = list(self._loaded)
+        self._loaded = {}
+        return out
 
     def take_failed_loads(self) -> dict[str, list[int]]:
         """GPU block ids whose load failed, per request: the engine must recompute them."""
@@ -326,6 +395,44 @@ class OffloadingScheduler:
         self._transfers[tid] = _Transfer(req_id, direction, names, gpu_ids)
         self._requests[req_id].transfers.add(tid)
         return tid
+
+    def _rank(self, rank: object, what: str) -> int:
+        if isinstance(rank, bool):
+            raise InvalidArgumentError(f"{what} must be an integer, got {rank!r}")
+        try:
+            r = operator.index(rank)  # type: ignore[arg-type]
+        except TypeError:
+            raise InvalidArgumentError(f"{what} must be an integer, got {rank!r}") from None
+        if not 0 <= r < self.num_workers:
+            raise InvalidArgumentError(f"{what}={r} outside [0, num_workers={self.num_workers})")
+        return r
+
+    def _complete(self, tid: int, t: _Transfer) -> None:
+        """Every rank has reported ``tid`` (or was failed): apply it to the manager."""
+        del self._transfers[tid]
+        success = all(t.outcomes.values())
+        if t.direction == STORE:
+            self.manager.complete_store(t.cpu_hashes, success=success)
+        else:
+            self.manager.complete_load(t.cpu_hashes)
+            for h in t.cpu_hashes:
+                n = self._loading[h] - 1
+                if n:
+                    self._loading[h] = n
+                else:
+                    del self._loading[h]
+            if not success:
+                self._failed_loads.setdefault(t.req_id, []).extend(int(b) for b in t.gpu_block_ids)
+            # Failed ranks can complete a load that was never sent: it must not be sent now.
+            self._pending_loads = [s for s in self._pending_loads if s.transfer_id != tid]
+        req = self._requests.get(t.req_id)
+        if req is not None:
+            req.transfers.discard(tid)
+            if t.direction == LOAD:
+                req.loads_in_flight -= 1
+                if req.loads_in_flight == 0:
+                    self._loaded[t.req_id] = None
+            self._maybe_release(t.req_id, req)
 
     def _maybe_release(self, req_id: str, req: _Request, *, report: bool = True) -> None:
         if req.finished and not req.transfers:

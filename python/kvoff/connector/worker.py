@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 
 from kvoff._core import JobTracker
 from kvoff.connector.messages import LOAD, STORE, StepMetadata, TransferSpec, WorkerOutput
+from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.transfer import CpuGpuTransfer, TransferResult
 from kvoff.transfer.result import DirectionName
 
@@ -17,6 +19,15 @@ class OffloadingWorker:
     Per step: :meth:`start_loads` before the model's forward pass, :meth:`submit_stores` after
     it (a store waits for the compute stream, so the blocks it reads are final), then
     :meth:`get_finished`.
+
+    ``rank`` is this worker's tensor-parallel rank (``0 .. num_workers - 1`` of the scheduler):
+    each worker of one scheduler has its own, and the scheduler counts a transfer's reports by
+    it.
+
+    ``on_result`` is called with every :class:`~kvoff.transfer.TransferResult`, once, after
+    the result is already part of the output: if it raises, :meth:`get_finished` still gives
+    every other result to it, then raises the first error, and the next :meth:`get_finished`
+    returns the output that was not delivered (with whatever completed since).
     """
 
     def __init__(
@@ -24,8 +35,11 @@ class OffloadingWorker:
         transfer: CpuGpuTransfer,
         tracker: JobTracker,
         *,
+        rank: int = 0,
         on_result: Callable[[TransferResult], None] | None = None,
     ) -> None:
+        #: This worker's tensor-parallel rank; every WorkerOutput it returns carries it.
+        self.rank = _rank(rank)
         self.transfer = transfer
         self.tracker = tracker
         # Called with every TransferResult, e.g. to keep per-job latencies.
@@ -33,25 +47,48 @@ class OffloadingWorker:
         self._transfer_of_job: dict[int, int] = {}
         # Results of jobs that failed before reaching the copy engine, reported with the rest.
         self._early: list[TransferResult] = []
+        # The newest transfer id submitted per direction. The scheduler's ids only increase
+        # (in each direction), so an id not above it was submitted before: refusing it keeps a
+        # StepMetadata started twice from issuing its copies twice, in O(1) memory.
+        self._newest: dict[str, int] = {LOAD: -1, STORE: -1}
+        # An output built but not handed back (an on_result callback raised): the next
+        # get_finished returns it first, so no completed transfer goes unreported.
+        self._undelivered: WorkerOutput | None = None
 
     def start_loads(self, meta: StepMetadata) -> None:
-        for spec in meta.loads:
-            self._submit(spec)
+        """Issue ``meta``'s loads. A load this worker was already given is refused with
+        :class:`~kvoff.InvalidStateError` before any of them is issued."""
+        self._submit_all("start_loads", LOAD, meta.loads)
 
     def submit_stores(self, meta: StepMetadata) -> None:
-        for spec in meta.stores:
-            self._submit(spec)
+        """Issue ``meta``'s stores; refused whole, like :meth:`start_loads`, if any was already
+        given to this worker."""
+        self._submit_all("submit_stores", STORE, meta.stores)
 
     def get_finished(self, finished_req_ids: Iterable[str] = ()) -> WorkerOutput:
         """Collect completed transfers without blocking; ``finished_req_ids`` are requests the
         engine finished this step (their GPU blocks wait for their stores)."""
+        finished = list(finished_req_ids)
+        for i, req_id in enumerate(finished):
+            if not isinstance(req_id, str):
+                raise InvalidArgumentError(
+                    f"finished_req_ids[{i}] is {type(req_id).__name__} {req_id!r}, not a str "
+                    "request id; nothing was collected"
+                )
         results = self._early + self.transfer.get_finished()
         self._early = []
+        # Recorded (and kept as undelivered) before anything else can raise: the copy engine
+        # returns a result only once.
         transfers = [self._complete(r) for r in results]
-        for req_id in finished_req_ids:
+        self._undelivered = _merge(self._undelivered, WorkerOutput(transfers, rank=self.rank))
+        for req_id in finished:
             self.tracker.request_finished(req_id)
         storing, loading = self.tracker.take_finished()
-        return WorkerOutput(transfers, list(storing), list(loading))
+        out = _merge(self._undelivered, WorkerOutput([], list(storing), list(loading), self.rank))
+        self._undelivered = out
+        self._notify(results)
+        self._undelivered = None
+        return out
 
     def handle_preemptions(self, req_ids: Iterable[str]) -> None:
         """Block until every transfer of the preempted requests is done, since their GPU blocks
@@ -64,6 +101,32 @@ class OffloadingWorker:
     @property
     def num_jobs_in_flight(self) -> int:
         return len(self._transfer_of_job)
+
+    def _submit_all(self, caller: str, direction: str, specs: list[TransferSpec]) -> None:
+        newest = self._newest[direction]
+        in_flight = set(self._transfer_of_job.values())
+        for spec in specs:
+            tid = spec.transfer_id
+            if spec.direction != direction:
+                raise InvalidArgumentError(
+                    f"{caller} got transfer {tid} of direction {spec.direction!r}; it issues "
+                    f"{direction!r} transfers only; nothing was issued"
+                )
+            if tid <= newest:
+                raise InvalidStateError(
+                    f"transfer {tid} ({direction}, request {spec.req_id!r}) is not newer than "
+                    f"transfer {newest}, the last {direction} transfer submitted to this worker: "
+                    "the scheduler's transfer ids only increase, so it was submitted already "
+                    f"(is a StepMetadata given to {caller} twice?); nothing was issued"
+                )
+            if tid in in_flight:
+                raise InvalidStateError(
+                    f"transfer {tid} is already in flight on this worker; nothing was issued"
+                )
+            newest = tid
+        for spec in specs:
+            self._submit(spec)
+            self._newest[direction] = spec.transfer_id
 
     def _submit(self, spec: TransferSpec) -> None:
         num_blocks = len(spec.gpu_block_ids)
@@ -82,6 +145,43 @@ class OffloadingWorker:
 
     def _complete(self, result: TransferResult) -> tuple[int, bool]:
         self.tracker.complete(result.job_id, result.success, result.transfer_time)
-        if self.on_result is not None:
-            self.on_result(result)
         return self._transfer_of_job.pop(result.job_id), result.success
+
+    def _notify(self, results: list[TransferResult]) -> None:
+        """Give every result to ``on_result``; a raising callback does not keep the others from
+        theirs, and the first error is raised once all were called."""
+        if self.on_result is None:
+            return
+        error: Exception | None = None
+        for result in results:
+            try:
+                self.on_result(result)
+            except Exception as exc:
+                if error is None:
+                    error = exc
+        if error is not None:
+            raise error
+
+
+def _rank(rank: object) -> int:
+    try:
+        if isinstance(rank, bool):
+            raise TypeError
+        r = operator.index(rank)  # type: ignore[arg-type]
+    except TypeError:
+        r = -1
+    if r < 0:
+        raise InvalidArgumentError(f"rank must be a non-negative integer, got {rank!r}")
+    return r
+
+
+def _merge(first: WorkerOutput | None, then: WorkerOutput) -> WorkerOutput:
+    """``first`` followed by ``then``; a request named by both is listed once."""
+    if first is None:
+        return then
+    return WorkerOutput(
+        [*first.transfers, *then.transfers],
+        list(dict.fromkeys([*first.finished_storing, *then.finished_storing])),
+        list(dict.fromkeys([*first.finished_loading, *then.finished_loading])),
+        then.rank,
+    )

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from kvoff._sysmem import format_gib, physical_memory_bytes
 from kvoff.errors import InvalidArgumentError, InvalidStateError, UnknownJobError
 from kvoff.transfer.cpu_tier import CpuTier
 from kvoff.transfer.ids import IdUploader
@@ -56,6 +57,41 @@ class _Job:
     end: Any = None  # event to poll (CUDA) or perf_counter seconds (CPU); None: already done
 
 
+def _check_fits_in_memory(num_blocks: int, block_bytes: int) -> None:
+    """Refuse a tier the machine can never hold, before allocating it: pageable memory is
+    granted lazily (the failure would come at first use, or as the OOM killer), and pinned
+    memory cannot exceed physical memory at all."""
+    phys = physical_memory_bytes()
+    need = num_blocks * block_bytes
+    if phys is not None and need > phys:
+        raise InvalidArgumentError(
+            f"the CPU tier needs {need} bytes ({format_gib(need)}: {num_blocks} blocks of "
+            f"{block_bytes} bytes), more than this machine's physical memory, {phys} bytes "
+            f"({format_gib(phys)}); pass fewer num_cpu_blocks"
+        )
+
+
+def _job_ids(job_ids: object) -> list[int]:
+    """``job_ids`` as a list of ints, or InvalidArgumentError saying what was expected."""
+    try:
+        items = list(job_ids)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidArgumentError(
+            f"job_ids must be an iterable of job ids, got {type(job_ids).__name__} {job_ids!r}"
+        ) from None
+    ids = []
+    for i, item in enumerate(items):
+        try:
+            if isinstance(item, bool):
+                raise TypeError
+            ids.append(operator.index(item))
+        except TypeError:
+            raise InvalidArgumentError(
+                f"job_ids[{i}] must be a job id (an integer), got {type(item).__name__} {item!r}"
+            ) from None
+    return ids
+
+
 class CpuGpuTransfer:
     """Moves KV blocks between the engine's GPU tensors and a block-major CPU tier.
 
@@ -77,7 +113,8 @@ class CpuGpuTransfer:
             ``"torch"``.
 
     Raises:
-        InvalidArgumentError: for any malformed argument, before anything is allocated.
+        InvalidArgumentError: for any malformed argument (layers whose bytes overlap, a CPU
+            tier larger than the machine's physical memory, ...), before anything is allocated.
     """
 
     def __init__(
@@ -108,6 +145,7 @@ class CpuGpuTransfer:
                 f"unknown copier {copier!r}; expected 'auto', 'triton' or 'torch'"
             )
         kv = parse_layout(gpu_kv, layout)
+        _check_fits_in_memory(self._num_cpu_blocks, cpu_bs // gpu_bs * kv.slot_bytes)
         if kv.device.type == "cuda" and not torch.cuda.is_available():  # pragma: no cover
             raise InvalidArgumentError(f"gpu_kv is on {kv.device} but CUDA is not available")
         if copier == "triton" and not triton_usable(kv.device):
@@ -370,11 +408,11 @@ class CpuGpuTransfer:
         """Block until the given jobs finish and return their results (in the order given);
         they are not returned again by :meth:`get_finished`.
 
-        Raises:
-            UnknownJobError: an id that is not in flight (never submitted, or already returned);
-                nothing is waited for or consumed then.
+        Raises (nothing waited for or consumed):
+            InvalidArgumentError: ``job_ids`` is not an iterable of integers, or repeats one.
+            UnknownJobError: an id that is not in flight (never submitted, or already returned).
         """
-        ids = list(job_ids)
+        ids = _job_ids(job_ids)
         for jid in ids:
             if jid not in self._jobs:
                 raise UnknownJobError(f"job {jid} is not in flight")

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 
 from kvoff.errors import InvalidArgumentError
+from kvoff.transfer.overlap import check_disjoint
 
 __all__ = ["LAYOUTS", "KvLayout", "LayoutName", "parse_layout", "positive_int"]
 
@@ -68,13 +69,17 @@ def positive_int(name: str, value: object) -> int:
     return n
 
 
-def _tensors(gpu_kv: object) -> list[torch.Tensor]:
+def _tensors(gpu_kv: object) -> tuple[list[str], list[torch.Tensor]]:
+    """The tensors, and the name of each for messages (``gpu_kv[i]``, or the mapping's key)."""
     if isinstance(gpu_kv, torch.Tensor):
         items: list[object] = [gpu_kv]
+        names = ["gpu_kv"]
     elif isinstance(gpu_kv, Mapping):
         items = list(gpu_kv.values())
+        names = [f"gpu_kv[{k!r}]" for k in gpu_kv]
     elif isinstance(gpu_kv, Sequence) and not isinstance(gpu_kv, (str, bytes)):
         items = list(gpu_kv)
+        names = [f"gpu_kv[{i}]" for i in range(len(items))]
     else:
         raise InvalidArgumentError(
             "gpu_kv must be a tensor, a sequence of tensors or a mapping of layer name to "
@@ -82,10 +87,10 @@ def _tensors(gpu_kv: object) -> list[torch.Tensor]:
         )
     if not items:
         raise InvalidArgumentError("gpu_kv holds no tensors")
-    for i, t in enumerate(items):
+    for name, t in zip(names, items, strict=True):
         if not isinstance(t, torch.Tensor):
-            raise InvalidArgumentError(f"gpu_kv[{i}] is a {type(t).__name__}, not a tensor")
-    return items  # type: ignore[return-value]
+            raise InvalidArgumentError(f"{name} is a {type(t).__name__}, not a tensor")
+    return names, items  # type: ignore[return-value]
 
 
 def _infer(gpu_kv: object, tensors: list[torch.Tensor]) -> LayoutName:
@@ -124,7 +129,7 @@ def _region(t: torch.Tensor, what: str) -> torch.Tensor:
 
 def parse_layout(gpu_kv: object, layout: str | None) -> KvLayout:
     """Validate ``gpu_kv`` against ``layout`` (inferred when None) and reduce it to regions."""
-    tensors = _tensors(gpu_kv)
+    names, tensors = _tensors(gpu_kv)
     if layout is None:
         name = _infer(gpu_kv, tensors)
     elif layout in LAYOUTS:
@@ -135,25 +140,29 @@ def parse_layout(gpu_kv: object, layout: str | None) -> KvLayout:
     device = tensors[0].device
     if device.type not in ("cpu", "cuda"):
         raise InvalidArgumentError(f"gpu_kv is on {device}; expected a CUDA device (or CPU)")
-    for i, t in enumerate(tensors):
+    for what, t in zip(names, tensors, strict=True):
         if t.device != device:
-            raise InvalidArgumentError(f"gpu_kv[{i}] is on {t.device}, gpu_kv[0] on {device}")
+            raise InvalidArgumentError(f"{what} is on {t.device}, {names[0]} on {device}")
 
     regions: list[torch.Tensor] = []
+    region_names: list[str] = []
     if name == "cross_layer":
         if len(tensors) != 1:
             raise InvalidArgumentError(f"layout 'cross_layer' takes one tensor, got {len(tensors)}")
         regions.append(_region(tensors[0], "gpu_kv"))
+        region_names.append("gpu_kv")
     elif name == "blocks_first":
-        regions.extend(_region(t, f"gpu_kv[{i}]") for i, t in enumerate(tensors))
+        regions.extend(_region(t, what) for what, t in zip(names, tensors, strict=True))
+        region_names.extend(names)
     else:
-        for i, t in enumerate(tensors):
+        for what, t in zip(names, tensors, strict=True):
             if t.dim() < 2 or t.shape[0] != 2:
                 raise InvalidArgumentError(
-                    f"layout 'kv_split' needs [2, num_blocks, ...] tensors; gpu_kv[{i}] has "
+                    f"layout 'kv_split' needs [2, num_blocks, ...] tensors; {what} has "
                     f"shape {tuple(t.shape)}"
                 )
-            regions.extend(_region(t[kv], f"gpu_kv[{i}][{kv}]") for kv in (0, 1))
+            regions.extend(_region(t[kv], f"{what}[{kv}]") for kv in (0, 1))
+            region_names.extend(f"{what}[{kv}]" for kv in (0, 1))
 
     num_blocks = regions[0].shape[0]
     for i, r in enumerate(regions):
@@ -162,9 +171,8 @@ def parse_layout(gpu_kv: object, layout: str | None) -> KvLayout:
                 f"all layers must have the same number of blocks: region {i} has "
                 f"{r.shape[0]}, region 0 has {num_blocks}"
             )
+    check_disjoint(regions, region_names)
     starts = [r.data_ptr() for r in regions]
-    if len(set(starts)) != len(starts):
-        raise InvalidArgumentError("gpu_kv names the same memory twice")
 
     chunk = tuple(int(r.shape[1]) for r in regions)
     offsets: list[int] = []
