@@ -576,8 +576,14 @@ mod tests {
         assert!(e.contains("got 18446744073709551615"), "{e}");
         assert!(acc.take().is_empty());
         // The bounds themselves are accepted.
-        acc.record_transfer(Direction::GpuToCpu, MAX_TRANSFER_BYTES, 1, MAX_TRANSFER_SECONDS, true)
-            .expect("on the bounds");
+        acc.record_transfer(
+            Direction::GpuToCpu,
+            MAX_TRANSFER_BYTES,
+            1,
+            MAX_TRANSFER_SECONDS,
+            true,
+        )
+        .expect("on the bounds");
         let s = acc.take();
         let d = s.direction(Direction::GpuToCpu);
         assert_eq!((d.bytes, d.time_ns), (1 << 50, 86_400_000_000_000));

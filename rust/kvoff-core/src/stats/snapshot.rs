@@ -412,8 +412,7 @@ mod tests {
         s.reduce()
             .into_iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| panic!("no key {key}"))
+            .map_or_else(|| panic!("no key {key}"), |(_, v)| v)
     }
 
     #[test]
