@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyType};
 
 use crate::errors::to_py;
-use crate::stats_args::{count, direction, flag, seconds, Given};
+use crate::stats_args::{count, direction, flag, seconds, type_name, Given};
 use crate::stats_plain;
 
 /// Frozen: every method takes `&self`, so Python threads share one accumulator without
@@ -160,12 +160,6 @@ impl PyOffloadingConnectorStats {
             inner: to_py(StatsSnapshot::from_bytes(bytes))?,
         })
     }
-}
-
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map_or_else(|_| "object".to_owned(), |n| n.to_string())
 }
 
 /// The bytes of a `bytes`, `bytearray` or `memoryview` (copied: the encoding is 1016 bytes),

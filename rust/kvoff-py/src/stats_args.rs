@@ -15,7 +15,7 @@ fn invalid<T>(msg: String) -> PyResult<T> {
 }
 
 /// The name of `obj`'s type, for error messages.
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map_or_else(|_| "object".to_owned(), |n| n.to_string())
