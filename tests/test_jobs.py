@@ -163,3 +163,44 @@ def test_finished_requests_take_no_new_jobs_and_cannot_finish_twice() -> None:
     assert t.take_finished() == ([], [])
     t.complete(s, True, 0.0)
     assert t.take_finished() == (["r"], [])
+
+
+def test_absurd_sizes_durations_and_wrong_types_raise_and_change_nothing() -> None:
+    acc = StatsAccumulator()
+    t = JobTracker(acc)
+    j = t.submit("r", "GPU_to_CPU", 1, 2**50)
+    before = state(t, "r")
+    submits: list[tuple[tuple[object, ...], str]] = [
+        (
+            ("r", "GPU_to_CPU", 1, 2**50 + 1),
+            "num_bytes must be at most 2^50 (1 PiB) for one transfer",
+        ),
+        (("r", "GPU_to_CPU", 1, 2**64), "num_bytes must be an int in 0..=2^64-1"),
+        (("r", "GPU_to_CPU", True, 10), "num_blocks must be an int, got bool"),
+        (("r", "GPU_to_CPU", 1, 10.0), "num_bytes must be an int, got float"),
+        (("\udcff", "GPU_to_CPU", 1, 10), "req_id must be a str of valid Unicode"),
+        ((7, "GPU_to_CPU", 1, 10), "req_id must be a str, got int"),
+    ]
+    for args, message in submits:
+        with pytest.raises(InvalidArgumentError) as info:
+            t.submit(*args)  # type: ignore[arg-type]
+        assert str(info.value).startswith(message)
+        assert state(t, "r") == before
+    completes: list[tuple[tuple[object, ...], str]] = [
+        ((j, True, 1e12), "transfer time must be at most 86400 seconds (one day)"),
+        ((j, True, True), "seconds must be a number of seconds (int or float), got bool"),
+        ((j, 1, 0.1), "success must be a bool, got int"),
+        ((True, True, 0.1), "job_id must be an int, got bool"),
+    ]
+    for args, message in completes:
+        with pytest.raises(InvalidArgumentError) as info:
+            t.complete(*args)  # type: ignore[arg-type]
+        assert str(info.value).startswith(message)
+        assert state(t, "r") == before
+    with pytest.raises(InvalidArgumentError, match="req_id must be a str of valid Unicode"):
+        t.request_finished("\ud800")
+    with pytest.raises(InvalidArgumentError, match="req_id must be a str of valid Unicode"):
+        t.pending_jobs("\ud800")
+    assert acc.take().is_empty()
+    assert t.complete(j, True, 86_400) == "r"
+    assert acc.take().to_dict()["transfers"]["GPU_to_CPU"]["time_ns"] == 86_400 * 10**9

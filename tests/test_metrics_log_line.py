@@ -53,7 +53,9 @@ def test_scripted_intervals() -> None:
         (999_940, 999_940_000, "999.9 kB in 999.9 ms (1.0 MB/s, 1 op)"),
         (999_960, 999_960_000, "1.0 MB in 1.00 s (1.0 MB/s, 1 op)"),
         (3 * 10**15, 10**9, "3.0 PB in 1.00 s (3.0 PB/s, 1 op)"),
-        (2 * 10**21, 10**9, "2000.0 EB in 1.00 s (2000.0 EB/s, 1 op)"),
+        # Sizes end at 2^64 - 1 (a count beyond is refused), rates go past the last prefix.
+        (2**64 - 1, 10**9, "18.4 EB in 1.00 s (18.4 EB/s, 1 op)"),
+        (2**64 - 1, 1, "18.4 EB in 0.0 us (18446744073.7 EB/s, 1 op)"),
         (4096, 0, "4.1 kB in 0.0 us (n/a, 1 op)"),
     ],
 )

@@ -210,3 +210,161 @@ def test_threads_racing_take_sum_exactly_to_what_was_recorded() -> None:
     }
     expected["manager"]["blocks_stored"] = 2 * n_threads * len(range(0, per_thread, 7))
     assert total.to_dict() == expected
+
+
+# --- issue 8: counters never wrap, absurd inputs are refused, arguments agree with the dict ---
+
+U64_MAX = 2**64 - 1
+
+
+def test_counters_saturate_at_2_64_minus_1_instead_of_wrapping() -> None:
+    acc = StatsAccumulator()
+    for n in (2**63, 2**62, 2**62):  # 2^64 in all: wrapping gave 0
+        acc.record_stored(n)
+    acc.record_evicted(U64_MAX)
+    acc.record_evicted(5)
+    acc.record_lookup(U64_MAX, 7, U64_MAX, U64_MAX)
+    acc.record_lookup(1, 1, 1, 1)
+    d = acc.take().to_dict()
+    assert (d["manager"]["blocks_stored"], d["manager"]["blocks_evicted"]) == (U64_MAX, U64_MAX)
+    assert d["lookups"] == {
+        "blocks_queried": U64_MAX,
+        "blocks_hit": 8,
+        "tokens_queried": U64_MAX,
+        "tokens_hit": U64_MAX,
+    }
+    # The next interval starts from zero again.
+    acc.record_stored(2)
+    assert acc.take().to_dict()["manager"]["blocks_stored"] == 2
+
+
+def test_two_transfers_of_a_day_sum_exactly() -> None:
+    acc = StatsAccumulator()
+    acc.record_transfer("GPU_to_CPU", 2**50, 86_400.0)
+    acc.record_transfer("GPU_to_CPU", 2**50, 86_400.0)
+    t = acc.take().to_dict()["transfers"]["GPU_to_CPU"]
+    assert (t["ops"], t["bytes"], t["time_ns"]) == (2, 2**51, 172_800_000_000_000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"seconds": 1e12},
+            "transfer time must be at most 86400 seconds (one day) for one transfer, "
+            "got 1000000000000",
+        ),
+        (
+            {"seconds": 86_400.000_001},
+            "transfer time must be at most 86400 seconds (one day) for one transfer, "
+            "got 86400.000001",
+        ),
+        (
+            {"num_bytes": 2**50 + 1},
+            "num_bytes must be at most 2^50 (1 PiB) for one transfer, got 1125899906842625",
+        ),
+        (
+            {"num_bytes": 2**63},
+            "num_bytes must be at most 2^50 (1 PiB) for one transfer, got 9223372036854775808",
+        ),
+        (
+            {"num_bytes": U64_MAX, "success": False},
+            "num_bytes must be at most 2^50 (1 PiB) for one transfer, got 18446744073709551615",
+        ),
+        (
+            {"num_bytes": 2**64},
+            "num_bytes must be an int in 0..=2^64-1, got 18446744073709551616",
+        ),
+        (
+            {"num_bytes": -(2**70)},
+            "num_bytes must be a non-negative int, got -1180591620717411303424",
+        ),
+        (
+            {"num_blocks": 2**64},
+            "num_blocks must be an int in 0..=2^64-1, got 18446744073709551616",
+        ),
+        (
+            {"seconds": 10**400},
+            "seconds must be a number of seconds (int or float), got an int too large for a float",
+        ),
+    ],
+)
+def test_absurd_transfers_raise_naming_the_argument(
+    kwargs: dict[str, object], message: str
+) -> None:
+    acc = StatsAccumulator()
+    args: dict[str, object] = {"direction": "CPU_to_GPU", "num_bytes": 1, "seconds": 0.5}
+    args.update(kwargs)
+    with pytest.raises(InvalidArgumentError) as info:
+        acc.record_transfer(**args)  # type: ignore[arg-type]
+    assert str(info.value).startswith(message)
+    assert acc.take().is_empty()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seconds": True}, "seconds must be a number of seconds (int or float), got bool"),
+        ({"seconds": "1"}, "seconds must be a number of seconds (int or float), got str"),
+        ({"seconds": None}, "seconds must be a number of seconds (int or float), got NoneType"),
+        ({"num_bytes": True}, "num_bytes must be an int, got bool"),
+        ({"num_bytes": 1.0}, "num_bytes must be an int, got float"),
+        ({"num_blocks": False}, "num_blocks must be an int, got bool"),
+        ({"success": 1}, "success must be a bool, got int"),
+        ({"direction": 0}, "direction must be a str, got int"),
+        ({"direction": "\udcff"}, "direction must be a str of valid Unicode"),
+    ],
+)
+def test_wrong_argument_types_raise_invalid_argument(
+    kwargs: dict[str, object], message: str
+) -> None:
+    acc = StatsAccumulator()
+    args: dict[str, object] = {"direction": "GPU_to_CPU", "num_bytes": 1, "seconds": 0.5}
+    args.update(kwargs)
+    with pytest.raises(InvalidArgumentError) as info:
+        acc.record_transfer(**args)  # type: ignore[arg-type]
+    assert str(info.value).startswith(message)
+    assert acc.take().is_empty()
+
+
+def test_bools_are_refused_as_counts_everywhere() -> None:
+    acc = StatsAccumulator()
+    acc.set_occupancy(4, 2, 1)
+    calls = [
+        (lambda: acc.record_stored(True), "num_blocks must be an int, got bool"),  # type: ignore[arg-type]
+        (lambda: acc.record_evicted(False), "num_blocks must be an int, got bool"),  # type: ignore[arg-type]
+        (lambda: acc.record_lookup(True, 0, 0, 0), "blocks_queried must be an int, got bool"),  # type: ignore[arg-type]
+        (lambda: acc.set_occupancy(True, 1, 1), "capacity must be an int, got bool"),  # type: ignore[arg-type]
+    ]
+    for call, message in calls:
+        with pytest.raises(InvalidArgumentError, match=f"^{message}$"):
+            call()
+    expected = empty_dict()
+    expected["manager"].update(capacity_blocks=4, resident_blocks=2, pinned_blocks=1)
+    assert acc.take().to_dict() == expected
+
+
+def test_numpy_integers_and_floats_are_still_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    acc = StatsAccumulator()
+    acc.record_transfer("GPU_to_CPU", np.int64(4096), np.float64(1e-3), True, np.uint64(2))
+    acc.record_stored(np.int32(3))
+    d = acc.take().to_dict()
+    t = d["transfers"]["GPU_to_CPU"]
+    assert (t["ops"], t["bytes"], t["blocks"], t["time_ns"]) == (1, 4096, 2, 1_000_000)
+    assert d["manager"]["blocks_stored"] == 3
+
+
+@pytest.mark.parametrize("gauges", [(1, 5, 9), (1, 2, 0), (10, 5, 6), (0, 0, 1)])
+def test_set_occupancy_refuses_gauges_that_do_not_nest(gauges: tuple[int, int, int]) -> None:
+    acc = StatsAccumulator()
+    acc.set_occupancy(10, 5, 5)
+    c, r, p = gauges
+    with pytest.raises(InvalidArgumentError) as info:
+        acc.set_occupancy(c, r, p)
+    assert str(info.value) == (
+        f"occupancy must satisfy pinned <= resident <= capacity, got capacity {c}, "
+        f"resident {r}, pinned {p}"
+    )
+    m = acc.take().to_dict()["manager"]
+    assert (m["capacity_blocks"], m["resident_blocks"], m["pinned_blocks"]) == (10, 5, 5)

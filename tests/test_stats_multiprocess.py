@@ -33,7 +33,7 @@ def worker(rank: int, out: multiprocessing.Queue[bytes]) -> None:
         if i == 700:
             out.put(pickle.dumps(acc.take()))
     acc.record_lookup(10 * (rank + 1), rank + 1, 160 * (rank + 1), 16 * (rank + 1))
-    acc.set_occupancy(0, 0, rank)
+    acc.set_occupancy(rank, rank, rank)
     out.put(pickle.dumps(acc.take()))
 
 
@@ -65,5 +65,6 @@ def test_workers_in_separate_processes_aggregate_exactly() -> None:
         "tokens_queried": 160 * 10,
         "tokens_hit": 16 * 10,
     }
-    expected["manager"]["pinned_blocks"] = 0 + 1 + 2 + 3  # gauges are summed
+    # Gauges are summed.
+    expected["manager"].update(capacity_blocks=6, resident_blocks=6, pinned_blocks=0 + 1 + 2 + 3)
     assert total.to_dict() == expected

@@ -293,3 +293,65 @@ def test_from_bytes_rejects_bad_input(blob: bytes, message: str) -> None:
     # 1016 = 8 header bytes + 126 counters of 8 bytes.
     with pytest.raises(InvalidArgumentError, match=message.replace("(", r"\(")):
         OffloadingConnectorStats.from_bytes(blob)
+
+
+# --- issue 8: no arithmetic on untrusted counters may fail; the doors say what they accept ---
+
+U64_MAX = 2**64 - 1
+
+
+def _histograms_at_max() -> dict[str, Any]:
+    d = empty_dict()
+    t = d["transfers"]["GPU_to_CPU"]
+    for key in ("size_counts", "duration_counts", "throughput_counts"):
+        t[key] = [U64_MAX] * len(t[key])
+    t["throughput_sum"] = U64_MAX
+    t["ops"] = t["bytes"] = t["time_ns"] = U64_MAX
+    return d
+
+
+def test_reduce_of_histogram_counts_summing_past_2_64_does_not_panic() -> None:
+    from_dict = OffloadingConnectorStats.from_dict(_histograms_at_max())
+    for s in (
+        from_dict,
+        OffloadingConnectorStats.from_bytes(from_dict.to_bytes()),
+        pickle.loads(pickle.dumps(from_dict)),
+    ):
+        r = s.reduce()
+        # (2^64 - 1) over 14 * (2^64 - 1) observations, each rounded to a float first.
+        assert r["GPU_to_CPU_avg_throughput"] == 1 / 14
+        assert r["GPU_to_CPU_avg_bytes"] == 1.0
+        assert r["GPU_to_CPU_throughput"] == 1e9
+        assert r["GPU_to_CPU_ops"] == U64_MAX and type(r["GPU_to_CPU_ops"]) is int
+
+
+def test_constructor_takes_bytes_like_and_names_what_it_takes() -> None:
+    s = scripted()
+    blob = s.to_bytes()
+    assert OffloadingConnectorStats(bytearray(blob)) == s
+    assert OffloadingConnectorStats(memoryview(blob)) == s
+    assert OffloadingConnectorStats.from_bytes(bytearray(blob)) == s
+    assert OffloadingConnectorStats.from_bytes(memoryview(blob)[0:]) == s
+    with pytest.raises(InvalidArgumentError) as info:
+        OffloadingConnectorStats(42)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "OffloadingConnectorStats() takes None, a to_dict() dict, or the to_bytes() form "
+        "(bytes, bytearray or memoryview); got int"
+    )
+    with pytest.raises(InvalidArgumentError) as info:
+        OffloadingConnectorStats.from_bytes("KVOS")  # type: ignore[arg-type]
+    assert str(info.value) == "stats bytes: expected bytes, bytearray or memoryview, got str"
+    with pytest.raises(InvalidArgumentError, match="expected 1016 bytes for version 1, got 1015"):
+        OffloadingConnectorStats(bytearray(blob[:-1]))
+
+
+def test_a_key_with_a_lone_surrogate_is_an_invalid_argument() -> None:
+    d: dict[str, Any] = scripted().to_dict()
+    d["\udcff"] = 0
+    with pytest.raises(InvalidArgumentError) as info:
+        OffloadingConnectorStats.from_dict(d)
+    assert "invalid stats dict: stats dict: unknown key \"'\\\\udcff'\"" in str(info.value)
+    nested: dict[str, Any] = scripted().to_dict()
+    nested["lookups"]["blocks_\ud800hit"] = nested["lookups"].pop("blocks_hit")
+    with pytest.raises(InvalidArgumentError, match=r"^invalid stats dict: lookups: unknown key"):
+        OffloadingConnectorStats(nested)

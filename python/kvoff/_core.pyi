@@ -206,7 +206,11 @@ class StatsAccumulator:
     """Records transfers, lookups and block-manager counters from any number of threads with
     atomic operations only (no lock, no allocation per record). ``take()`` hands out one interval
     as an :class:`OffloadingConnectorStats` and starts the next; a record racing with ``take()``
-    lands whole in exactly one snapshot. Cannot be pickled (it is live shared state)."""
+    lands whole in exactly one snapshot. Cannot be pickled (it is live shared state).
+
+    Counts are ints (or ``__index__`` objects such as numpy integers) in ``0..=2^64-1``, never
+    ``bool``; anything else is an InvalidArgumentError naming the argument. A counter that would
+    pass ``2^64 - 1`` within one interval stays at ``2^64 - 1`` (saturates); it never wraps."""
 
     def __new__(cls) -> StatsAccumulator: ...
     def record_transfer(
@@ -218,9 +222,11 @@ class StatsAccumulator:
         num_blocks: int = 0,
     ) -> None:
         """Record one finished transfer. ``direction`` is ``"GPU_to_CPU"`` (or ``"store"``) or
-        ``"CPU_to_GPU"`` (or ``"load"``); ``seconds`` must be finite and >= 0 (it is kept in whole
-        nanoseconds). A failure counts only in ``failed_ops`` / ``failed_bytes``.
-        Raises InvalidArgumentError for an unknown direction, a negative size or a bad time."""
+        ``"CPU_to_GPU"`` (or ``"load"``); ``seconds`` (an int or float, not a bool) must be
+        finite and in ``[0, 86400]`` (one day; it is kept in whole nanoseconds), ``num_bytes``
+        at most ``2^50`` (1 PiB): one transfer beyond either is a caller bug. ``success`` must
+        be a bool. A failure counts only in ``failed_ops`` / ``failed_bytes``.
+        Raises InvalidArgumentError naming the argument (and nothing is recorded) otherwise."""
 
     def record_lookup(
         self, blocks_queried: int, blocks_hit: int, tokens_queried: int, tokens_hit: int
@@ -237,7 +243,8 @@ class StatsAccumulator:
         """Count one store that could not get room."""
 
     def set_occupancy(self, capacity: int, resident: int, pinned: int) -> None:
-        """Set the occupancy gauges (latest values; ``take()`` does not reset them)."""
+        """Set the occupancy gauges (latest values; ``take()`` does not reset them). They must
+        nest, ``pinned <= resident <= capacity`` (InvalidArgumentError, gauges unchanged)."""
 
     def take(self) -> OffloadingConnectorStats:
         """Everything recorded since the previous ``take()``, plus the current gauges."""
@@ -247,18 +254,23 @@ class OffloadingConnectorStats:
     """One interval's statistics as plain data of constant size (format version 1, see
     docs/ARCHITECTURE.md). Pickles as fixed-length bytes; compares by value; unhashable."""
 
-    def __new__(cls, data: dict[str, Any] | bytes | None = None) -> OffloadingConnectorStats:
-        """Empty, or from a ``to_dict()`` dict or ``to_bytes()`` bytes (validated)."""
+    def __new__(
+        cls, data: dict[str, Any] | bytes | bytearray | memoryview | None = None
+    ) -> OffloadingConnectorStats:
+        """Empty, or from a ``to_dict()`` dict or the ``to_bytes()`` form as bytes, bytearray or
+        memoryview (validated); anything else is an InvalidArgumentError."""
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> OffloadingConnectorStats:
         """Validate and load a ``to_dict()`` dict. Raises InvalidArgumentError naming the key at
         fault: wrong version, missing or unknown keys, wrong types, negative or oversized counts,
-        wrong bucket layout."""
+        wrong bucket layout. Each count is checked alone (an int in ``0..=2^64-1``); every method
+        is defined for any such values, sums wider than 64 bits included."""
 
     @staticmethod
-    def from_bytes(data: bytes) -> OffloadingConnectorStats:
-        """Load the ``to_bytes()`` form (InvalidArgumentError on a bad header, version or size)."""
+    def from_bytes(data: bytes | bytearray | memoryview) -> OffloadingConnectorStats:
+        """Load the ``to_bytes()`` form (InvalidArgumentError on a bad header, version or size,
+        or an argument that is not bytes-like)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The plain-data layout (version, buckets, transfers, lookups, manager)."""
@@ -277,7 +289,8 @@ class OffloadingConnectorStats:
         (total bytes / total time); then ``blocks_queried``, ``blocks_hit``, ``hit_rate``,
         ``tokens_queried``, ``tokens_hit``, ``token_hit_rate``, ``blocks_stored``,
         ``blocks_evicted``, ``allocation_failures``, ``capacity_blocks``, ``resident_blocks``,
-        ``pinned_blocks``. Averages of nothing are 0.0."""
+        ``pinned_blocks``. Averages of nothing are 0.0; every float is finite, whatever the
+        counts."""
 
     def aggregate(self, other: OffloadingConnectorStats) -> OffloadingConnectorStats:
         """Add ``other`` into this snapshot (counters and gauges alike) and return this snapshot.
@@ -316,13 +329,15 @@ class JobTracker:
 
     def submit(self, req_id: str, direction: str, num_blocks: int, num_bytes: int) -> int:
         """Register a transfer and return its job id (counting up from 0). InvalidArgumentError
-        for an unknown direction or a negative size, InvalidStateError for a request already
-        marked finished."""
+        for an unknown direction, a size that is not an int in range (``num_bytes`` at most
+        ``2^50``, bools refused) or a ``req_id`` that is not valid Unicode, InvalidStateError
+        for a request already marked finished."""
 
     def complete(self, job_id: int, success: bool, seconds: float) -> str:
         """Complete a job, record it into the stats, and return its request id.
         UnknownJobError for an unknown or already completed job, InvalidArgumentError for a
-        non-finite or negative ``seconds``."""
+        ``success`` that is not a bool or a ``seconds`` that is not a finite number in
+        ``[0, 86400]``."""
 
     def request_finished(self, req_id: str) -> None:
         """The engine finished ``req_id``. InvalidStateError if it is already marked."""

@@ -6,11 +6,15 @@ so a malformed snapshot is rejected in one place, before any state is touched.
 
 Keys beyond the v1 layout are ignored: a producer may add a field without breaking consumers,
 while removing or retyping one needs a new version number.
+
+Counts are ints in ``0..=2^64-1``, as ``OffloadingConnectorStats.from_dict`` requires: a value it
+would refuse is refused here too, so nothing let in can fail later (a count of 10**400 cannot
+become a float when a scrape divides it). Messages never print more than a short form of the
+value (Python refuses to print ints beyond 4300 digits, and a repr may be huge or may raise).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -29,6 +33,7 @@ __all__ = [
 ]
 
 SNAPSHOT_VERSION = 1
+U64_MAX = 2**64 - 1
 
 DIRECTIONS: tuple[str, str] = ("GPU_to_CPU", "CPU_to_GPU")
 
@@ -109,7 +114,7 @@ def parse_snapshot(stats: object) -> Snapshot:
     version = _field(root, "version", "snapshot")
     if type(version) is not int or version != SNAPSHOT_VERSION:
         raise InvalidArgumentError(
-            f"unsupported stats snapshot version {version!r}: this kvoff reads version "
+            f"unsupported stats snapshot version {_show(version)}: this kvoff reads version "
             f"{SNAPSHOT_VERSION}"
         )
 
@@ -138,11 +143,12 @@ def _parse_direction(raw: object, direction: str) -> DirectionTotals:
     if (
         isinstance(tput_sum, bool)
         or not isinstance(tput_sum, (int, float))
-        or not math.isfinite(tput_sum)
-        or tput_sum < 0
+        # False for NaN too; infinities are out of range.
+        or not 0 <= tput_sum <= U64_MAX
     ):
         raise InvalidArgumentError(
-            f"{where}['throughput_sum'] must be a finite number >= 0, got {tput_sum!r}"
+            f"{where}['throughput_sum'] must be a finite number in [0, 2^64 - 1], "
+            f"got {_show(tput_sum)}"
         )
     return DirectionTotals(
         **ints,
@@ -167,11 +173,28 @@ def _field(block: Mapping[str, Any], key: str, where: str) -> object:
 
 def _is_count(value: object) -> TypeGuard[int]:
     # bool is an int subclass; a True where a count belongs is a producer bug, not a 1.
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= U64_MAX
 
 
 def _not_a_count(value: object, where: str) -> InvalidArgumentError:
-    return InvalidArgumentError(f"{where} must be an int >= 0, got {value!r}")
+    if type(value) is int and value > U64_MAX:
+        return InvalidArgumentError(f"{where} must be at most 2^64 - 1, got {_show(value)}")
+    return InvalidArgumentError(f"{where} must be an int >= 0, got {_show(value)}")
+
+
+def _show(value: object) -> str:
+    """A short, always printable form of a value for an error message."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an int of {value.bit_length()} bits"
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(_show(v) for v in value[:20])
+        more = ", ..." if len(value) > 20 else ""
+        return f"[{items}{more}]" if isinstance(value, list) else f"({items}{more})"
+    try:
+        text = repr(value)
+    except Exception:  # any repr failure: name the type instead
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # Messages are formatted only on failure: observe() runs once per interval and engine, and
@@ -198,8 +221,8 @@ def _counts(raw: object, length: int, where: str, key: str) -> tuple[int, ...]:
             f"plus +Inf)"
         )
     values = tuple(raw)
-    # Two C-level passes (types, then the minimum) instead of a Python loop per count.
-    if set(map(type, values)) != {int} or min(values) < 0:
+    # C-level passes (types, then the range) instead of a Python loop per count.
+    if set(map(type, values)) != {int} or min(values) < 0 or max(values) > U64_MAX:
         i, bad = next((i, v) for i, v in enumerate(values) if not _is_count(v))
         raise _not_a_count(bad, f"{where}[{key!r}][{i}]")
     return values
@@ -212,6 +235,6 @@ def _check_bounds(raw: object, expected: tuple[float, ...], key: str) -> None:
         and bool not in set(map(type, raw))
     ):
         raise InvalidArgumentError(
-            f"snapshot['buckets'][{key!r}] is {raw!r}, expected the version-1 bounds "
+            f"snapshot['buckets'][{key!r}] is {_show(raw)}, expected the version-1 bounds "
             f"{list(expected)!r}"
         )

@@ -27,7 +27,7 @@ use hashbrown::{HashMap, HashSet};
 
 use crate::direction::Direction;
 use crate::error::{KvoffError, Result};
-use crate::stats::{duration_ns, StatsAccumulator};
+use crate::stats::{check_transfer_bytes, duration_ns, StatsAccumulator};
 
 #[derive(Debug, Clone)]
 struct Job {
@@ -96,7 +96,8 @@ impl JobTracker {
     }
 
     /// Registers a transfer of `blocks` blocks / `bytes` bytes for `req_id` and returns its job id
-    /// (ids count up from 0 and are never reused).
+    /// (ids count up from 0 and are never reused). A size beyond one transfer's bound
+    /// (`stats::MAX_TRANSFER_BYTES`) is refused here, not when the job completes.
     pub fn submit(
         &mut self,
         req_id: &str,
@@ -104,6 +105,7 @@ impl JobTracker {
         blocks: u64,
         bytes: u64,
     ) -> Result<u64> {
+        check_transfer_bytes(bytes)?;
         if self.requests.get(req_id).is_some_and(|r| r.finished) {
             return Err(KvoffError::InvalidState(format!(
                 "request {req_id:?} is already marked finished; no new jobs may be submitted for it"
@@ -309,5 +311,28 @@ mod tests {
         ));
         assert_eq!(t.pending_jobs("r"), &[k]);
         assert_eq!(t.next_job_id, k + 1);
+    }
+
+    #[test]
+    fn absurd_sizes_and_durations_are_refused() {
+        let acc = Arc::new(StatsAccumulator::new());
+        let mut t = JobTracker::new(Some(Arc::clone(&acc)));
+        let e = t
+            .submit("r", STORE, 1, (1 << 50) + 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "num_bytes must be at most 2^50 (1 PiB) for one transfer, got 1125899906842625"
+        );
+        assert_eq!((t.num_pending(), t.next_job_id), (0, 0));
+        let j = t.submit("r", STORE, 1, 1 << 50).expect("on the bound");
+        assert!(matches!(
+            t.complete(j, true, 86_400.5),
+            Err(KvoffError::InvalidArgument(m)) if m.contains("at most 86400 seconds")
+        ));
+        assert_eq!(t.pending_jobs("r"), &[j]);
+        assert!(acc.take().is_empty());
     }
 }

@@ -4,7 +4,7 @@
 use kvoff_core::stats::histogram::{
     duration_bucket, size_bucket, throughput_bps, throughput_bucket,
 };
-use kvoff_core::stats::{StatsAccumulator, StatsSnapshot};
+use kvoff_core::stats::{Reduced, StatsAccumulator, StatsSnapshot};
 use kvoff_core::{Direction, ManagerStatsSink};
 use proptest::prelude::*;
 
@@ -104,7 +104,13 @@ fn model(ops: &[Op]) -> StatsSnapshot {
 
 fn any_snapshot() -> impl Strategy<Value = StatsSnapshot> {
     proptest::collection::vec(
-        prop_oneof![any::<u64>(), 0u64..(1 << 62)],
+        prop_oneof![
+            any::<u64>(),
+            0u64..(1 << 62),
+            Just(u64::MAX),
+            Just(0),
+            (u64::MAX - 16)..=u64::MAX
+        ],
         StatsSnapshot::NUM_COUNTERS,
     )
     .prop_map(|values| {
@@ -155,6 +161,22 @@ proptest! {
         last.manager.pinned_blocks = 0;
         total.aggregate(&last).expect("no overflow");
         prop_assert_eq!(total, model(&ops));
+    }
+
+    /// Any snapshot the door lets in (every counter any u64) reduces without a panic: counts as
+    /// they are, every statistic a finite float >= 0.
+    #[test]
+    fn reduce_is_total_over_every_snapshot(s in any_snapshot()) {
+        let reduced = s.reduce();
+        prop_assert_eq!(reduced.len(), 32);
+        for (key, v) in reduced {
+            match v {
+                Reduced::Int(_) => {}
+                Reduced::Float(f) => prop_assert!(f.is_finite() && f >= 0.0, "{} = {}", key, f),
+            }
+        }
+        let back = StatsSnapshot::from_bytes(&s.to_bytes());
+        prop_assert_eq!(back.map(|b| b.reduce()), Ok(s.reduce()));
     }
 
     #[test]

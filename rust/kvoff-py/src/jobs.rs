@@ -6,7 +6,8 @@ use kvoff_core::{JobTracker, KvoffError};
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
-use crate::stats::{count, direction, PyStatsAccumulator};
+use crate::stats::PyStatsAccumulator;
+use crate::stats_args::{count, direction, flag, seconds, text};
 
 /// Frozen with a mutex inside, so a worker may call it from more than one thread; each call
 /// holds the mutex only for a few hash-map operations.
@@ -44,28 +45,35 @@ impl PyJobTracker {
 
     fn submit(
         &self,
-        req_id: &str,
-        direction: &str,
-        num_blocks: i64,
-        num_bytes: i64,
+        req_id: &Bound<'_, PyAny>,
+        direction: &Bound<'_, PyAny>,
+        num_blocks: &Bound<'_, PyAny>,
+        num_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<u64> {
+        let req = text("req_id", req_id)?;
         let d = self::direction(direction)?;
         let blocks = count("num_blocks", num_blocks)?;
         let bytes = count("num_bytes", num_bytes)?;
-        to_py(self.lock().submit(req_id, d, blocks, bytes))
+        to_py(self.lock().submit(req, d, blocks, bytes))
     }
 
     /// Completes a job and returns its request id.
-    fn complete(&self, job_id: i64, success: bool, seconds: f64) -> PyResult<String> {
-        let id = to_py(u64::try_from(job_id).map_err(|_| {
-            KvoffError::UnknownJob(format!("job {job_id} was never submitted (ids are >= 0)"))
-        }))?;
-        let done = to_py(self.lock().complete(id, success, seconds))?;
+    fn complete(
+        &self,
+        job_id: &Bound<'_, PyAny>,
+        success: &Bound<'_, PyAny>,
+        seconds: &Bound<'_, PyAny>,
+    ) -> PyResult<String> {
+        let id = job(job_id)?;
+        let ok = flag("success", success)?;
+        let secs = self::seconds(seconds)?;
+        let done = to_py(self.lock().complete(id, ok, secs))?;
         Ok(done.req_id.as_ref().to_owned())
     }
 
-    fn request_finished(&self, req_id: &str) -> PyResult<()> {
-        to_py(self.lock().request_finished(req_id))
+    fn request_finished(&self, req_id: &Bound<'_, PyAny>) -> PyResult<()> {
+        let req = text("req_id", req_id)?;
+        to_py(self.lock().request_finished(req))
     }
 
     /// `(finished_storing, finished_loading)` since the previous call.
@@ -75,8 +83,9 @@ impl PyJobTracker {
         (names(f.storing), names(f.loading))
     }
 
-    fn pending_jobs(&self, req_id: &str) -> Vec<u64> {
-        self.lock().pending_jobs(req_id).to_vec()
+    fn pending_jobs(&self, req_id: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+        let req = text("req_id", req_id)?;
+        Ok(self.lock().pending_jobs(req).to_vec())
     }
 
     #[getter]
@@ -90,6 +99,19 @@ impl PyJobTracker {
             self.lock().num_pending()
         )
     }
+}
+
+/// A job id: a negative one was never handed out (`UnknownJobError`, as for any id never
+/// submitted); a non-int is an `InvalidArgumentError`.
+fn job(job_id: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if let Ok(v) = job_id.extract::<i64>() {
+        if v < 0 {
+            return to_py(Err(KvoffError::UnknownJob(format!(
+                "job {v} was never submitted (ids are >= 0)"
+            ))));
+        }
+    }
+    count("job_id", job_id)
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

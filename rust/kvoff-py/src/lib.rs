@@ -5,6 +5,7 @@ mod errors;
 mod jobs;
 mod manager;
 mod stats;
+mod stats_args;
 mod stats_plain;
 
 use pyo3::prelude::*;

@@ -5,21 +5,11 @@ use std::sync::Arc;
 use kvoff_core::stats::{Reduced, StatsAccumulator, StatsSnapshot};
 use kvoff_core::{Direction, KvoffError, ManagerStatsSink};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyType};
 
 use crate::errors::to_py;
+use crate::stats_args::{count, direction, flag, seconds, type_name, Given};
 use crate::stats_plain;
-
-/// A count from Python: negative values are an `InvalidArgumentError` naming the argument.
-pub(crate) fn count(name: &str, v: i64) -> PyResult<u64> {
-    to_py(u64::try_from(v).map_err(|_| {
-        KvoffError::InvalidArgument(format!("{name} must be a non-negative int, got {v}"))
-    }))
-}
-
-pub(crate) fn direction(s: &str) -> PyResult<Direction> {
-    to_py(s.parse())
-}
 
 /// Frozen: every method takes `&self`, so Python threads share one accumulator without
 /// the binding's runtime borrow flag, and the same `Arc` can be the manager's stats sink.
@@ -49,30 +39,41 @@ impl PyStatsAccumulator {
         }
     }
 
-    #[pyo3(signature = (direction, num_bytes, seconds, success = true, num_blocks = 0))]
+    /// Arguments are converted by `stats_args` (an `InvalidArgumentError` naming the argument
+    /// for a wrong type, a bool where a number belongs, or an int beyond u64), then the core
+    /// checks the one-transfer bounds.
+    #[pyo3(
+        signature = (direction, num_bytes, seconds, success = Given::Default, num_blocks = Given::Default),
+        text_signature = "($self, direction, num_bytes, seconds, success=True, num_blocks=0)"
+    )]
     fn record_transfer(
         &self,
-        direction: &str,
-        num_bytes: i64,
-        seconds: f64,
-        success: bool,
-        num_blocks: i64,
+        direction: &Bound<'_, PyAny>,
+        num_bytes: &Bound<'_, PyAny>,
+        seconds: &Bound<'_, PyAny>,
+        success: Given<'_>,
+        num_blocks: Given<'_>,
     ) -> PyResult<()> {
         let d = self::direction(direction)?;
         let bytes = count("num_bytes", num_bytes)?;
-        let blocks = count("num_blocks", num_blocks)?;
-        to_py(
-            self.inner
-                .record_transfer(d, bytes, blocks, seconds, success),
-        )
+        let secs = self::seconds(seconds)?;
+        let ok = match success {
+            Given::Value(v) => flag("success", &v)?,
+            Given::Default => true,
+        };
+        let blocks = match num_blocks {
+            Given::Value(v) => count("num_blocks", &v)?,
+            Given::Default => 0,
+        };
+        to_py(self.inner.record_transfer(d, bytes, blocks, secs, ok))
     }
 
     fn record_lookup(
         &self,
-        blocks_queried: i64,
-        blocks_hit: i64,
-        tokens_queried: i64,
-        tokens_hit: i64,
+        blocks_queried: &Bound<'_, PyAny>,
+        blocks_hit: &Bound<'_, PyAny>,
+        tokens_queried: &Bound<'_, PyAny>,
+        tokens_hit: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         to_py(self.inner.record_lookup(
             count("blocks_queried", blocks_queried)?,
@@ -82,12 +83,12 @@ impl PyStatsAccumulator {
         ))
     }
 
-    fn record_stored(&self, num_blocks: i64) -> PyResult<()> {
+    fn record_stored(&self, num_blocks: &Bound<'_, PyAny>) -> PyResult<()> {
         self.inner.record_stored(count("num_blocks", num_blocks)?);
         Ok(())
     }
 
-    fn record_evicted(&self, num_blocks: i64) -> PyResult<()> {
+    fn record_evicted(&self, num_blocks: &Bound<'_, PyAny>) -> PyResult<()> {
         self.inner.record_evicted(count("num_blocks", num_blocks)?);
         Ok(())
     }
@@ -96,12 +97,16 @@ impl PyStatsAccumulator {
         self.inner.record_allocation_failure();
     }
 
-    fn set_occupancy(&self, capacity: i64, resident: i64, pinned: i64) -> PyResult<()> {
+    fn set_occupancy(
+        &self,
+        capacity: &Bound<'_, PyAny>,
+        resident: &Bound<'_, PyAny>,
+        pinned: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let c = count("capacity", capacity)?;
         let r = count("resident", resident)?;
         let p = count("pinned", pinned)?;
-        self.inner.set_occupancy(c, r, p);
-        Ok(())
+        to_py(self.inner.set_occupancy_checked(c, r, p))
     }
 
     fn take(&self) -> PyOffloadingConnectorStats {
@@ -137,16 +142,54 @@ pub(crate) struct PyOffloadingConnectorStats {
 
 impl PyOffloadingConnectorStats {
     fn from_any(data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if let Ok(b) = data.cast::<PyBytes>() {
-            return Self::from_bytes(b.as_bytes());
+        if let Some(bytes) = bytes_like(data)? {
+            return Self::from_encoded(&bytes);
         }
-        Self::from_dict(data)
+        if data.is_instance_of::<PyDict>() {
+            return Self::from_dict(data);
+        }
+        to_py(Err(KvoffError::InvalidArgument(format!(
+            "OffloadingConnectorStats() takes None, a to_dict() dict, or the to_bytes() form \
+             (bytes, bytearray or memoryview); got {}",
+            type_name(data)
+        ))))
     }
+
+    fn from_encoded(bytes: &[u8]) -> PyResult<Self> {
+        Ok(Self {
+            inner: to_py(StatsSnapshot::from_bytes(bytes))?,
+        })
+    }
+}
+
+/// The bytes of a `bytes`, `bytearray` or `memoryview` (copied: the encoding is 1016 bytes),
+/// `None` for anything else. A memoryview of any format or layout gives its raw bytes, as
+/// `bytes(view)` would; a released one is an `InvalidArgumentError`.
+fn bytes_like(data: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(Some(b.as_bytes().to_vec()));
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return Ok(Some(b.to_vec()));
+    }
+    if data.is_instance_of::<PyMemoryView>() {
+        return match data
+            .call_method0("tobytes")
+            .and_then(|b| b.cast_into::<PyBytes>().map_err(PyErr::from))
+        {
+            Ok(b) => Ok(Some(b.as_bytes().to_vec())),
+            Err(e) => to_py(Err(KvoffError::InvalidArgument(format!(
+                "stats bytes: cannot read the memoryview: {e}"
+            )))),
+        };
+    }
+    Ok(None)
 }
 
 #[pymethods]
 impl PyOffloadingConnectorStats {
-    /// Empty, or from a `to_dict()` dict or `to_bytes()` bytes (what pickle uses).
+    /// Empty, or from a `to_dict()` dict or the `to_bytes()` form (what pickle uses) as bytes,
+    /// bytearray or memoryview.
     #[new]
     #[pyo3(signature = (data = None))]
     fn new(data: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
@@ -166,11 +209,16 @@ impl PyOffloadingConnectorStats {
         })
     }
 
+    /// The `to_bytes()` form, from `bytes`, `bytearray` or `memoryview`.
     #[staticmethod]
-    fn from_bytes(data: &[u8]) -> PyResult<Self> {
-        Ok(Self {
-            inner: to_py(StatsSnapshot::from_bytes(data))?,
-        })
+    fn from_bytes(data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        match bytes_like(data)? {
+            Some(bytes) => Self::from_encoded(&bytes),
+            None => to_py(Err(KvoffError::InvalidArgument(format!(
+                "stats bytes: expected bytes, bytearray or memoryview, got {}",
+                type_name(data)
+            )))),
+        }
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -32,14 +32,13 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return Ok(Value::Float(f.value()));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let mut entries = Vec::with_capacity(d.len());
-        for (k, v) in d.iter() {
-            let key = match k.cast::<PyString>() {
-                Ok(s) => s.to_str()?.to_owned(),
-                // A non-str key can never match a field name; its repr shows in the error.
-                Err(_) => k.repr()?.to_str()?.to_owned(),
-            };
-            entries.push((key, from_py_at(&v, depth + 1)?));
+        // A snapshot of the items: iterating the dict itself would panic if a key's __repr__
+        // changed its size midway.
+        let items = d.items();
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let (k, v) = item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()?;
+            entries.push((key_name(&k), from_py_at(&v, depth + 1)?));
         }
         return Ok(Value::Map(entries));
     }
@@ -50,7 +49,31 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         }
         return Ok(Value::List(items));
     }
-    Ok(Value::Other(obj.get_type().name()?.to_str()?.to_owned()))
+    Ok(Value::Other(
+        obj.get_type()
+            .name()
+            .map_or_else(|_| "object".to_owned(), |n| n.to_string()),
+    ))
+}
+
+/// A dict key as the error message shows it. A field name is a `str` of ASCII letters, so a key
+/// that is not a valid-UTF-8 `str` can never match one: it becomes its repr (which escapes lone
+/// surrogates), or its type if even the repr fails; the core then reports it as unknown.
+fn key_name(k: &Bound<'_, PyAny>) -> String {
+    if let Ok(Ok(s)) = k.cast::<PyString>().map(|s| s.to_str()) {
+        return s.to_owned();
+    }
+    k.repr().map_or_else(
+        |_| {
+            let t = k.get_type();
+            format!(
+                "<{} key>",
+                t.name()
+                    .map_or_else(|_| "unprintable".to_owned(), |n| n.to_string())
+            )
+        },
+        |r| r.to_string(),
+    )
 }
 
 pub(crate) fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {

@@ -24,6 +24,15 @@
 //!
 //! Gauges (capacity, resident, pinned) are latest values, not interval counts: they live outside
 //! the banks and `take()` copies them without resetting.
+//!
+//! # Overflow: refuse the absurd, saturate the rest
+//!
+//! One transfer longer than [`MAX_TRANSFER_SECONDS`] or larger than [`MAX_TRANSFER_BYTES`] is
+//! a caller bug (a clock read wrong, a size in bits): `record_transfer` refuses it and records
+//! nothing. Everything else is accepted, and a counter that would pass `2^64 - 1` within one
+//! interval stays at `2^64 - 1` (saturates) rather than wrapping to a small, plausible number:
+//! a reader seeing `u64::MAX` knows the count is at least that. Saturation costs the writer one
+//! comparison, not a compare-and-swap loop; see [`add`].
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -59,9 +68,22 @@ struct AtomicDirection {
     throughput_counts: [AtomicU64; THROUGHPUT_BUCKETS],
 }
 
+/// Adds `v`, saturating at `u64::MAX`.
+///
+/// A plain `fetch_add` wraps, so a writer whose add carries past `2^64` (it sees
+/// `old + v > u64::MAX`) stores `u64::MAX` afterwards. That suffices with any number of racing
+/// writers: every add that lands on a saturated (`u64::MAX`) value carries again and stores it
+/// again, so the last operation on the counter is always one of those stores once any add has
+/// carried; adds that slip in between a carry and its store are overwritten, which is what
+/// saturation means. `take()` reads the bank only after every writer in it has left, stores
+/// included.
 fn add(c: &AtomicU64, v: u64) {
-    // Relaxed: ordering comes from the bank's in_flight count, see the module comment.
-    c.fetch_add(v, Ordering::Relaxed);
+    // Relaxed: ordering comes from the bank's in_flight count, see the module comment; the
+    // argument above needs only the counter's own modification order.
+    let old = c.fetch_add(v, Ordering::Relaxed);
+    if old.checked_add(v).is_none() {
+        c.store(u64::MAX, Ordering::Relaxed);
+    }
 }
 
 /// Reads and zeroes a counter of a bank that `take()` has closed. No writer can touch that bank
@@ -166,14 +188,37 @@ impl Drop for BankGuard<'_> {
     }
 }
 
-/// Checks a duration given in seconds and converts it to whole nanoseconds.
+/// The largest size one transfer may report: 2^50 bytes (1 PiB), far beyond any CPU tier.
+pub const MAX_TRANSFER_BYTES: u64 = 1 << 50;
+/// The longest duration one transfer may report: one day.
+pub const MAX_TRANSFER_SECONDS: f64 = 86_400.0;
+
+/// Checks a duration given in seconds (finite, `0..=MAX_TRANSFER_SECONDS`) and converts it to
+/// whole nanoseconds.
 pub fn duration_ns(seconds: f64) -> Result<u64> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(KvoffError::InvalidArgument(format!(
             "transfer time must be a finite, non-negative number of seconds, got {seconds}"
         )));
     }
+    if seconds > MAX_TRANSFER_SECONDS {
+        return Err(KvoffError::InvalidArgument(format!(
+            "transfer time must be at most {MAX_TRANSFER_SECONDS} seconds (one day) for one \
+             transfer, got {seconds}"
+        )));
+    }
     Ok(seconds_to_ns(seconds))
+}
+
+/// Checks the size of one transfer (`0..=MAX_TRANSFER_BYTES`); the message names the Python
+/// argument, `num_bytes`.
+pub fn check_transfer_bytes(bytes: u64) -> Result<u64> {
+    if bytes > MAX_TRANSFER_BYTES {
+        return Err(KvoffError::InvalidArgument(format!(
+            "num_bytes must be at most 2^50 (1 PiB) for one transfer, got {bytes}"
+        )));
+    }
+    Ok(bytes)
 }
 
 impl StatsAccumulator {
@@ -197,7 +242,8 @@ impl StatsAccumulator {
 
     /// Records one finished transfer. `ns` is its duration in nanoseconds; bytes, blocks and the
     /// histograms count only successful transfers, a failure counts in `failed_ops` and
-    /// `failed_bytes`.
+    /// `failed_bytes`. Not bounds-checked (counters saturate); callers with untrusted input use
+    /// [`record_transfer`](Self::record_transfer).
     pub fn record_transfer_ns(
         &self,
         direction: Direction,
@@ -210,7 +256,8 @@ impl StatsAccumulator {
         guard.bank().transfers[direction.index()].record(bytes, blocks, ns, success);
     }
 
-    /// [`record_transfer_ns`](Self::record_transfer_ns) with the duration in seconds, checked.
+    /// [`record_transfer_ns`](Self::record_transfer_ns) with the duration in seconds; refuses a
+    /// duration or size beyond one transfer's bounds and then records nothing.
     pub fn record_transfer(
         &self,
         direction: Direction,
@@ -219,6 +266,7 @@ impl StatsAccumulator {
         seconds: f64,
         success: bool,
     ) -> Result<()> {
+        let bytes = check_transfer_bytes(bytes)?;
         let ns = duration_ns(seconds)?;
         self.record_transfer_ns(direction, bytes, blocks, ns, success);
         Ok(())
@@ -260,6 +308,19 @@ impl StatsAccumulator {
     fn add_one(&self, field: fn(&Bank) -> &AtomicU64, v: u64) {
         let guard = self.enter();
         add(field(guard.bank()), v);
+    }
+
+    /// Sets the occupancy gauges from untrusted input: pinned blocks are resident, and resident
+    /// blocks fit the capacity. (The manager's own reports go through the sink unchecked.)
+    pub fn set_occupancy_checked(&self, capacity: u64, resident: u64, pinned: u64) -> Result<()> {
+        if pinned > resident || resident > capacity {
+            return Err(KvoffError::InvalidArgument(format!(
+                "occupancy must satisfy pinned <= resident <= capacity, got capacity {capacity}, \
+                 resident {resident}, pinned {pinned}"
+            )));
+        }
+        ManagerStatsSink::set_occupancy(self, capacity, resident, pinned);
+        Ok(())
     }
 
     /// Ends the current interval: returns everything recorded since the previous `take()` and
@@ -442,6 +503,115 @@ mod tests {
             Err(KvoffError::InvalidArgument(_))
         ));
         assert!(acc.take().is_empty());
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let acc = StatsAccumulator::new();
+        // 2^63 + 2^62 + 2^62 = 2^64: wrapping would give 0.
+        for n in [1 << 63, 1 << 62, 1 << 62] {
+            acc.record_stored(n);
+        }
+        acc.record_evicted(u64::MAX);
+        acc.record_evicted(1);
+        ManagerStatsSink::record_lookup(&acc, u64::MAX, u64::MAX, 16);
+        ManagerStatsSink::record_lookup(&acc, 2, 1, 16);
+        for _ in 0..2 {
+            acc.record_transfer_ns(Direction::GpuToCpu, u64::MAX, u64::MAX, 1 << 63, true);
+            // 2^50 bytes in 1 ns: a throughput beyond u64, itself saturated.
+            acc.record_transfer_ns(Direction::GpuToCpu, 1 << 50, 0, 1, true);
+            acc.record_transfer_ns(Direction::GpuToCpu, u64::MAX, 0, 0, false);
+        }
+        let s = acc.take();
+        assert_eq!(s.manager.blocks_stored, u64::MAX);
+        assert_eq!(s.manager.blocks_evicted, u64::MAX);
+        assert_eq!(s.lookups.blocks_queried, u64::MAX);
+        assert_eq!(s.lookups.tokens_hit, u64::MAX);
+        let d = s.direction(Direction::GpuToCpu);
+        assert_eq!(
+            (d.ops, d.blocks, d.bytes, d.time_ns, d.throughput_sum),
+            (4, u64::MAX, u64::MAX, u64::MAX, u64::MAX)
+        );
+        assert_eq!((d.failed_ops, d.failed_bytes), (2, u64::MAX));
+        // A saturated interval does not leak into the next one.
+        acc.record_stored(3);
+        assert_eq!(acc.take().manager.blocks_stored, 3);
+    }
+
+    #[test]
+    fn threads_pushing_a_counter_past_u64_leave_it_saturated() {
+        let acc = Arc::new(StatsAccumulator::new());
+        let writers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let acc = Arc::clone(&acc);
+                thread::spawn(move || {
+                    for i in 0..2_000 {
+                        // Far more than 2^64 in all: the counter wraps many times over.
+                        acc.record_evicted((1 << 61) + t * 7 + i);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer thread");
+        }
+        assert_eq!(acc.take().manager.blocks_evicted, u64::MAX);
+    }
+
+    #[test]
+    fn absurd_transfers_are_refused_and_record_nothing() {
+        let acc = StatsAccumulator::new();
+        let err = |r: Result<()>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let e = err(acc.record_transfer(Direction::GpuToCpu, 1, 1, 1e12, true));
+        assert_eq!(
+            e,
+            "transfer time must be at most 86400 seconds (one day) for one transfer, got 1000000000000"
+        );
+        let e = err(acc.record_transfer(Direction::CpuToGpu, MAX_TRANSFER_BYTES + 1, 1, 0.1, true));
+        assert_eq!(
+            e,
+            "num_bytes must be at most 2^50 (1 PiB) for one transfer, got 1125899906842625"
+        );
+        let e = err(acc.record_transfer(Direction::CpuToGpu, u64::MAX, 1, 0.1, false));
+        assert!(e.contains("got 18446744073709551615"), "{e}");
+        assert!(acc.take().is_empty());
+        // The bounds themselves are accepted.
+        acc.record_transfer(
+            Direction::GpuToCpu,
+            MAX_TRANSFER_BYTES,
+            1,
+            MAX_TRANSFER_SECONDS,
+            true,
+        )
+        .expect("on the bounds");
+        let s = acc.take();
+        let d = s.direction(Direction::GpuToCpu);
+        assert_eq!((d.bytes, d.time_ns), (1 << 50, 86_400_000_000_000));
+    }
+
+    #[test]
+    fn occupancy_must_nest() {
+        let acc = StatsAccumulator::new();
+        acc.set_occupancy_checked(10, 5, 5).expect("valid");
+        for (c, r, p) in [(1, 5, 9), (1, 2, 0), (10, 5, 6)] {
+            let e = acc
+                .set_occupancy_checked(c, r, p)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(
+                e,
+                format!(
+                    "occupancy must satisfy pinned <= resident <= capacity, got capacity {c}, \
+                     resident {r}, pinned {p}"
+                )
+            );
+        }
+        let m = acc.take().manager;
+        assert_eq!(
+            (m.capacity_blocks, m.resident_blocks, m.pinned_blocks),
+            (10, 5, 5)
+        );
     }
 
     #[test]

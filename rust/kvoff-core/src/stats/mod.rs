@@ -6,6 +6,8 @@ pub mod histogram;
 pub mod plain;
 pub mod snapshot;
 
-pub use accumulator::{duration_ns, StatsAccumulator};
+pub use accumulator::{
+    check_transfer_bytes, duration_ns, StatsAccumulator, MAX_TRANSFER_BYTES, MAX_TRANSFER_SECONDS,
+};
 pub use plain::Value;
 pub use snapshot::{DirectionStats, LookupStats, ManagerStats, Reduced, StatsSnapshot};

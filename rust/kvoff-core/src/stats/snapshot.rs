@@ -77,10 +77,11 @@ impl DirectionStats {
         .chain(self.throughput_counts.iter_mut())
     }
 
-    /// Number of transfers in the throughput histogram (those with a non-zero duration).
+    /// Number of transfers in the throughput histogram (those with a non-zero duration). In
+    /// `u128`: every count is a valid `u64` on its own, but 14 of them can sum past `u64::MAX`.
     #[must_use]
-    pub fn throughput_observations(&self) -> u64 {
-        self.throughput_counts.iter().sum()
+    pub fn throughput_observations(&self) -> u128 {
+        self.throughput_counts.iter().map(|&c| u128::from(c)).sum()
     }
 }
 
@@ -123,11 +124,14 @@ pub enum Reduced {
 pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 4] = b"KVOS";
 
-fn ratio(num: u64, den: u64) -> f64 {
+/// `num / den` as a float, 0.0 for nothing over nothing. Both sides are rounded to `f64` first,
+/// so any counts (even sums wider than `u64`) give a finite result.
+fn ratio(num: impl Into<u128>, den: impl Into<u128>) -> f64 {
+    let den = den.into();
     if den == 0 {
         0.0
     } else {
-        num as f64 / den as f64
+        num.into() as f64 / den as f64
     }
 }
 
@@ -402,6 +406,39 @@ mod tests {
         assert!(s.is_empty());
         s.manager.capacity_blocks = 1;
         assert!(!s.is_empty());
+    }
+
+    fn reduced(s: &StatsSnapshot, key: &str) -> Reduced {
+        s.reduce()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(|| panic!("no key {key}"), |(_, v)| v)
+    }
+
+    #[test]
+    fn reduce_survives_histogram_counts_whose_sum_passes_u64() {
+        // Each count is a valid u64 alone; their sum needs 68 bits.
+        let mut s = StatsSnapshot::default();
+        let d = &mut s.transfers[Direction::CpuToGpu.index()];
+        d.throughput_counts = [u64::MAX; THROUGHPUT_BUCKETS];
+        d.size_counts = [u64::MAX; SIZE_BUCKETS];
+        d.duration_counts = [u64::MAX; DURATION_BUCKETS];
+        d.throughput_sum = u64::MAX;
+        assert_eq!(
+            d.throughput_observations(),
+            14 * u128::from(u64::MAX),
+            "the sum is exact in u128"
+        );
+        // (2^64 - 1) / (14 * (2^64 - 1)), each side rounded to f64 first: exactly 1/14.
+        assert_eq!(
+            reduced(&s, "CPU_to_GPU_avg_throughput"),
+            Reduced::Float(1.0 / 14.0)
+        );
+        for (k, v) in s.reduce() {
+            if let Reduced::Float(f) = v {
+                assert!(f.is_finite() && f >= 0.0, "{k} = {f}");
+            }
+        }
     }
 
     #[test]
