@@ -17,7 +17,6 @@ from _remote_data import BLOCK_BYTES  # noqa: E402
 from kvoff.remote import RemoteLayout, RemoteTier  # noqa: E402
 
 
-
 @pytest.fixture
 def layout() -> RemoteLayout:
     return RemoteLayout(
@@ -63,4 +62,3 @@ def tier_factory() -> Iterator[Callable[..., RemoteTier]]:
     yield make
     for t in tiers:
         t.close()
-

@@ -50,7 +50,9 @@ def test_password_absent_from_repr_str_and_pickle_free_strings() -> None:
 
 def test_scrub_removes_raw_and_quoted_password() -> None:
     c = RemoteConfig.from_url(f"redis://kv:{QUOTED}@h:1/0")
-    assert c.scrub(f"AUTH kv {SECRET} failed; url had {QUOTED}") == "AUTH kv *** failed; url had ***"
+    assert (
+        c.scrub(f"AUTH kv {SECRET} failed; url had {QUOTED}") == "AUTH kv *** failed; url had ***"
+    )
     assert RemoteConfig.from_url("redis://h").scrub("nothing to hide") == "nothing to hide"
 
 

@@ -126,7 +126,10 @@ def test_tensor_parallel_lookup_needs_every_rank(
     scheduler = tier_factory(redis_server.url, tp, fetch=False, write=False, lookup_ranks=[0, 1])
     assert _lookup(scheduler, [bhash(i) for i in range(4)]) == LookupResult(2, True)
     # Each rank reads back its own shard.
-    d0, d1 = torch.zeros(BLOCK_BYTES, dtype=torch.uint8), torch.zeros(BLOCK_BYTES, dtype=torch.uint8)
+    d0, d1 = (
+        torch.zeros(BLOCK_BYTES, dtype=torch.uint8),
+        torch.zeros(BLOCK_BYTES, dtype=torch.uint8),
+    )
     assert _fetch(rank0, [(bhash(1), d0)]) == (True,) and torch.equal(d0, block(1))
     assert _fetch(rank1, [(bhash(1), d1)]) == (True,) and torch.equal(d1, block(11))
 
@@ -196,7 +199,9 @@ def test_bad_input_raises_and_changes_nothing(
     with pytest.raises(InvalidArgumentError, match="a fetch destination must be writable"):
         tier.fetcher.submit([(bhash(0), bytes(BLOCK_BYTES))])
     with pytest.raises(InvalidArgumentError, match="names the same block twice"):
-        tier.fetcher.submit([(bhash(0), bytearray(BLOCK_BYTES)), (bhash(0), bytearray(BLOCK_BYTES))])
+        tier.fetcher.submit(
+            [(bhash(0), bytearray(BLOCK_BYTES)), (bhash(0), bytearray(BLOCK_BYTES))]
+        )
     ok = bytearray(BLOCK_BYTES)
     with pytest.raises(InvalidArgumentError, match=f"must be {BLOCK_BYTES} bytes, got 3"):
         tier.fetcher.submit([(bhash(0), ok), (bhash(1), bytearray(3))])
