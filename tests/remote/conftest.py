@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("redis", reason="the remote tier needs redis-py: pip install 'kvoff[remote]'")
 pytest.importorskip("xxhash", reason="the remote tier needs xxhash: pip install 'kvoff[remote]'")
 
-from _redis_proc import RedisServer  # noqa: E402
-from _remote_data import BLOCK_BYTES  # noqa: E402
+from _redis_proc import RedisServer
+from _remote_data import BLOCK_BYTES
 
-from kvoff.remote import RemoteLayout, RemoteTier  # noqa: E402
+from kvoff.remote import RemoteLayout, RemoteTier
 
 
 @pytest.fixture

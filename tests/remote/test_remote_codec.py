@@ -76,7 +76,7 @@ def test_bad_hashes_and_prefixes() -> None:
     ks = Keyspace(LAYOUT)
     with pytest.raises(HashTypeError, match="must be bytes or int, got str"):
         ks.key("abc")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError, match="must have 1..256 bytes, got 0"):
+    with pytest.raises(InvalidArgumentError, match=r"must have 1\.\.256 bytes, got 0"):
         ks.key(b"")
     with pytest.raises(InvalidArgumentError, match="must fit in 128 signed bits"):
         ks.key(1 << 127)
