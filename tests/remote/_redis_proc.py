@@ -9,6 +9,7 @@ that a failure (for CI, where a missing install step must not pass as skips).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,6 +39,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port ``p`` whose cluster bus port ``p + 10000`` is free too (Redis needs
+    ``p <= 55535``)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``cond`` until it holds; a deadline, not a timing assertion."""
     deadline = time.monotonic() + timeout
@@ -62,11 +79,13 @@ def _ping(port: int, password: str | None = None) -> bool:
 class RedisServer:
     """One ``redis-server`` process; ``config`` adds directives (``maxmemory``, ...)."""
 
-    def __init__(self, workdir: Path, config: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, config: dict[str, str] | None = None, *, port: int | None = None
+    ) -> None:
         self.binary = require_redis_server()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.config = dict(config or {})
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -33,8 +33,10 @@ def layout() -> RemoteLayout:
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     started: list[RedisServer] = []
 
-    def make(config: dict[str, str] | None = None, *, start: bool = True) -> RedisServer:
-        s = RedisServer(tmp_path / f"redis{len(started)}", config)
+    def make(
+        config: dict[str, str] | None = None, *, start: bool = True, port: int | None = None
+    ) -> RedisServer:
+        s = RedisServer(tmp_path / f"redis{len(started)}", config, port=port)
         started.append(s)
         return s.start() if start else s
 
