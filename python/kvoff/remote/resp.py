@@ -38,7 +38,7 @@ DIRECT_READ_MIN = 64 * 1024
 _UNSET: Any = SENTINEL
 
 
-class _DirectBuffer(SocketBuffer):  # type: ignore[misc]
+class _DirectBuffer(SocketBuffer):
     def read(self, length: int, timeout: Any = _UNSET) -> Any:
         if length < DIRECT_READ_MIN:
             return super().read(length, timeout)
@@ -71,10 +71,12 @@ class _DirectBuffer(SocketBuffer):  # type: ignore[misc]
                 sock.settimeout(self.socket_timeout)
 
 
-class _DirectParser(_RESP2Parser):  # type: ignore[misc]
+class _DirectParser(_RESP2Parser):
     def on_connect(self, connection: Any) -> None:
-        super().on_connect(connection)
-        self._buffer = _DirectBuffer(self._sock, self.socket_read_size, connection.socket_timeout)
+        super().on_connect(connection)  # type: ignore[no-untyped-call]
+        self._buffer = _DirectBuffer(
+            connection._sock, self.socket_read_size, connection.socket_timeout
+        )
 
 
 def _direct(kwargs: dict[str, Any]) -> None:
@@ -84,15 +86,15 @@ def _direct(kwargs: dict[str, Any]) -> None:
     kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
 
 
-class KvoffConnection(Connection):  # type: ignore[misc]
+class KvoffConnection(Connection):
     """A plain TCP connection with the direct bulk reader."""
 
     def __init__(self, **kwargs: Any) -> None:
         _direct(kwargs)
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
 
-class KvoffSSLConnection(SSLConnection):  # type: ignore[misc]
+class KvoffSSLConnection(SSLConnection):
     """A TLS connection with the direct bulk reader (``recv_into`` works on SSL sockets)."""
 
     def __init__(self, **kwargs: Any) -> None:

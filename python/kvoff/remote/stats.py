@@ -139,7 +139,7 @@ class RemoteStats:
     def take(self) -> dict[str, Any]:
         with self._lock:
             now = copy.deepcopy(self._total)
-            out = _minus(now, self._taken)
+            out: dict[str, Any] = _minus(now, self._taken)
             out["gauges"] = dict(now["gauges"])
             self._taken = now
             return out

@@ -215,7 +215,7 @@ class WriteBehind:
                     break
                 wait = self.link.retry_in() if self._queue else None
                 self._cond.wait(wait if wait is None else max(wait, 0.001))
-            batch = []
+            batch: list[_Pending] = []
             while self._queue and len(batch) < self.batch_blocks:
                 p = self._queue.popleft()
                 self._queued_bytes -= p.nbytes
