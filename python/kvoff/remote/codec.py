@@ -59,9 +59,12 @@ def encode_header(keyspace: Keyspace, key: bytes, payload: memoryview) -> bytes:
     )
 
 
-def build_value(keyspace: Keyspace, key: bytes, payload: memoryview) -> memoryview:
-    """Header and payload in one buffer (the one copy of a write)."""
-    out = bytearray(HEADER_BYTES + payload.nbytes)
+def build_value(
+    keyspace: Keyspace, key: bytes, payload: memoryview, out: bytearray | None = None
+) -> memoryview:
+    """Header and payload in one buffer (the one copy of a write); ``out`` may supply it."""
+    if out is None:
+        out = bytearray(HEADER_BYTES + payload.nbytes)
     view = memoryview(out)
     view[HEADER_BYTES:] = payload
     view[:HEADER_BYTES] = encode_header(keyspace, key, view[HEADER_BYTES:])

@@ -32,6 +32,7 @@ from kvoff.remote.buffers import as_writable
 from kvoff.remote.codec import Rejected, decode
 from kvoff.remote.keys import BlockHash, Keyspace
 from kvoff.remote.link import Link, RemoteFailure, Unavailable, pipelined
+from kvoff.remote.resp import BUFFERS
 from kvoff.remote.stats import READ, RemoteStats
 
 __all__ = ["FetchResult", "LookupResult", "RemoteFetcher", "RemoteLookup"]
@@ -343,8 +344,11 @@ class RemoteFetcher:
                 payload = decode(value, self.keyspace, key)
             except Rejected as bad:
                 self.stats.record_error(bad.kind)
+                BUFFERS.give(value)
                 continue
             np.copyto(job.dests[i], np.frombuffer(payload, dtype=np.uint8))
+            del payload
+            BUFFERS.give(value)
             job.ok[i] = True
             got += 1
         seconds = time.perf_counter() - began

@@ -15,6 +15,7 @@ against a real server, and the extra's version range pins what was tested.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from redis.connection import Connection, SSLConnection
@@ -31,18 +32,53 @@ except ImportError as err:  # pragma: no cover - only with an untested redis-py
         f"kvoff.remote needs redis-py 5 to 8 (its parser modules moved): {err}"
     ) from err
 
-__all__ = ["DIRECT_READ_MIN", "KvoffConnection", "KvoffSSLConnection"]
+__all__ = ["BUFFERS", "DIRECT_READ_MIN", "BufferPool", "KvoffConnection", "KvoffSSLConnection"]
 
 #: Bulk strings at least this long skip the BytesIO path.
 DIRECT_READ_MIN = 64 * 1024
 _UNSET: Any = SENTINEL
 
 
+class BufferPool:
+    """Reusable ``bytearray``s by exact size, for values of a few MB.
+
+    A fresh multi-MB ``bytearray`` costs a zero fill plus a page fault per 4 KiB on first
+    touch, which on this project's dev VM was slower than the loopback socket itself; blocks
+    all have one size, so the tier hands buffers back here (:meth:`give`) once a value has been
+    checked and copied out or sent, and the next reply or value reuses one.
+    """
+
+    def __init__(self, max_per_size: int = 32) -> None:
+        self.max_per_size = max_per_size
+        self._free: dict[int, list[bytearray]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bytearray:
+        with self._lock:
+            free = self._free.get(nbytes)
+            if free:
+                return free.pop()
+        return bytearray(nbytes)
+
+    def give(self, buf: object) -> None:
+        """Return a buffer nobody reads any more (anything else is ignored)."""
+        if type(buf) is not bytearray or len(buf) < DIRECT_READ_MIN:
+            return
+        with self._lock:
+            free = self._free.setdefault(len(buf), [])
+            if len(free) < self.max_per_size:
+                free.append(buf)
+
+
+#: The pool the direct reader takes reply buffers from and the tier gives them back to.
+BUFFERS = BufferPool()
+
+
 class _DirectBuffer(SocketBuffer):
     def read(self, length: int, timeout: Any = _UNSET) -> Any:
         if length < DIRECT_READ_MIN:
             return super().read(length, timeout)
-        out = bytearray(length)
+        out = BUFFERS.take(length)
         view = memoryview(out)
         got = self._buffer.readinto(view)
         if got < length:

@@ -27,6 +27,7 @@ from kvoff.remote.buffers import as_readable
 from kvoff.remote.codec import HEADER_BYTES, build_value, encode_header
 from kvoff.remote.keys import BlockHash, Keyspace
 from kvoff.remote.link import Link, RemoteFailure, Unavailable, classify, pipelined
+from kvoff.remote.resp import BUFFERS
 from kvoff.remote.stats import WRITE, RemoteStats
 
 __all__ = ["WriteBehind"]
@@ -41,6 +42,15 @@ class _Pending:
     borrowed: memoryview | None
     token: object
     nbytes: int
+    # copy=False: the value the writer built from ``borrowed``.
+    built: memoryview | None = None
+
+    def recycle(self) -> None:
+        """Hand the value buffers back to the pool (nothing reads them any more)."""
+        for view in (self.value, self.built):
+            if view is not None:
+                BUFFERS.give(view.obj)
+        self.value = self.built = None
 
 
 class WriteBehind:
@@ -115,7 +125,7 @@ class WriteBehind:
                 self._release([token])
             return False
         if copy:
-            value = memoryview(bytearray(HEADER_BYTES + src.nbytes))
+            value = memoryview(BUFFERS.take(HEADER_BYTES + src.nbytes))
             value[HEADER_BYTES:] = src
             entry = _Pending(key, value, None, token, value.nbytes)
         else:
@@ -144,6 +154,8 @@ class WriteBehind:
             return False
         self.stats.add("write_behind", "enqueued")
         if dropped:
+            for d in dropped:
+                d.recycle()
             self.stats.add("write_behind", "dropped", len(dropped))
             self._release([d.token for d in dropped if d.borrowed is not None])
         return True
@@ -200,6 +212,8 @@ class WriteBehind:
             try:
                 self._write(batch)
             finally:
+                for p in batch:
+                    p.recycle()
                 with self._cond:
                     self._in_flight -= 1
                     for p in batch:
@@ -286,7 +300,10 @@ class WriteBehind:
             p.value[:HEADER_BYTES] = encode_header(self.keyspace, p.key, p.value[HEADER_BYTES:])
             return p.value
         assert p.borrowed is not None
-        return build_value(self.keyspace, p.key, p.borrowed)
+        p.built = build_value(
+            self.keyspace, p.key, p.borrowed, BUFFERS.take(HEADER_BYTES + p.borrowed.nbytes)
+        )
+        return p.built
 
     def _fail(self, batch: list[_Pending], began: float) -> None:
         self._release([p.token for p in batch if p.borrowed is not None])
