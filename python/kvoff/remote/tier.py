@@ -21,6 +21,8 @@ from kvoff.remote.writer import WriteBehind
 
 __all__ = ["RemoteTier"]
 
+BATCH_BYTES = 4 << 20
+
 
 class RemoteTier:
     """The remote tier's parts for one process. ``lookup`` / ``fetcher`` / ``writer`` are
@@ -38,9 +40,9 @@ class RemoteTier:
         lookup_ranks: Sequence[int] | None = None,
         prefix: str = "kvoff",
         fetch_threads: int = 2,
-        fetch_batch_blocks: int = 2,
+        fetch_batch_blocks: int | None = None,
         write_threads: int = 2,
-        write_batch_blocks: int = 4,
+        write_batch_blocks: int | None = None,
         max_queue_blocks: int = 256,
         max_queue_bytes: int = 1 << 30,
         ttl_seconds: float | None = None,
@@ -54,6 +56,11 @@ class RemoteTier:
             raise InvalidArgumentError(
                 f"layout must be a RemoteLayout, got {type(layout).__name__}"
             )
+        # Pipelines of about 4 MiB: big values gain nothing from deeper pipelines (measured in
+        # docs/REMOTE.md) and a deep one holds that much more in the server's reply buffers.
+        per_batch = max(1, BATCH_BYTES // layout.block_bytes)
+        fetch_batch_blocks = per_batch if fetch_batch_blocks is None else fetch_batch_blocks
+        write_batch_blocks = per_batch if write_batch_blocks is None else write_batch_blocks
         self.config = config
         self.layout = layout
         self.keyspace = Keyspace(layout, prefix=prefix)
