@@ -120,12 +120,12 @@ def test_server_killed_mid_run_and_restarted(
 def test_stopped_server_times_out_without_blocking_the_caller(
     redis_server: RedisServer, layout: RemoteLayout, tier_factory: TierFactory
 ) -> None:
-    tier = tier_factory(redis_server.url + "?timeout=2", layout)
+    tier = tier_factory(redis_server.url + "?timeout=4", layout)
     assert tier.lookup is not None and tier.fetcher is not None and tier.writer is not None
     _write(tier, {bhash(0): block(0)})
     redis_server.pause()
     try:
-        # The server cannot answer for 2 s, so any call that waited for it could not return
+        # The server cannot answer for 4 s, so any call that waited for it could not return
         # "pending" here: submit and poll hand back at once.
         lid = tier.lookup.submit([bhash(0)])
         assert tier.lookup.poll(lid) is None

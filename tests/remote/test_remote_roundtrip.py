@@ -60,7 +60,7 @@ def test_blocks_round_trip_exactly(
     assert totals["write_behind"] == {
         "enqueued": 6, "written": 6, "skipped_existing": 0, "dropped": 0, "failed": 0,
     }  # fmt: skip
-    assert totals["lookups"] == {"ops": 1, "blocks_queried": 7, "blocks_hit": 6}
+    assert totals["lookups"] == {"requests": 1, "blocks_queried": 7, "blocks_hit": 6}
     assert set(totals["errors"].values()) == {0}
     assert totals["gauges"] == {"queue_depth": 0, "queue_bytes": 0, "up": 1}
 

@@ -187,8 +187,12 @@ class Link:
         try:
             client = self._get_client()
             result = fn(client)
-        except (RedisError, OSError, RedisClusterException) as err:
+        except Exception as err:
+            # Anything else (a client closed under another thread, a library bug) is counted
+            # as a server error rather than allowed to kill a background thread.
             kind = classify(err)
+            if not isinstance(err, RedisError | OSError | RedisClusterException):
+                log.warning("remote tier: unexpected %s", type(err).__name__, exc_info=True)
             self.failed(kind, err)
             raise RemoteFailure(kind, self.config.scrub(f"{kind}: {err}")) from None
         self._succeeded()

@@ -31,7 +31,7 @@ from kvoff.errors import InvalidArgumentError, UnknownJobError
 from kvoff.remote.buffers import as_writable
 from kvoff.remote.codec import Rejected, decode
 from kvoff.remote.keys import BlockHash, Keyspace
-from kvoff.remote.link import Link, RemoteFailure, Unavailable, pipelined
+from kvoff.remote.link import Link, RemoteFailure, Unavailable, log, pipelined
 from kvoff.remote.resp import BUFFERS
 from kvoff.remote.stats import READ, RemoteStats
 
@@ -156,7 +156,11 @@ class RemoteLookup:
                     return
                 batch = list(self._queue)
                 self._queue.clear()
-            results = self._check(batch)
+            try:
+                results = self._check(batch)
+            except Exception:  # a bug must not kill the thread; these lookups are misses
+                log.exception("remote lookup failed unexpectedly")
+                results = [LookupResult(0, False) for _ in batch]
             with self._cond:
                 for (lid, _), result in zip(batch, results, strict=True):
                     self._finish(lid, result)
@@ -315,7 +319,10 @@ class RemoteFetcher:
                 if self._closed:
                     return
                 job, span = self._chunks.popleft()
-            self._fetch(job, span)
+            try:
+                self._fetch(job, span)
+            except Exception:  # a bug must not kill the thread; the chunk's blocks stay failed
+                log.exception("remote fetch failed unexpectedly")
             with self._cond:
                 job.chunks_left -= 1
                 if job.chunks_left == 0 and self._jobs.pop(job.job_id, None) is not None:

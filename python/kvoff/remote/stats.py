@@ -60,8 +60,9 @@ def _direction() -> dict[str, Any]:
 def _fresh() -> dict[str, Any]:
     return {
         "directions": {d: _direction() for d in REMOTE_DIRECTIONS},
-        # Existence checks: round trips, blocks asked about, blocks found (the leading run).
-        "lookups": {"ops": 0, "blocks_queried": 0, "blocks_hit": 0},
+        # Existence checks answered (several share one round trip when queued together),
+        # blocks asked about, blocks found (the leading run).
+        "lookups": {"requests": 0, "blocks_queried": 0, "blocks_hit": 0},
         # Fetches of blocks that a lookup had seen but were gone by the GET (evicted, expired).
         "fetch": {"blocks_missing": 0},
         "errors": dict.fromkeys(ERROR_KINDS, 0),
@@ -116,7 +117,7 @@ class RemoteStats:
     def record_lookup(self, queried: int, hit: int) -> None:
         with self._lock:
             lk = self._total["lookups"]
-            lk["ops"] += 1
+            lk["requests"] += 1
             lk["blocks_queried"] += queried
             lk["blocks_hit"] += hit
 

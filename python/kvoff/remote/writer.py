@@ -26,7 +26,7 @@ from kvoff.errors import InvalidArgumentError
 from kvoff.remote.buffers import as_readable
 from kvoff.remote.codec import HEADER_BYTES, build_value, encode_header
 from kvoff.remote.keys import BlockHash, Keyspace
-from kvoff.remote.link import Link, RemoteFailure, Unavailable, classify, pipelined
+from kvoff.remote.link import Link, RemoteFailure, Unavailable, classify, log, pipelined
 from kvoff.remote.resp import BUFFERS
 from kvoff.remote.stats import WRITE, RemoteStats
 
@@ -211,6 +211,9 @@ class WriteBehind:
                 return
             try:
                 self._write(batch)
+            except Exception:  # a bug must not kill the thread; the batch counts as failed
+                log.exception("remote write failed unexpectedly")
+                self._fail(batch, time.perf_counter())
             finally:
                 for p in batch:
                     p.recycle()
