@@ -36,9 +36,7 @@ def _round_trip(tier: RemoteTier, n: int) -> None:
     assert set(tier.stats.take()["errors"].values()) == {0}
 
 
-def test_cluster_spreads_blocks_over_every_node(
-    server_factory: ServerFactory, layout: RemoteLayout, tier_factory: TierFactory
-) -> None:
+def _cluster(server_factory: ServerFactory) -> list[RedisServer]:
     if REDIS_CLI is None:
         pytest.skip("redis-cli is not installed (Debian: apt-get install redis-tools)")
     nodes = [
@@ -59,11 +57,55 @@ def test_cluster_spreads_blocks_over_every_node(
     )  # fmt: skip
     for n in nodes:
         wait_until(lambda n=n: "cluster_state:ok" in n.cli("CLUSTER", "INFO"), 30, "cluster ok")
+    return nodes
+
+
+def test_cluster_spreads_blocks_over_every_node(
+    server_factory: ServerFactory, layout: RemoteLayout, tier_factory: TierFactory
+) -> None:
+    nodes = _cluster(server_factory)
     tier = tier_factory(f"redis+cluster://127.0.0.1:{nodes[0].port}", layout)
     _round_trip(tier, 24)
     per_node = [int(n.cli("DBSIZE")) for n in nodes]
     assert sum(per_node) == 24
     assert all(c > 0 for c in per_node), per_node
+    # One node dies: the tier answers misses, serves nothing wrong, and comes back with it.
+    nodes[2].kill()
+    assert tier.lookup is not None and tier.fetcher is not None
+    wait_until(
+        lambda: (
+            tier.lookup is not None
+            and tier.lookup.wait(tier.lookup.submit([bhash(i) for i in range(24)]), 30)
+            == LookupResult(0, False)
+        ),
+        30,
+        "the tier to notice the dead node",
+    )
+    assert tier.stats.totals()["errors"]["connection"] >= 1
+    dests = [torch.zeros(BLOCK_BYTES, dtype=torch.uint8) for _ in range(24)]
+    (result,) = tier.fetcher.wait(
+        [tier.fetcher.submit([(bhash(i), dests[i]) for i in range(24)])], 30
+    )
+    for i, ok in enumerate(result.ok):
+        assert torch.equal(dests[i], block(i) if ok else torch.zeros_like(dests[i]))
+    nodes[2].start()  # rejoins with its slots (nodes.conf), empty
+    for n in nodes:
+        wait_until(lambda n=n: "cluster_state:ok" in n.cli("CLUSTER", "INFO"), 30, "cluster ok")
+    wait_until(
+        lambda: (
+            tier.lookup is not None
+            and (r := tier.lookup.wait(tier.lookup.submit([bhash(0)]), 30)) is not None
+            and r.ok
+        ),
+        30,
+        "the tier to answer again",
+    )
+    present = sum(
+        1
+        for i in range(24)
+        if (r := tier.lookup.wait(tier.lookup.submit([bhash(i)]), 30)) is not None and r.hits
+    )
+    assert present == 24 - per_node[2]
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:

@@ -278,3 +278,18 @@ def test_tier_refuses_to_pickle_and_shows_no_secrets(
     assert repr(tier) == f"RemoteTier('{redis_server.url}', new, parts=['writer'])"
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(tier)
+
+
+def test_a_key_of_another_type_is_a_server_error_and_a_miss(
+    redis_server: RedisServer, layout: RemoteLayout, tier_factory: TierFactory
+) -> None:
+    tier = tier_factory(redis_server.url, layout)
+    _write(tier, {bhash(1): block(1)})
+    redis_server.cli("HSET", tier.keyspace.key(bhash(0)).decode(), "f", "v")
+    dests = [torch.full((BLOCK_BYTES,), 3, dtype=torch.uint8) for _ in range(2)]
+    assert _fetch(tier, [(bhash(0), dests[0]), (bhash(1), dests[1])]) == (False, True)
+    assert bool((dests[0] == 3).all()) and torch.equal(dests[1], block(1))
+    totals = tier.stats.totals()
+    assert totals["errors"]["server"] == 1
+    # The server refused one command, it is not gone: the link stays up.
+    assert totals["gauges"]["up"] == 1 and totals["link"]["disconnects"] == 0

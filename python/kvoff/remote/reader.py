@@ -31,7 +31,7 @@ from kvoff.errors import InvalidArgumentError, UnknownJobError
 from kvoff.remote.buffers import as_writable
 from kvoff.remote.codec import Rejected, decode
 from kvoff.remote.keys import BlockHash, Keyspace
-from kvoff.remote.link import Link, RemoteFailure, Unavailable, log, pipelined
+from kvoff.remote.link import Link, RemoteFailure, Unavailable, classify, log, pipelined
 from kvoff.remote.resp import BUFFERS
 from kvoff.remote.stats import READ, RemoteStats
 
@@ -174,19 +174,22 @@ class RemoteLookup:
         out: list[LookupResult] = []
         pos = 0
         for _, keys in batch:
-            hits, counting = 0, True
+            hits, counting, ok = 0, True, True
             for per_block in keys:
-                present = all(
-                    not isinstance(f, Exception) and f == 1
-                    for f in flags[pos : pos + len(per_block)]
-                )
+                answers = flags[pos : pos + len(per_block)]
                 pos += len(per_block)
-                if counting and present:
+                errors = [f for f in answers if isinstance(f, Exception)]
+                for err in errors:
+                    self.link.failed(classify(err), err)
+                if not counting:
+                    continue
+                if all(f == 1 for f in answers):
                     hits += 1
                 else:
-                    counting = False
+                    # A run cut short by an error is an answer the tier could not give.
+                    counting, ok = False, not errors
             self.stats.record_lookup(len(keys), hits)
-            out.append(LookupResult(hits, True))
+            out.append(LookupResult(hits if ok else 0, ok))
         return out
 
 
@@ -345,7 +348,7 @@ class RemoteFetcher:
                 self.stats.add("fetch", "blocks_missing")
                 continue
             if isinstance(value, Exception):
-                self.link.failed("server", value)
+                self.link.failed(classify(value), value)
                 continue
             try:
                 payload = decode(value, self.keyspace, key)

@@ -246,9 +246,14 @@ class WriteBehind:
         try:
             if self.skip_existing:
                 present = self.link.call(lambda c: pipelined(c, [("EXISTS", p.key) for p in batch]))
-                todo = [
-                    p for p, n in zip(batch, present, strict=True) if not _is_error(n) and n == 0
-                ]
+                todo = [p for p, n in zip(batch, present, strict=True) if n == 0]
+                unknown = [p for p, n in zip(batch, present, strict=True) if _is_error(n)]
+                if unknown:
+                    # The server could not say: count it, and write those blocks anyway.
+                    for n in present:
+                        if _is_error(n):
+                            self.stats.record_error(classify(n))
+                    todo += unknown
                 skipped = len(batch) - len(todo)
                 if skipped:
                     self.stats.add("write_behind", "skipped_existing", skipped)
