@@ -282,7 +282,10 @@ class RemoteFetcher:
             while True:
                 keep = []
                 for r in self._finished:
-                    (got.__setitem__(r.job_id, r) if r.job_id in wanted else keep.append(r))
+                    if r.job_id in wanted:
+                        got[r.job_id] = r
+                    else:
+                        keep.append(r)
                 self._finished = keep
                 if wanted <= got.keys() or time.monotonic() >= deadline:
                     break

@@ -149,6 +149,7 @@ class WriteBehind:
                 self._gauges()
                 self._cond.notify()
         if dropped_dup:
+            entry.recycle()
             if not copy:
                 self._release([token])
             return False
