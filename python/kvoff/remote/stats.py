@@ -1,0 +1,154 @@
+"""Counters of the remote tier, shared by its threads.
+
+The two remote directions carry the same fields as a transfer direction of the v1 stats
+snapshot (ops, failed_ops, blocks, bytes, failed_bytes, time_ns and the size / duration /
+throughput histograms over the same bucket bounds), so phase B can fold them into the
+snapshot schema as ``CPU_to_REMOTE`` and ``REMOTE_to_CPU`` without converting anything.
+An op is one pipelined round trip (a batch of blocks), as a transfer op is one job.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import threading
+from typing import Any, Final
+
+from kvoff.metrics.snapshot import (
+    DURATION_BUCKETS_SECONDS,
+    SIZE_BUCKETS_BYTES,
+    THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
+)
+
+__all__ = ["ERROR_KINDS", "REMOTE_DIRECTIONS", "RemoteStats"]
+
+WRITE: Final = "CPU_to_REMOTE"
+READ: Final = "REMOTE_to_CPU"
+REMOTE_DIRECTIONS: Final = (WRITE, READ)
+
+#: Why an operation or a value failed. connection / timeout / auth / oom / server come from
+#: the network or the server; truncated / foreign / corrupt are values that failed the check.
+ERROR_KINDS: Final = (
+    "connection",
+    "timeout",
+    "auth",
+    "oom",
+    "server",
+    "truncated",
+    "foreign",
+    "corrupt",
+)
+
+_GAUGES: Final = ("queue_depth", "queue_bytes", "up")
+
+
+def _direction() -> dict[str, Any]:
+    return {
+        "ops": 0,
+        "failed_ops": 0,
+        "blocks": 0,
+        "bytes": 0,
+        "failed_bytes": 0,
+        "time_ns": 0,
+        "size_counts": [0] * (len(SIZE_BUCKETS_BYTES) + 1),
+        "duration_counts": [0] * (len(DURATION_BUCKETS_SECONDS) + 1),
+        "throughput_counts": [0] * (len(THROUGHPUT_BUCKETS_BYTES_PER_SECOND) + 1),
+        "throughput_sum": 0,
+    }
+
+
+def _fresh() -> dict[str, Any]:
+    return {
+        "directions": {d: _direction() for d in REMOTE_DIRECTIONS},
+        # Existence checks answered (several share one round trip when queued together),
+        # blocks asked about, blocks found (the leading run).
+        "lookups": {"requests": 0, "blocks_queried": 0, "blocks_hit": 0},
+        # Fetches of blocks that a lookup had seen but were gone by the GET (evicted, expired).
+        "fetch": {"blocks_missing": 0},
+        "errors": dict.fromkeys(ERROR_KINDS, 0),
+        "write_behind": {
+            "enqueued": 0,
+            "written": 0,
+            # Already on the server (another instance wrote them): not sent again.
+            "skipped_existing": 0,
+            # Pushed out of a full queue, oldest first.
+            "dropped": 0,
+            "failed": 0,
+        },
+        # disconnects: the tier went down; reconnects: it came back.
+        "link": {"disconnects": 0, "reconnects": 0},
+        "gauges": dict.fromkeys(_GAUGES, 0),
+    }
+
+
+def _bucket(bounds: tuple[float, ...], value: float) -> int:
+    # A value equal to a bound belongs to that bound's bucket (Prometheus `le`).
+    return bisect.bisect_left(bounds, value)
+
+
+class RemoteStats:
+    """Thread-safe counters. :meth:`take` returns the interval since the last take (gauges as
+    they are now); :meth:`totals` everything since construction."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = _fresh()
+        self._taken = _fresh()
+
+    def record_op(
+        self, direction: str, *, blocks: int, nbytes: int, seconds: float, success: bool
+    ) -> None:
+        with self._lock:
+            d = self._total["directions"][direction]
+            if not success:
+                d["failed_ops"] += 1
+                d["failed_bytes"] += nbytes
+                return
+            d["ops"] += 1
+            d["blocks"] += blocks
+            d["bytes"] += nbytes
+            d["time_ns"] += round(seconds * 1e9)
+            d["size_counts"][_bucket(SIZE_BUCKETS_BYTES, nbytes)] += 1
+            d["duration_counts"][_bucket(DURATION_BUCKETS_SECONDS, seconds)] += 1
+            rate = nbytes / seconds if seconds > 0 else 0.0
+            d["throughput_counts"][_bucket(THROUGHPUT_BUCKETS_BYTES_PER_SECOND, rate)] += 1
+            d["throughput_sum"] += round(rate)
+
+    def record_lookup(self, queried: int, hit: int) -> None:
+        with self._lock:
+            lk = self._total["lookups"]
+            lk["requests"] += 1
+            lk["blocks_queried"] += queried
+            lk["blocks_hit"] += hit
+
+    def record_error(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._total["errors"][kind] += n
+
+    def add(self, group: str, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._total[group][name] += n
+
+    def set_gauge(self, name: str, value: int) -> None:
+        with self._lock:
+            self._total["gauges"][name] = value
+
+    def totals(self) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._total)
+
+    def take(self) -> dict[str, Any]:
+        with self._lock:
+            now = copy.deepcopy(self._total)
+            out: dict[str, Any] = _minus(now, self._taken)
+            out["gauges"] = dict(now["gauges"])
+            self._taken = now
+            return out
+
+
+def _minus(a: Any, b: Any) -> Any:
+    if isinstance(a, dict):
+        return {k: _minus(v, b[k]) for k, v in a.items()}
+    if isinstance(a, list):
+        return [x - y for x, y in zip(a, b, strict=True)]
+    return a - b
