@@ -1,9 +1,11 @@
-"""``kvoff bench`` end to end, as a subprocess: the summary's numbers against each other and
-against what its Prometheus exporter serves, and bad arguments."""
+"""``kvoff bench`` end to end: the summary's numbers against each other and against what its
+Prometheus exporter serves (as a subprocess), and every bad option refused as one line before
+the run (in-process, through ``kvoff.cli``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ import pytest
 import torch
 
 from _bench_run import SMALL_RUN, free_port, kvoff, scrape, start_bench, wait_for_summary
+from kvoff._sysmem import format_gib, physical_memory_bytes
+from kvoff.cli import build_parser, main
 
 TINY_BYTES_PER_TOKEN = 2 * 2 * 2 * 16 * 2  # K/V x 2 layers x 2 heads x dim 16 x bf16
 GPU_BLOCK_BYTES = 16 * TINY_BYTES_PER_TOKEN
@@ -105,27 +109,237 @@ def test_exporter_shows_the_summary_totals(tmp_path: Path) -> None:
     assert val("kvoff_cpu_pinned_blocks") == 0  # the run drained every transfer
 
 
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``kvoff.cli.main`` in-process: (exit status, stdout, stderr)."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's error(): exit status 2
+        assert isinstance(e.code, int)
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def parse_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one stderr line with which the parser refuses ``args`` (exit status 2). Only the
+    parser runs: a value it wrongly lets through fails here and never reaches a run."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["bench", *args])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "gpt-17"], "unknown preset 'gpt-17'"),
+        (["--preset", "gpt-17"], "unknown preset 'gpt-17'; choose one of tiny, small, llama-3-8b"),
         (["--cpu-gb", "-1"], "--cpu-gb must be positive, got -1"),
+        (["--cpu-gb", "0"], "--cpu-gb must be positive, got 0"),
+        (["--cpu-gb", "nan"], "--cpu-gb must be a finite number, got nan"),
+        (["--cpu-gb", "inf"], "--cpu-gb must be a finite number, got inf"),
+        (["--cpu-gb", "1e400"], "--cpu-gb must be a finite number, got 1e400"),
+        (["--cpu-gb", "lots"], "--cpu-gb must be a number, got 'lots'"),
         (["--gpu-blocks", "0"], "--gpu-blocks must be positive, got 0"),
-        (["--requests", "ten"], "--requests must be a number, got 'ten'"),
-        (["--cpu-gb", "0.0000001"], "is smaller than one CPU block"),
-        (["--cpu-block-size", "24"], "--cpu-block-size 24 is not a multiple of"),
-        (["--metrics-port", "70000"], "--metrics-port must be in 1..65535"),
+        (["--gpu-blocks", "1.5"], "--gpu-blocks must be an integer, got '1.5'"),
+        (["--gpu-block-size", "-16"], "--gpu-block-size must be positive, got -16"),
+        (["--cpu-block-size", "0"], "--cpu-block-size must be positive, got 0"),
+        (["--requests", "ten"], "--requests must be an integer, got 'ten'"),
+        (["--requests", "0"], "--requests must be positive, got 0"),
+        (["--duration", "nan"], "--duration must be a finite number, got nan"),
+        (["--duration", "inf"], "--duration must be a finite number, got inf"),
+        (["--duration=-inf"], "--duration must be a finite number, got -inf"),
+        (["--duration", "0"], "--duration must be positive, got 0"),
+        (["--duration", "1e9"], "--duration must be at most 604800, got 1e9"),
+        (["--conversations", "0"], "--conversations must be in 1..10000, got 0"),
+        (["--conversations", "1000000000"], "--conversations must be in 1..10000, got 1000000000"),
+        (["--seed", "-1"], "--seed must be in 0..18446744073709551615, got -1"),
+        (["--seed", str(2**64)], "--seed must be in 0..18446744073709551615, got 1844674407"),
+        (
+            ["--seed", "x" * 100],
+            "--seed must be an integer, got 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'",
+        ),
+        (["--metrics-port", "70000"], "--metrics-port must be in 1..65535, got 70000"),
+        (["--metrics-port", "0"], "--metrics-port must be in 1..65535, got 0"),
+        (["--metrics-addr", ""], "--metrics-addr must be a host name or address, got ''"),
+        (["--linger", "-1"], "--linger must not be negative, got -1"),
+        (["--linger", "nan"], "--linger must be a finite number, got nan"),
+        (["--linger", "inf"], "--linger must be a finite number, got inf"),
+        (["--linger", "1e300"], "--linger must be at most 604800, got 1e300"),
         (["--device", "tpu"], "invalid choice: 'tpu'"),
+        (["--policy", "fifo"], "invalid choice: 'fifo'"),
+        (["--requests", "4", "--duration", "1"], "not allowed with argument"),
     ],
 )
-def test_bad_arguments_give_one_line_and_nonzero_exit(args: list[str], message: str) -> None:
-    run = kvoff("bench", "--preset", "tiny", "--requests", "4", *args)
+def test_bad_option_values_are_refused_by_the_parser(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = parse_error(args, capsys)
+    assert line.startswith("kvoff bench: error: argument ")
+    assert message in line
+
+
+def test_good_option_values_pass_the_parser() -> None:
+    args = build_parser().parse_args(
+        ["bench", "--cpu-gb", "0.5", "--duration", "604800", "--linger", "0",
+         "--conversations", "10000", "--seed", str(2**64 - 1), "--metrics-port", "65535"]
+    )  # fmt: skip
+    assert (args.cpu_gb, args.duration, args.linger) == (0.5, 604800.0, 0.0)
+    assert (args.conversations, args.seed, args.metrics_port) == (10000, 2**64 - 1, 65535)
+
+
+def test_nan_duration_ends_at_once_as_a_command() -> None:
+    # End to end: the bug was a bench that never ended; the timeout turns a regression into a
+    # failure rather than a hang.
+    run = kvoff("bench", "--preset", "tiny", "--duration", "nan", timeout=60)
     assert run.returncode == 2
-    assert run.stdout == ""
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, run.stderr
-    assert message in lines[0]
-    assert lines[0].startswith("kvoff")
+    assert run.stderr == (
+        "kvoff bench: error: argument --duration: --duration must be a finite number, got nan\n"
+    )
+
+
+def one_error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``kvoff bench`` in-process on arguments it must refuse before the run."""
+    code, out, err = run_main(["bench", "--preset", "tiny", "--requests", "4", *argv], capsys)
+    assert code == 2
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kvoff bench: error: ")
+    return lines[0].removeprefix("kvoff bench: error: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--cpu-gb", "0.0000001"],
+            "--cpu-gb 1e-07 is smaller than one CPU block (16384 bytes for preset tiny)",
+        ),
+        (["--cpu-block-size", "24"], "--cpu-block-size 24 is not a multiple of --gpu-block-size"),
+    ],
+)
+def test_inconsistent_options_give_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert message in one_error_line(args, capsys)
+
+
+def machine_memory() -> str:
+    mem = physical_memory_bytes()
+    if mem is None:
+        pytest.skip("the OS does not report its physical memory")
+    return format_gib(mem)
+
+
+@pytest.mark.parametrize("cpu_gb", ["1e6", "1e308"])
+def test_a_tier_larger_than_the_machine_is_refused_with_the_sizes(
+    cpu_gb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = f"{float(cpu_gb):g}"
+    assert one_error_line(["--cpu-gb", cpu_gb], capsys) == (
+        f"--cpu-gb {shown}: a CPU tier of {shown} GiB does not fit this machine's "
+        f"{machine_memory()} of physical memory"
+    )
+
+
+def test_kv_tensors_in_host_memory_count_against_the_machine(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 10**9 GPU blocks of 16 tiny tokens (256 bytes each) = 3814.70 GiB, beside a 1 GiB tier.
+    line = one_error_line(["--device", "cpu", "--gpu-blocks", str(10**9)], capsys)
+    assert line == (
+        f"--gpu-blocks 1000000000 of --gpu-block-size 16 tokens: the KV tensors, in host "
+        f"memory here (3814.70 GiB), and the CPU tier (1.00 GiB) need 3815.70 GiB, more than "
+        f"this machine's {machine_memory()} of physical memory"
+    )
+
+
+def test_json_path_in_a_missing_directory_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "missing" / "x.json"
+    assert one_error_line(["--json", str(path)], capsys) == (
+        f"--json {path}: directory {path.parent} does not exist"
+    )
+    assert not path.parent.exists()
+
+
+def test_json_path_that_is_a_directory_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert one_error_line(["--json", str(tmp_path)], capsys) == (
+        f"--json {tmp_path} is a directory, not a file"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_path_under_a_file_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_text("keep")
+    path = tmp_path / "f" / "x.json"
+    assert one_error_line(["--json", str(path)], capsys) == (
+        f"--json {path}: directory {tmp_path / 'f'} is not a directory"
+    )
+    assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_empty_json_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert one_error_line(["--json", ""], capsys) == "--json needs a path ('-' for stdout), got ''"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
+def test_json_path_in_a_read_only_directory_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        line = one_error_line(["--json", str(locked / "x.json")], capsys)
+    finally:
+        locked.chmod(0o700)
+    assert line == f"--json {locked / 'x.json'}: directory {locked} is not writable"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_failed_json_write_keeps_the_summary_and_is_one_error_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # /dev/full passes every check before the run (it exists and is writable) and then fails
+    # the write with ENOSPC, as a full disk would.
+    code, out, err = run_main(
+        ["bench", *SMALL_RUN[:2], "--requests", "8", "--cpu-gb", "0.001", "--no-progress",
+         "--json", "/dev/full"],
+        capsys,
+    )  # fmt: skip
+    assert code == 1
+    table, _, text = out.partition("{")
+    assert "block hit rate" in table and "0 mismatched" in table
+    summary = json.loads("{" + text)
+    assert summary["requests"] == 8 and summary["verify_failures"] == 0
+    assert err.splitlines()[-1] == (
+        "kvoff bench: error: --json /dev/full: cannot write the summary (No space left on "
+        "device); it is on stdout instead"
+    )
+    assert "Traceback" not in err
+
+
+def test_unresolvable_metrics_address_is_one_line_naming_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()
+    line = one_error_line(
+        ["--metrics-addr", "no.such.invalid", "--metrics-port", str(port)], capsys
+    )
+    assert line.startswith(
+        f"--metrics-addr no.such.invalid: cannot serve metrics on no.such.invalid:{port}: "
+        f"address 'no.such.invalid' does not resolve ("
+    )
 
 
 def test_port_in_use_is_one_line() -> None:
@@ -137,7 +351,10 @@ def test_port_in_use_is_one_line() -> None:
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
-    assert str(port) in lines[0] and "Traceback" not in run.stderr
+    assert lines[0] == (
+        f"kvoff bench: error: --metrics-port {port}: cannot serve metrics on 127.0.0.1:{port}: "
+        f"port {port} is already in use"
+    )
 
 
 def test_progress_bar_draws_one_line_and_only_when_enabled() -> None:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from kvoff.errors import InvalidArgumentError
-from kvoff.metrics import OffloadPromMetrics
+from kvoff.errors import InvalidArgumentError, InvalidStateError, KvoffError
+from kvoff.metrics import OffloadPromMetrics, UnknownEngineError
+from kvoff.metrics.exporter import (
+    DEFAULT_MAX_ENGINES,
+    MAX_ENGINE_LABEL_LENGTH,
+    MAX_LABEL_VALUE_LENGTH,
+)
 from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
 from stats_dicts import SnapshotObject, Transfer, v1_dict
 
@@ -348,6 +354,16 @@ def test_bad_engine_is_rejected_and_changes_nothing(reg: CollectorRegistry, engi
         ({"namespace": ""}, "invalid metric namespace ''"),
         ({"engines": "01"}, "engines must be a sequence of engines"),
         ({"engines": ("0", "")}, "engine must be a non-empty str"),
+        ({"engines": ("x" * 129,)}, "engine must be at most 128 characters, got 129"),
+        ({"engines": ("\ud800",)}, "engine must be valid UTF-8 text, got '\\\\ud800'"),
+        ({"labels": {"model_name": "m" * 1025}}, "label 'model_name' must be at most 1024 "),
+        ({"labels": {"model_name": "a\udfffb"}}, "label 'model_name' must be valid UTF-8"),
+        ({"max_engines": 0}, "max_engines must be an int >= 1, got 0"),
+        ({"max_engines": True}, "max_engines must be an int >= 1, got True"),
+        ({"max_engines": 2.0}, "max_engines must be an int >= 1, got 2.0"),
+        ({"max_engines": "8"}, "max_engines must be an int >= 1, got '8'"),
+        ({"engines": ("0", "1", "2"), "max_engines": 2}, "engines lists more than max_engines=2"),
+        ({"engines": itertools.count(), "max_engines": 3}, "engines lists more than max_engines=3"),
     ],
 )
 def test_bad_constructor_arguments(
@@ -356,6 +372,118 @@ def test_bad_constructor_arguments(
     with pytest.raises(InvalidArgumentError, match=message):
         OffloadPromMetrics(reg, **kwargs)
     assert list(reg.collect()) == []  # nothing was registered
+
+
+def test_bounds_are_the_documented_ones(reg: CollectorRegistry) -> None:
+    assert (MAX_ENGINE_LABEL_LENGTH, MAX_LABEL_VALUE_LENGTH, DEFAULT_MAX_ENGINES) == (
+        128,
+        1024,
+        256,
+    )
+    exporter = OffloadPromMetrics(reg, engines=range(256))
+    assert exporter.max_engines == 256
+    assert len(exporter.engines) == 256
+    with pytest.raises(InvalidStateError, match="engine '256' would be engine 257 of an "):
+        exporter.observe(interval_c(), engine="256")
+
+
+def test_an_engine_label_at_the_length_bound_is_served(reg: CollectorRegistry) -> None:
+    longest = "e" * MAX_ENGINE_LABEL_LENGTH
+    exporter = OffloadPromMetrics(reg, labels={"model_name": "m" * MAX_LABEL_VALUE_LENGTH})
+    exporter.observe(interval_c(), engine=longest)
+    labels = {"model_name": "m" * 1024, "engine": longest, "direction": C2G}
+    assert sample(reg, "kvoff_transfer_ops_total", **labels) == 1
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        (
+            "x" * 129,
+            "engine must be at most 128 characters, got 129 (starting 'xxxxxxxxxxxxxxxxxxxx')",
+        ),
+        ("y" * 2**20, "engine must be at most 128 characters, got 1048576 (starting 'yyyyy"),
+        ("gpu\ud800", "engine must be valid UTF-8 text, got 'gpu\\ud800'"),
+    ],
+)
+def test_an_engine_label_beyond_the_bound_is_refused_and_changes_nothing(
+    reg: CollectorRegistry, engine: str, message: str
+) -> None:
+    exporter = OffloadPromMetrics(reg)
+    exporter.observe(interval_a())
+    before = generate_latest(reg)
+    with pytest.raises(InvalidArgumentError) as info:
+        exporter.observe(interval_c(), engine=engine)
+    assert str(info.value).startswith(message)
+    assert exporter.engines == ("0",)
+    assert generate_latest(reg) == before
+
+
+def test_a_new_engine_beyond_max_engines_is_refused_and_changes_nothing(
+    reg: CollectorRegistry,
+) -> None:
+    exporter = OffloadPromMetrics(reg, engines=("0",), max_engines=2)
+    exporter.observe(interval_c(), engine="1")
+    before = generate_latest(reg)
+    with pytest.raises(InvalidStateError) as info:
+        exporter.observe(interval_a(), engine="2")
+    assert str(info.value) == (
+        "engine '2' would be engine 3 of an exporter with max_engines=2; remove_engine() one "
+        "that has stopped, or build the exporter with a larger max_engines"
+    )
+    assert exporter.engines == ("0", "1")
+    assert generate_latest(reg) == before
+    # Engines that already have series keep being observed at the bound.
+    exporter.observe(interval_c(), engine="1")
+    assert sample(reg, "kvoff_transfer_ops_total", engine="1", direction=C2G) == 2
+
+
+def test_remove_engine_drops_its_series_and_frees_its_slot(reg: CollectorRegistry) -> None:
+    exporter = OffloadPromMetrics(reg, vllm_compatible=True, engines=("0", "1"), max_engines=2)
+    exporter.observe(interval_a(), engine="0")
+    exporter.observe(interval_c(), engine="1")
+    kept = {k: v for k, v in all_samples(reg).items() if ("engine", "1") not in k[1]}
+    assert len(kept) < len(all_samples(reg))
+    exporter.remove_engine("1")
+    assert exporter.engines == ("0",)
+    # Every series of engine "1" is gone from the next scrape, engine "0"'s are untouched.
+    assert all_samples(reg) == kept
+    assert b'engine="1"' not in generate_latest(reg)
+    # Its slot is free, and it starts again from zero (a counter reset for Prometheus).
+    exporter.observe(interval_c(), engine=1)
+    exporter.observe(interval_c(), engine="1")
+    assert exporter.engines == ("0", "1")
+    assert sample(reg, "kvoff_transfer_ops_total", engine="1", direction=C2G) == 2
+    assert sample(reg, "kvoff_transfer_ops_total", engine="0", direction=G2C) == 2
+
+
+def test_remove_engine_takes_vllms_int_index(reg: CollectorRegistry) -> None:
+    exporter = OffloadPromMetrics(reg, engines=(0, 3))
+    exporter.remove_engine(3)
+    assert exporter.engines == ("0",)
+    assert sample(reg, "kvoff_cpu_capacity_blocks", engine="3") is None
+
+
+def test_remove_engine_of_an_unknown_engine_is_a_clear_error(reg: CollectorRegistry) -> None:
+    exporter = OffloadPromMetrics(reg, engines=("0", "1"))
+    exporter.observe(interval_a(), engine="0")
+    before = generate_latest(reg)
+    with pytest.raises(UnknownEngineError) as info:
+        exporter.remove_engine("7")
+    err = info.value
+    assert isinstance(err, KvoffError) and isinstance(err, KeyError)
+    assert err.engine == "7"
+    assert str(err) == "engine '7' has no series in this exporter"
+    assert exporter.engines == ("0", "1")
+    assert generate_latest(reg) == before
+    exporter.remove_engine("1")
+    after = generate_latest(reg)
+    with pytest.raises(UnknownEngineError, match="engine '1' has no series"):
+        exporter.remove_engine("1")  # twice
+    with pytest.raises(InvalidArgumentError, match="engine must be a non-empty str"):
+        exporter.remove_engine("")
+    assert exporter.engines == ("0",)
+    assert generate_latest(reg) == after
 
 
 def test_observe_does_not_alias_the_callers_dict(reg: CollectorRegistry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -16,7 +17,14 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvoff.errors import InvalidArgumentError, KvoffError
-from kvoff.metrics import OffloadPromMetrics, PortInUseError, start_metrics_server
+from kvoff.metrics import (
+    AddressUnavailableError,
+    MetricsServerError,
+    OffloadPromMetrics,
+    PortInUseError,
+    start_metrics_server,
+)
+from kvoff.metrics.server import _bind_error
 from metrics_scenario import C2G, G2C, interval_a, interval_b, interval_c
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -183,6 +191,7 @@ def test_port_in_use_is_a_clear_error(loopback_port: socket.socket) -> None:
     err = info.value
     assert isinstance(err, OSError)
     assert isinstance(err, KvoffError)
+    assert isinstance(err, MetricsServerError)
     assert err.errno == errno.EADDRINUSE
     assert err.port == port
     assert err.addr == "127.0.0.1"
@@ -210,3 +219,43 @@ def test_second_server_on_the_same_port_is_refused() -> None:
 def test_bad_arguments(port: object, addr: str, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         start_metrics_server(port, addr=addr, registry=CollectorRegistry())  # type: ignore[arg-type]
+
+
+def test_unresolvable_address_is_a_clear_error() -> None:
+    # .invalid never resolves (RFC 6761); offline, getaddrinfo fails the same way.
+    with pytest.raises(AddressUnavailableError) as info:
+        start_metrics_server(0, addr="no.such.invalid", registry=CollectorRegistry())
+    err = info.value
+    assert isinstance(err, KvoffError) and isinstance(err, OSError)
+    assert isinstance(err.__cause__, socket.gaierror)
+    assert err.errno == err.__cause__.errno
+    assert (err.addr, err.port) == ("no.such.invalid", 0)
+    assert err.strerror == (
+        "cannot serve metrics on no.such.invalid:0: address 'no.such.invalid' does not resolve "
+        f"({err.__cause__.strerror})"
+    )
+
+
+def test_address_of_another_machine_is_a_clear_error() -> None:
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of this machine.
+    with pytest.raises(AddressUnavailableError) as info:
+        start_metrics_server(0, addr="192.0.2.1", registry=CollectorRegistry())
+    err = info.value
+    assert err.errno == errno.EADDRNOTAVAIL
+    assert (err.addr, err.port) == ("192.0.2.1", 0)
+    assert err.strerror == (
+        "cannot serve metrics on 192.0.2.1:0: 192.0.2.1 is not an address of this machine "
+        f"({os.strerror(errno.EADDRNOTAVAIL)})"
+    )
+
+
+def test_any_other_refused_bind_names_the_address_and_keeps_the_errno() -> None:
+    # A port below 1024 without the privilege, as the OS reports it (root may bind it, so the
+    # mapping is exercised on the OS's error itself).
+    err = _bind_error(PermissionError(errno.EACCES, "Permission denied"), "0.0.0.0", 80)
+    assert type(err) is MetricsServerError
+    assert isinstance(err, KvoffError) and isinstance(err, OSError)
+    assert err.errno == errno.EACCES
+    assert str(err) == "[Errno 13] cannot serve metrics on 0.0.0.0:80: Permission denied"
+    unrelated = OSError("no errno")
+    assert _bind_error(unrelated, "0.0.0.0", 80) is unrelated

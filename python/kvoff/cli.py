@@ -6,28 +6,34 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
 
 import torch
 
-from kvoff.bench.presets import PRESETS
+from kvoff.bench.presets import PRESETS, ModelShape
+from kvoff.cli_options import (
+    MAX_CONVERSATIONS,
+    MAX_SECONDS,
+    MAX_SEED,
+    UsageError,
+    address_option,
+    check_json_path,
+    check_kv_fits,
+    cpu_tier_blocks,
+    float_option,
+    int_option,
+    preset_option,
+)
+from kvoff.errors import KvoffError
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
-class UsageError(Exception):
-    """A bad argument: reported as one line, exit status 2."""
-
-
-def _positive(kind: type[int] | type[float], what: str):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be positive, got {text}")
-        return value
-
-    return parse
+    from kvoff._core import OffloadingConnectorStats
+    from kvoff.bench.engine import SimulatedEngine
+    from kvoff.bench.report import Summary
+    from kvoff.metrics import MetricsServer
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +43,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option's value is checked here, so a bad one ends the command before anything
+    is allocated or run."""
     parser = _Parser(prog="kvoff", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser(
@@ -46,28 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
         "through kvoff's scheduler and worker halves on real tensors (CUDA when present), "
         "then print a summary.",
     )
-    b.add_argument("--preset", default="small", help=f"model shape: {', '.join(PRESETS)}")
+    b.add_argument(
+        "--preset", type=preset_option, default="small", help=f"model shape: {', '.join(PRESETS)}"
+    )
     b.add_argument(
         "--cpu-gb",
-        type=_positive(float, "--cpu-gb"),
+        type=float_option("--cpu-gb"),
         default=1.0,
-        help="CPU tier size in GiB (default 1: small enough that the default run evicts)",
+        help="CPU tier size in GiB, at most the machine's memory (default 1: small enough "
+        "that the default run evicts)",
     )
     b.add_argument(
         "--gpu-blocks",
-        type=_positive(int, "--gpu-blocks"),
+        type=int_option("--gpu-blocks"),
         default=2048,
         help="GPU KV blocks the simulated engine owns (default 2048)",
     )
     b.add_argument(
         "--gpu-block-size",
-        type=_positive(int, "--gpu-block-size"),
+        type=int_option("--gpu-block-size"),
         default=16,
         help="tokens per GPU block (default 16)",
     )
     b.add_argument(
         "--cpu-block-size",
-        type=_positive(int, "--cpu-block-size"),
+        type=int_option("--cpu-block-size"),
         default=64,
         help="tokens per CPU block, a multiple of the GPU block size (default 64)",
     )
@@ -75,37 +86,47 @@ def build_parser() -> argparse.ArgumentParser:
     run = b.add_mutually_exclusive_group()
     run.add_argument(
         "--requests",
-        type=_positive(int, "--requests"),
+        type=int_option("--requests"),
         default=None,
         help="requests to replay (default 400 unless --duration is given)",
     )
     run.add_argument(
         "--duration",
-        type=_positive(float, "--duration"),
+        type=float_option("--duration", high=MAX_SECONDS),
         default=None,
-        help="admit requests for this many seconds, then drain",
+        help=f"admit requests for this many seconds (at most {MAX_SECONDS}), then drain",
     )
     b.add_argument(
         "--conversations",
-        type=_positive(int, "--conversations"),
+        type=int_option("--conversations", high=MAX_CONVERSATIONS),
         default=32,
-        help="conversations active at once (default 32)",
+        help=f"conversations active at once (default 32, at most {MAX_CONVERSATIONS:,})",
     )
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--seed",
+        type=int_option("--seed", low=0, high=MAX_SEED),
+        default=0,
+        help="workload seed, 0..2**64-1 (default 0)",
+    )
     b.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     b.add_argument("--json", metavar="PATH", help="also write the summary as JSON ('-': stdout)")
     b.add_argument(
         "--metrics-port",
-        type=int,
+        type=int_option("--metrics-port", high=65535),
         default=None,
         help="serve Prometheus /metrics on this port while running",
     )
-    b.add_argument("--metrics-addr", default="127.0.0.1")
+    b.add_argument(
+        "--metrics-addr",
+        type=address_option,
+        default="127.0.0.1",
+        help="address to serve /metrics on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     b.add_argument(
         "--linger",
-        type=float,
+        type=float_option("--linger", high=MAX_SECONDS, low_open=False),
         default=0.0,
-        help="keep serving /metrics this many seconds after the run",
+        help=f"keep serving /metrics this many seconds after the run (at most {MAX_SECONDS})",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -134,28 +155,26 @@ class _Progress:
             self.out.flush()
 
 
-def _bench(args: argparse.Namespace) -> int:
-    # Imported here so `kvoff --help` stays fast.
-    from prometheus_client import CollectorRegistry
+@dataclass(frozen=True)
+class _Plan:
+    """What the options resolve to, every one checked before anything is allocated."""
 
-    from kvoff._core import OffloadingConnectorStats
-    from kvoff.bench.engine import EngineConfig, SimulatedEngine
-    from kvoff.bench.report import render, summarize
-    from kvoff.bench.workload import WorkloadConfig, generate
-    from kvoff.metrics import OffloadPromMetrics, start_metrics_server
+    shape: ModelShape
+    device: str
+    num_cpu_blocks: int
+    cpu_block_bytes: int
+    num_requests: int | None
 
-    shape = PRESETS.get(args.preset)
-    if shape is None:
-        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    shape = PRESETS[args.preset]
     if args.cpu_block_size % args.gpu_block_size:
         raise UsageError(
             f"--cpu-block-size {args.cpu_block_size} is not a multiple of "
             f"--gpu-block-size {args.gpu_block_size}"
         )
-    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
-        raise UsageError(f"--metrics-port must be in 1..65535, got {args.metrics_port}")
-    if args.linger < 0:
-        raise UsageError(f"--linger must not be negative, got {args.linger}")
+    if args.json is not None:
+        check_json_path(args.json)
     if args.device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif args.device == "cuda" and not torch.cuda.is_available():
@@ -163,44 +182,86 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         device = args.device
     cpu_block_bytes = args.cpu_block_size * shape.bytes_per_token()
-    num_cpu_blocks = int(args.cpu_gb * 2**30) // cpu_block_bytes
-    if num_cpu_blocks < 1:
-        raise UsageError(
-            f"--cpu-gb {args.cpu_gb} is smaller than one CPU block "
-            f"({cpu_block_bytes} bytes for preset {shape.name})"
-        )
+    num_cpu_blocks = cpu_tier_blocks(args.cpu_gb, cpu_block_bytes, shape.name)
+    check_kv_fits(
+        args.gpu_blocks,
+        args.gpu_block_size,
+        kv_bytes=args.gpu_blocks * args.gpu_block_size * shape.bytes_per_token(),
+        tier_bytes=num_cpu_blocks * cpu_block_bytes,
+        kv_on_cpu=device == "cpu",
+        gpu_memory_bytes=(
+            torch.cuda.get_device_properties(torch.device(device)).total_memory
+            if device == "cuda"
+            else None
+        ),
+    )
     num_requests = args.requests if args.requests or args.duration else 400
+    return _Plan(shape, device, num_cpu_blocks, cpu_block_bytes, num_requests)
 
+
+def _start_server(args: argparse.Namespace, registry: CollectorRegistry) -> MetricsServer | None:
+    from kvoff.metrics import (
+        AddressUnavailableError,
+        MetricsServerError,
+        PortInUseError,
+        start_metrics_server,
+    )
+
+    if args.metrics_port is None:
+        return None
+    try:
+        return start_metrics_server(args.metrics_port, args.metrics_addr, registry=registry)
+    except PortInUseError as e:
+        raise UsageError(f"--metrics-port {args.metrics_port}: {e.strerror}") from None
+    except AddressUnavailableError as e:
+        raise UsageError(f"--metrics-addr {args.metrics_addr}: {e.strerror}") from None
+    except MetricsServerError as e:  # the OS refusing the bind for another reason
+        raise UsageError(
+            f"--metrics-addr {args.metrics_addr} --metrics-port {args.metrics_port}: {e.strerror}"
+        ) from None
+
+
+def _write_json(path: str, text: str) -> str | None:
+    """Write the JSON summary; the error line on failure (the summary then goes to stdout,
+    so a run's result is never lost to a full disk or a directory removed meanwhile)."""
+    if path == "-":
+        print(text)
+        return None
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        print(text)
+        reason = e.strerror or str(e)
+        return f"--json {path}: cannot write the summary ({reason}); it is on stdout instead"
+    return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # Imported here so `kvoff --help` stays fast.
+    from prometheus_client import CollectorRegistry
+
+    from kvoff._core import OffloadingConnectorStats
+    from kvoff.bench.engine import EngineConfig, SimulatedEngine
+    from kvoff.bench.report import render
+    from kvoff.metrics import OffloadPromMetrics
+
+    plan = _plan(args)
+    shape, device = plan.shape, plan.device
     registry = CollectorRegistry()
     exporter = OffloadPromMetrics(
         registry=registry, labels={"model_name": shape.name}, vllm_compatible=True
     )
-    server = None
-    if args.metrics_port is not None:
-        try:
-            server = start_metrics_server(args.metrics_port, args.metrics_addr, registry=registry)
-        except OSError as e:  # kvoff's port-in-use error is an OSError too
-            raise UsageError(str(e)) from None
-
     total = OffloadingConnectorStats()
 
     def on_snapshot(snap: object) -> None:
         exporter.observe(snap, engine="0")
         total.aggregate(snap)  # type: ignore[arg-type]
 
-    gpu_desc = torch.cuda.get_device_name() if device == "cuda" else "CPU tensors (no CUDA)"
-    print(
-        f"kvoff bench: preset {shape.name}, device {device} ({gpu_desc}), "
-        f"{num_cpu_blocks} CPU blocks of {cpu_block_bytes / 2**20:.2f} MiB, "
-        f"{args.gpu_blocks} GPU blocks",
-        file=sys.stderr,
-    )
-    if server is not None:
-        print(f"metrics: http://{args.metrics_addr}:{args.metrics_port}/metrics", file=sys.stderr)
     cfg = EngineConfig(
         shape=shape,
         gpu_blocks=args.gpu_blocks,
-        num_cpu_blocks=num_cpu_blocks,
+        num_cpu_blocks=plan.num_cpu_blocks,
         gpu_block_size=args.gpu_block_size,
         cpu_block_size=args.cpu_block_size,
         policy=args.policy,
@@ -209,10 +270,48 @@ def _bench(args: argparse.Namespace) -> int:
     )
     try:
         engine = SimulatedEngine(cfg, on_snapshot=on_snapshot)
-    except (MemoryError, RuntimeError) as e:
+    except (MemoryError, RuntimeError, KvoffError) as e:
+        # Sizes were checked against the machine; what is free right now may still be less.
         raise UsageError(f"cannot allocate the KV tensors or the CPU tier: {e}") from None
+    server = _start_server(args, registry)
+    try:
+        summary = _run(args, plan, engine, total, server)
+        print(render(summary))
+        failed_write = None if args.json is None else _write_json(args.json, summary.to_json())
+        sys.stdout.flush()
+        if server is not None and args.linger:
+            time.sleep(args.linger)
+    finally:
+        if server is not None:
+            server.shutdown()
+    if failed_write is not None:
+        print(f"kvoff bench: error: {failed_write}", file=sys.stderr)
+        return 1
+    return 1 if summary.verify_failures else 0
+
+
+def _run(
+    args: argparse.Namespace,
+    plan: _Plan,
+    engine: SimulatedEngine,
+    total: OffloadingConnectorStats,
+    server: MetricsServer | None,
+) -> Summary:
+    from kvoff.bench.report import summarize
+    from kvoff.bench.workload import WorkloadConfig, generate
+
+    device = plan.device
+    gpu_desc = torch.cuda.get_device_name() if device == "cuda" else "CPU tensors (no CUDA)"
+    print(
+        f"kvoff bench: preset {plan.shape.name}, device {device} ({gpu_desc}), "
+        f"{plan.num_cpu_blocks} CPU blocks of {plan.cpu_block_bytes / 2**20:.2f} MiB, "
+        f"{args.gpu_blocks} GPU blocks",
+        file=sys.stderr,
+    )
+    if server is not None:
+        print(f"metrics: {server.url}", file=sys.stderr)
     workload = generate(
-        WorkloadConfig(concurrency=args.conversations), num_requests, seed=args.seed
+        WorkloadConfig(concurrency=args.conversations), plan.num_requests, seed=args.seed
     )
     show = not args.no_progress and sys.stderr.isatty()
     start = time.monotonic()
@@ -220,7 +319,7 @@ def _bench(args: argparse.Namespace) -> int:
         bar = _Progress(args.duration, "s", sys.stderr, show)
         deadline: float | None = time.perf_counter() + args.duration
     else:
-        bar = _Progress(float(num_requests or 0), "requests", sys.stderr, show)
+        bar = _Progress(float(plan.num_requests or 0), "requests", sys.stderr, show)
         deadline = None
 
     def progress() -> None:
@@ -235,27 +334,15 @@ def _bench(args: argparse.Namespace) -> int:
         link = single_copy_gb_per_s(torch.device(device))
     totals = engine.run(workload, deadline, progress)
     bar.close()
-    summary = summarize(
+    return summarize(
         total.to_dict(),
         totals,
         device=f"{device} ({gpu_desc})",
-        preset=shape.name,
-        cpu_capacity_blocks=num_cpu_blocks,
-        cpu_block_bytes=cpu_block_bytes,
+        preset=plan.shape.name,
+        cpu_capacity_blocks=plan.num_cpu_blocks,
+        cpu_block_bytes=plan.cpu_block_bytes,
         link=link,
     )
-    print(render(summary))
-    if args.json == "-":
-        print(summary.to_json())
-    elif args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(summary.to_json() + "\n")
-    sys.stdout.flush()
-    if server is not None:
-        if args.linger:
-            time.sleep(args.linger)
-        server.shutdown()
-    return 1 if summary.verify_failures else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,16 +8,25 @@ metric.
 
 from __future__ import annotations
 
-from kvoff.metrics.errors import DuplicateMetricError, PortInUseError
+from kvoff.metrics.errors import (
+    AddressUnavailableError,
+    DuplicateMetricError,
+    MetricsServerError,
+    PortInUseError,
+    UnknownEngineError,
+)
 from kvoff.metrics.exporter import OffloadPromMetrics
 from kvoff.metrics.log_line import format_stats
 from kvoff.metrics.server import MetricsServer, start_metrics_server
 
 __all__ = [
+    "AddressUnavailableError",
     "DuplicateMetricError",
     "MetricsServer",
+    "MetricsServerError",
     "OffloadPromMetrics",
     "PortInUseError",
+    "UnknownEngineError",
     "format_stats",
     "start_metrics_server",
 ]

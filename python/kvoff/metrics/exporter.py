@@ -35,8 +35,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from kvoff.errors import InvalidArgumentError
-from kvoff.metrics.errors import DuplicateMetricError
+from kvoff.errors import InvalidArgumentError, InvalidStateError
+from kvoff.metrics.errors import DuplicateMetricError, UnknownEngineError
 from kvoff.metrics.snapshot import (
     DIRECTIONS,
     DURATION_BUCKETS_SECONDS,
@@ -48,7 +48,22 @@ from kvoff.metrics.snapshot import (
 )
 from kvoff.metrics.vllm_compat import le_label, vllm_families
 
-__all__ = ["OffloadPromMetrics"]
+__all__ = [
+    "DEFAULT_MAX_ENGINES",
+    "MAX_ENGINE_LABEL_LENGTH",
+    "MAX_LABEL_VALUE_LENGTH",
+    "OffloadPromMetrics",
+]
+
+# Every engine label appears on 166 series of every scrape (vllm_compatible), so its length
+# multiplies: 256 engines with 128-character labels make a 9.9 MB scrape, short labels 4.6 MB.
+# vLLM's engine labels are small ints; a host name and a rank fit easily.
+MAX_ENGINE_LABEL_LENGTH = 128
+# Constant labels are set once by the operator and may be a model path (vLLM's model_name is the
+# served model name, often a directory).
+MAX_LABEL_VALUE_LENGTH = 1024
+# Beyond vLLM's largest data-parallel deployments; an engine that stops is remove_engine()d.
+DEFAULT_MAX_ENGINES = 256
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -153,13 +168,29 @@ def _accumulate(total: Snapshot, interval: Snapshot) -> Snapshot:
     )
 
 
+def _check_label_value(what: str, value: str, max_length: int) -> None:
+    if len(value) > max_length:
+        raise InvalidArgumentError(
+            f"{what} must be at most {max_length} characters, got {len(value)} "
+            f"(starting {value[:20]!r})"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate would make every later scrape fail to encode.
+        raise InvalidArgumentError(f"{what} must be valid UTF-8 text, got {value[:40]!r}") from None
+
+
 def _engine_label(engine: object) -> str:
     # vLLM numbers its engines with ints; accept those and label them as vLLM does (str(idx)).
     if type(engine) is int and engine >= 0:
-        return str(engine)
-    if isinstance(engine, str) and engine:
-        return engine
-    raise InvalidArgumentError(f"engine must be a non-empty str or an int >= 0, got {engine!r}")
+        label = str(engine)
+    elif isinstance(engine, str) and engine:
+        label = engine
+    else:
+        raise InvalidArgumentError(f"engine must be a non-empty str or an int >= 0, got {engine!r}")
+    _check_label_value("engine", label, MAX_ENGINE_LABEL_LENGTH)
+    return label
 
 
 def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -176,6 +207,7 @@ def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
             )
         if not isinstance(value, str):
             raise InvalidArgumentError(f"label {name!r} must have a str value, got {value!r}")
+        _check_label_value(f"label {name!r}", value, MAX_LABEL_VALUE_LENGTH)
     return dict(labels)
 
 
@@ -188,7 +220,10 @@ class OffloadPromMetrics(Collector):
     global ``prometheus_client.REGISTRY`` when None).
 
     Every series exists, at zero, for both directions of every engine in ``engines`` from the
-    first scrape; an engine first seen by ``observe`` gets its series from then on.
+    first scrape; an engine first seen by ``observe`` gets its series from then on, and
+    ``remove_engine`` drops them. At most ``max_engines`` engines (default
+    :data:`DEFAULT_MAX_ENGINES`) have series at once, and an engine label is at most
+    :data:`MAX_ENGINE_LABEL_LENGTH` characters: both bound the size of a scrape.
 
     ``labels`` are constant labels put on every series (e.g. ``{"model_name": ...}``, which
     vLLM dashboards filter on). ``namespace`` prefixes every kvoff metric name.
@@ -207,17 +242,28 @@ class OffloadPromMetrics(Collector):
         vllm_compatible: bool = False,
         namespace: str = "kvoff",
         engines: Iterable[str | int] = ("0",),
+        max_engines: int = DEFAULT_MAX_ENGINES,
     ) -> None:
         if not isinstance(namespace, str) or not _METRIC_NAME.fullmatch(namespace):
             raise InvalidArgumentError(f"invalid metric namespace {namespace!r}")
         if isinstance(engines, (str, bytes)):
             # A bare "01" would otherwise become the engines "0" and "1".
             raise InvalidArgumentError(f"engines must be a sequence of engines, got {engines!r}")
+        if type(max_engines) is not int or max_engines < 1:
+            raise InvalidArgumentError(f"max_engines must be an int >= 1, got {max_engines!r}")
         self._namespace = namespace
         self._labels = _check_labels(labels)
         self._vllm_compatible = bool(vllm_compatible)
+        self._max_engines = max_engines
         self._lock = threading.Lock()
-        self._totals: dict[str, Snapshot] = {_engine_label(e): _zero_totals() for e in engines}
+        given: dict[str, None] = {}
+        for e in engines:  # stopping at the bound, so that even an endless iterable ends
+            given[_engine_label(e)] = None
+            if len(given) > max_engines:
+                raise InvalidArgumentError(
+                    f"engines lists more than max_engines={max_engines} engines"
+                )
+        self._totals: dict[str, Snapshot] = {label: _zero_totals() for label in given}
         self._registry = REGISTRY if registry is None else registry
         try:
             self._registry.register(self)
@@ -241,6 +287,11 @@ class OffloadPromMetrics(Collector):
         return self._vllm_compatible
 
     @property
+    def max_engines(self) -> int:
+        """How many engines may have series at once."""
+        return self._max_engines
+
+    @property
     def engines(self) -> tuple[str, ...]:
         """Engine label values with series, in the order they were first given or seen."""
         with self._lock:
@@ -259,7 +310,24 @@ class OffloadPromMetrics(Collector):
         interval = parse_snapshot(stats)
         with self._lock:
             total = self._totals.get(label)
+            if total is None and len(self._totals) >= self._max_engines:
+                raise InvalidStateError(
+                    f"engine {label!r} would be engine {len(self._totals) + 1} of an exporter "
+                    f"with max_engines={self._max_engines}; remove_engine() one that has "
+                    f"stopped, or build the exporter with a larger max_engines"
+                )
             self._totals[label] = _accumulate(_zero_totals() if total is None else total, interval)
+
+    def remove_engine(self, engine: str | int) -> None:
+        """Drop every series of ``engine``: the next scrape no longer shows it, and its slot
+        under ``max_engines`` is free. Observing it again starts its counters from zero, which
+        Prometheus reads as a counter reset. An engine without series raises
+        :class:`~kvoff.metrics.UnknownEngineError` (a ``KeyError``) and changes nothing.
+        """
+        label = _engine_label(engine)
+        with self._lock:
+            if self._totals.pop(label, None) is None:
+                raise UnknownEngineError(label)
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:

@@ -10,6 +10,7 @@ hence the ``server_close()``.
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 from types import TracebackType
 from wsgiref.simple_server import WSGIServer
@@ -17,7 +18,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from kvoff.errors import InvalidArgumentError
-from kvoff.metrics.errors import PortInUseError
+from kvoff.metrics.errors import AddressUnavailableError, MetricsServerError, PortInUseError
 
 __all__ = ["MetricsServer", "start_metrics_server"]
 
@@ -74,7 +75,10 @@ def start_metrics_server(
 
     ``port=0`` picks a free port (read it from the result's ``port``). The default address is
     loopback only; pass ``"0.0.0.0"`` to let a remote Prometheus scrape. Raises
-    :class:`~kvoff.metrics.PortInUseError` naming the port when it is taken.
+    :class:`~kvoff.metrics.PortInUseError` naming the port when it is taken,
+    :class:`~kvoff.metrics.AddressUnavailableError` naming the address when it does not
+    resolve or is not this machine's, and :class:`~kvoff.metrics.MetricsServerError` (their
+    base, an ``OSError``) naming both for any other refusal of the bind.
     """
     if type(port) is not int or not 0 <= port <= 65535:
         raise InvalidArgumentError(f"port must be an int in 0..65535, got {port!r}")
@@ -85,7 +89,23 @@ def start_metrics_server(
             port, addr=addr, registry=REGISTRY if registry is None else registry
         )
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError(addr, port) from exc
-        raise
+        raise _bind_error(exc, addr, port) from exc
     return MetricsServer(server, thread, addr)
+
+
+def _bind_error(exc: OSError, addr: str, port: int) -> OSError:
+    """The kvoff error for a failed bind, naming the address and port."""
+    if exc.errno is None:
+        return exc  # not from the OS: nothing more precise to say
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUseError(addr, port)
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return AddressUnavailableError(
+            addr, port, exc.errno, f"address {addr!r} does not resolve ({reason})"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return AddressUnavailableError(
+            addr, port, exc.errno, f"{addr} is not an address of this machine ({reason})"
+        )
+    return MetricsServerError(addr, port, exc.errno, reason)
