@@ -107,7 +107,11 @@ class OffloadingManager:
     """The CPU-tier block manager: which block hashes live in the CPU tier, where, in what state.
 
     ``num_blocks`` CPU blocks of ``block_size`` tokens; ``policy`` is ``"lru"`` or ``"arc"``.
-    Hashes are ``bytes`` (any length) or ``int`` (within 128-bit signed range); ``5`` and
+    A tier whose index and per-block state (about 180 to 330 bytes a block, and about 150 more
+    for ARC's ghost lists) would not fit in the machine's physical memory raises MemoryError,
+    naming both sizes, as does an allocation the system refuses; nothing is left behind.
+    Hashes are ``bytes`` (any length) or ``int`` (within 128-bit signed range), or the batched
+    form, a 1-D native-endian ``int64``/``uint64`` numpy array; ``5`` and
     ``b"\\x05"`` are different hashes. Every call checks its whole argument first: a bad call
     raises a :class:`kvoff.KvoffError` subclass and changes nothing. Block ids are handed out
     fresh first (0, 1, 2, ...), then freed ids last-in-first-out. Calls naming 2048 hashes or

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod key;
 mod list;
 pub mod manager;
+mod memory;
 pub mod policy;
 pub mod pool;
 pub mod sink;

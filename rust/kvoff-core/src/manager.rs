@@ -13,6 +13,7 @@ use hashbrown::HashTable;
 use crate::error::{KvoffError, Result};
 use crate::hugepages;
 use crate::key::{BlockKey, BlockKeyRef, KeyHasher};
+use crate::memory::{self, AllocFailed};
 use crate::policy::{EvictionPolicy, PolicyKind, PolicyState};
 use crate::pool::IdPool;
 use crate::sink::ManagerStatsSink;
@@ -161,14 +162,19 @@ impl ProbeHint {
     }
 }
 
+/// Entries the index has room for, for a tier of `n` blocks: twice the blocks. Evictions
+/// leave tombstones, and once they use up the spare room hashbrown rebuilds the table: in
+/// place while it is at most half full, otherwise into one twice the size, which with room for
+/// only `n` happened in the middle of some `prepare_store` within the first few evictions of a
+/// full tier (all of them moved at once, and the new buckets without huge pages). Sized for 2n
+/// it always rebuilds in place.
+fn index_room(n: usize) -> usize {
+    2 * n
+}
+
 /// An empty index with room for `n` blocks, its buckets in huge pages where the system allows.
-fn index_with_capacity(n: usize) -> HashTable<Slot> {
-    // Room for twice the blocks. Evictions leave tombstones, and once they use up the spare
-    // room hashbrown rebuilds the table: in place while it is at most half full, otherwise
-    // into one twice the size, which with room for only `n` happened in the middle of some
-    // `prepare_store` within the first few evictions of a full tier (all of them moved at
-    // once, and the new buckets without huge pages). Sized for 2n it always rebuilds in place.
-    let mut index = HashTable::with_capacity(2 * n);
+fn try_index_with_capacity(n: usize) -> Result<HashTable<Slot>, AllocFailed> {
+    let mut index = memory::try_table(index_room(n), "block index")?;
     // Where the buckets lie shows only from a bucket, so one is borrowed for a moment (no
     // growth: there is room for `n`).
     let entry = index.insert_unique(
@@ -185,7 +191,7 @@ fn index_with_capacity(n: usize) -> HashTable<Slot> {
     let ctrl = ProbeHint::from_bucket(&index, bucket, slot).ctrl;
     let len = index.num_buckets() * std::mem::size_of::<Slot>();
     hugepages::advise(ctrl.wrapping_sub(len), len);
-    index
+    Ok(index)
 }
 
 /// A prefetch hint for the line holding `addr`; any address is allowed (it never faults).
@@ -326,21 +332,62 @@ impl OffloadingManager {
         }
         let kind: PolicyKind = policy.parse()?;
         let capacity = num_blocks as u32;
+        let needed = Self::memory_needed(capacity, kind);
+        let shown = format!(
+            "OffloadingManager(num_blocks={capacity}, policy='{}')",
+            kind.as_str()
+        );
+        if let Some(physical) = memory::physical_memory_bytes().filter(|&p| needed > p) {
+            return Err(KvoffError::OutOfMemory(format!(
+                "{shown} needs {} for its index and per-block state, more than this machine's \
+                 {} of physical memory",
+                memory::describe_bytes(needed),
+                memory::describe_bytes(physical),
+            )));
+        }
+        Self::try_build(capacity, block_size as u64, kind, enable_events).map_err(|failed| {
+            KvoffError::OutOfMemory(format!(
+                "{shown}: the system refused {} for its {} ({} in all)",
+                memory::describe_bytes(failed.bytes),
+                failed.what,
+                memory::describe_bytes(needed),
+            ))
+        })
+    }
+
+    /// Bytes a manager of `capacity` blocks takes for its index, per-block state and policy
+    /// (at most: ARC's ghost lists full), not counting heap copies of byte keys over 32 bytes
+    /// and the per-call scratch space, which scale with the calls' arguments.
+    #[must_use]
+    pub fn memory_needed(capacity: u32, policy: PolicyKind) -> u64 {
+        let n = capacity as usize;
+        [
+            memory::table_bytes::<Slot>(index_room(n)),
+            memory::array_bytes::<Meta>(n),
+            IdPool::bytes_for(capacity),
+            policy.bytes_for(capacity),
+        ]
+        .iter()
+        .fold(0, |sum, &b| sum.saturating_add(b))
+    }
+
+    /// Allocate everything, fallibly; what was already allocated is freed on failure.
+    fn try_build(
+        capacity: u32,
+        block_size: u64,
+        kind: PolicyKind,
+        enable_events: bool,
+    ) -> Result<Self, AllocFailed> {
         let n = capacity as usize;
         Ok(OffloadingManager {
-            block_size: block_size as u64,
+            block_size,
             policy_kind: kind,
             hasher: KeyHasher::default(),
-            index: index_with_capacity(n),
-            meta: {
-                let meta = vec![Meta::default(); n];
-                // All zeros: the buffer comes untouched from the allocator.
-                hugepages::advise_vec(&meta);
-                meta
-            },
+            index: try_index_with_capacity(n)?,
+            meta: memory::try_filled_vec(n, Meta::default(), "per-block state")?,
             epoch: 0,
-            pool: IdPool::new(capacity),
-            policy: kind.build(capacity),
+            pool: IdPool::try_new(capacity)?,
+            policy: kind.try_build(capacity)?,
             pinned: 0,
             counters: ManagerCounters::default(),
             events: enable_events.then(Vec::new),
@@ -780,6 +827,42 @@ impl OffloadingManager {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_needed_counts_the_index_and_every_per_block_array() {
+        let n = u32::MAX - 1;
+        // Room for 2n entries: 2^34 buckets of a 64-byte slot and a control byte, plus 16
+        // bytes a block of state, 4 of the free-id list and 8 of LRU links.
+        let lru = (1u64 << 34) * 65 + 16 + 28 * u64::from(n);
+        assert_eq!(OffloadingManager::memory_needed(n, PolicyKind::Lru), lru);
+        assert!(OffloadingManager::memory_needed(n, PolicyKind::Arc) > lru);
+        assert_eq!(
+            OffloadingManager::memory_needed(1000, PolicyKind::Lru),
+            4096 * 65 + 16 + 28 * 1000
+        );
+    }
+
+    #[test]
+    fn a_refused_allocation_is_an_error_not_an_abort() {
+        // Only where the kernel refuses an allocation larger than its memory outright
+        // (heuristic or strict overcommit); where it grants anything, the index would be
+        // granted and its control bytes written, which is no test to run on a shared machine.
+        let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+        let index = memory::table_bytes::<Slot>(index_room((u32::MAX - 1) as usize));
+        let small = memory::physical_memory_bytes().is_some_and(|p| p < index / 4);
+        if !(matches!(mode.trim(), "0" | "2") && small) {
+            return;
+        }
+        let err =
+            OffloadingManager::try_build(u32::MAX - 1, 16, PolicyKind::Lru, false).unwrap_err();
+        assert_eq!(
+            err,
+            AllocFailed {
+                what: "block index",
+                bytes: index
+            }
+        );
+    }
 
     #[test]
     fn probe_hint_matches_the_table_layout() {

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use kvoff_core::{
     BlockKey, BlockKeyRef, KvoffError, ManagerEvent, ManagerStatsSink, OffloadingManager,
+    PolicyKind,
 };
 
 fn k(v: i128) -> BlockKeyRef<'static> {
@@ -224,6 +225,25 @@ fn constructor_validates() {
         err(4, 16, "fifo"),
         "unknown eviction policy \"fifo\": expected \"lru\" or \"arc\""
     );
+}
+
+#[test]
+fn a_tier_larger_than_physical_memory_is_refused() {
+    let n = u32::MAX - 1;
+    for (name, policy) in [("lru", PolicyKind::Lru), ("arc", PolicyKind::Arc)] {
+        let err = OffloadingManager::new(i64::from(n), 16, name, false).expect_err("too large");
+        let KvoffError::OutOfMemory(msg) = err else {
+            panic!("{err:?} is not OutOfMemory")
+        };
+        let needed = OffloadingManager::memory_needed(n, policy);
+        let head = format!(
+            "OffloadingManager(num_blocks={n}, policy='{name}') needs {:.2} GiB ({needed} bytes) \
+             for its index and per-block state, more than this machine's ",
+            needed as f64 / f64::from(1u32 << 30)
+        );
+        assert!(msg.starts_with(&head), "{msg}");
+        assert!(msg.ends_with(" bytes) of physical memory"), "{msg}");
+    }
 }
 
 #[test]

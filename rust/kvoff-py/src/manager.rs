@@ -8,12 +8,12 @@ mod values;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use kvoff_core::{BlockKeyRef, KvoffError, OffloadingManager};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyList};
 
-use crate::errors::to_py;
+use crate::errors::{invalid_argument_error, new_err, to_py};
 use crate::stats::PyStatsAccumulator;
 use keys::Hashes;
 use values::{key_to_py, keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepareStoreOutput};
@@ -40,6 +40,29 @@ struct Inner {
     /// Per block id: the caller's hash object, when it came as one, so that evictions hand
     /// back the caller's own objects instead of building new ones.
     objects: Vec<Option<Py<PyAny>>>,
+}
+
+/// `complete_store`'s `success`: a `bool` (or `numpy.bool_`). Anything else is refused, an
+/// int above all: `success=0` reads like a status code, whose meaning is the opposite.
+struct Success(bool);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Success {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        obj.extract::<bool>().map(Success).map_err(|_| {
+            let py = obj.py();
+            new_err(
+                py,
+                invalid_argument_error(py),
+                format!(
+                    "complete_store's success must be a bool, got {}: {}",
+                    keys::type_name(&obj),
+                    keys::repr(&obj)
+                ),
+            )
+        })
+    }
 }
 
 fn poisoned() -> PyErr {
@@ -123,7 +146,16 @@ impl PyOffloadingManager {
         if let Some(stats) = stats {
             core.set_sink(Some(stats.sink()));
         }
-        let objects = (0..core.capacity()).map(|_| None).collect();
+        let n = core.capacity() as usize;
+        let mut objects = Vec::new();
+        objects.try_reserve_exact(n).map_err(|_| {
+            PyMemoryError::new_err(format!(
+                "OffloadingManager(num_blocks={n}): the system refused {} bytes for the \
+                 per-block hash objects",
+                n * std::mem::size_of::<Option<Py<PyAny>>>()
+            ))
+        })?;
+        objects.resize_with(n, || None);
         Ok(PyOffloadingManager {
             inner: Mutex::new(Inner { core, objects }),
         })
@@ -269,13 +301,15 @@ impl PyOffloadingManager {
 
     /// Finish stores: on success the blocks become loadable; on failure the blocks not yet
     /// ready are freed (ready ones are left alone).
-    #[pyo3(signature = (block_hashes, success = true))]
+    #[pyo3(signature = (block_hashes, success = Success(true)))]
+    #[pyo3(text_signature = "($self, block_hashes, success=True)")]
     fn complete_store(
         &self,
         py: Python<'_>,
         block_hashes: &Bound<'_, PyAny>,
-        success: bool,
+        success: Success,
     ) -> PyResult<()> {
+        let Success(success) = success;
         self.with_keys(
             py,
             block_hashes,

@@ -14,6 +14,7 @@ pub use lru::LruPolicy;
 
 use crate::error::KvoffError;
 use crate::key::{BlockKey, BlockKeyRef};
+use crate::memory::AllocFailed;
 
 /// The order-keeping half of the block manager.
 pub trait EvictionPolicy: Send {
@@ -59,11 +60,19 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
-    #[must_use]
-    pub fn build(self, capacity: u32) -> Box<dyn EvictionPolicy> {
+    /// A policy for `capacity` blocks, its arrays allocated at their full size.
+    pub(crate) fn try_build(self, capacity: u32) -> Result<Box<dyn EvictionPolicy>, AllocFailed> {
+        Ok(match self {
+            PolicyKind::Lru => Box::new(LruPolicy::try_new(capacity)?),
+            PolicyKind::Arc => Box::new(ArcPolicy::try_new(capacity)?),
+        })
+    }
+
+    /// Bytes the policy for `capacity` blocks takes at most.
+    pub(crate) fn bytes_for(self, capacity: u32) -> u64 {
         match self {
-            PolicyKind::Lru => Box::new(LruPolicy::new(capacity)),
-            PolicyKind::Arc => Box::new(ArcPolicy::new(capacity)),
+            PolicyKind::Lru => LruPolicy::bytes_for(capacity),
+            PolicyKind::Arc => ArcPolicy::bytes_for(capacity),
         }
     }
 

@@ -10,7 +10,7 @@ use std::ops::Deref;
 use std::sync::OnceLock;
 
 use kvoff_core::BlockKeyRef;
-use numpy::{PyArray1, PyArrayMethods};
+use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
@@ -90,6 +90,9 @@ impl<'py> Hashes<'py> {
         }
         if let Ok(a) = arg.cast::<PyArray1<u64>>() {
             return Ok(Hashes::U64(a.readonly().as_array().to_vec()));
+        }
+        if let Ok(a) = arg.cast::<PyUntypedArray>() {
+            check_array_form(a)?;
         }
         // A lone bytes or str is iterable but is certainly not a list of hashes.
         if arg.is_instance_of::<PyBytes>()
@@ -201,6 +204,39 @@ impl<'py> Hashes<'py> {
             }
         })
     }
+}
+
+/// Refuse a numpy array that is not the batched form, saying what that form is; only a 1-D
+/// array of Python objects goes on, to be read item by item like a list.
+fn check_array_form(array: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+    let py = array.py();
+    let dtype = array.dtype();
+    let (ndim, kind) = (array.ndim(), dtype.kind());
+    if ndim == 1 && kind == b'O' {
+        return Ok(());
+    }
+    let name: String = dtype.getattr("name")?.extract()?;
+    let order = match dtype.byteorder() {
+        b'>' => "big-endian ",
+        b'<' => "little-endian ",
+        _ => "",
+    };
+    let hint = if ndim != 1 {
+        "; pass a list of hashes, or a 1-D array"
+    } else if kind == b'i' {
+        "; convert it with .astype(numpy.int64)"
+    } else if kind == b'u' {
+        "; convert it with .astype(numpy.uint64)"
+    } else {
+        ""
+    };
+    Err(type_error(
+        py,
+        format!(
+            "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, \
+             got a {ndim}-D array of {order}{name}{hint}"
+        ),
+    ))
 }
 
 /// Python lists never exceed `isize::MAX` items, so this is exact.
@@ -410,13 +446,13 @@ pub(crate) fn object_key<'a>(
     ))
 }
 
-fn repr(item: &Bound<'_, PyAny>) -> String {
+pub(crate) fn repr(item: &Bound<'_, PyAny>) -> String {
     item.repr()
         .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
 }
 
 /// The name of `obj`'s type, for error messages (empty if even that fails).
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map(|n| n.to_string())
