@@ -129,12 +129,14 @@ impl PyOffloadingManager {
 
     /// Recency update, last hash first, so a prefix's first block ends most recent.
     fn touch(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        Ok(self.call(py, block_hashes, OffloadingManager::touch)?.0)
+        self.call(py, block_hashes, OffloadingManager::touch)?;
+        Ok(())
     }
 
     /// Unpin blocks pinned by `prepare_load`.
     fn complete_load(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        Ok(self.call(py, block_hashes, OffloadingManager::complete_load)?.0)
+        self.call(py, block_hashes, OffloadingManager::complete_load)?;
+        Ok(())
     }
 
     /// Allocate blocks for the hashes not yet present, evicting as needed; `None`, with
@@ -175,9 +177,8 @@ impl PyOffloadingManager {
         success: Success,
     ) -> PyResult<()> {
         let Success(success) = success;
-        Ok(self
-            .call(py, block_hashes, |m, k| m.complete_store(k, success))?
-            .0)
+        self.call(py, block_hashes, |m, k| m.complete_store(k, success))?;
+        Ok(())
     }
 
     /// Events since the last call (empty unless `enable_events=True`).

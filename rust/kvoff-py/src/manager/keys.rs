@@ -10,9 +10,7 @@
 //! stay valid with the GIL released, whatever other threads do to the caller's list.
 
 use kvoff_core::BlockKeyRef;
-use numpy::{
-    PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
-};
+use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString};
@@ -92,7 +90,11 @@ impl<'py> Hashes<'py> {
 
     /// The hashes at `positions`, in the form they came in (a new list of the caller's own
     /// objects, or an array of the same dtype).
-    pub(crate) fn select(&self, py: Python<'py>, positions: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn select(
+        &self,
+        py: Python<'py>,
+        positions: &[usize],
+    ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match self {
             Hashes::Objects(items) => {
                 PyList::new(py, positions.iter().map(|&i| &items[i]))?.into_any()
