@@ -6,6 +6,7 @@
 pub mod direction;
 pub mod error;
 mod hugepages;
+mod index;
 pub mod jobs;
 pub mod key;
 mod list;

@@ -4,9 +4,11 @@
 mod keys;
 mod values;
 
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Mutex, MutexGuard};
 
-use kvoff_core::{BlockKeyRef, KvoffError, OffloadingManager};
+use kvoff_core::manager::MAX_BLOCKS;
+use kvoff_core::{BlockKeyRef, KvoffError, OffloadingManager, PolicyKind};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
@@ -51,6 +53,39 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Success {
             )
         })
     }
+}
+
+/// The constructor's arguments as the core takes them, checked in the order given.
+fn construction_args(
+    num_blocks: i64,
+    block_size: i64,
+    policy: &str,
+) -> kvoff_core::Result<(NonZeroU32, NonZeroU64, PolicyKind)> {
+    let capacity = u32::try_from(num_blocks)
+        .ok()
+        .filter(|&n| n <= MAX_BLOCKS)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            KvoffError::InvalidArgument(format!(
+                "num_blocks must be between 1 and {MAX_BLOCKS}, got {num_blocks}"
+            ))
+        })?;
+    let block_size = u64::try_from(block_size)
+        .ok()
+        .and_then(NonZeroU64::new)
+        .ok_or_else(|| {
+            KvoffError::InvalidArgument(format!("block_size must be positive, got {block_size}"))
+        })?;
+    let policy = match policy {
+        "lru" => PolicyKind::Lru,
+        "arc" => PolicyKind::Arc,
+        other => {
+            return Err(KvoffError::InvalidArgument(format!(
+                "unknown eviction policy {other:?}: expected \"lru\" or \"arc\""
+            )))
+        }
+    };
+    Ok((capacity, block_size, policy))
 }
 
 fn poisoned() -> PyErr {
@@ -98,11 +133,10 @@ impl PyOffloadingManager {
         enable_events: bool,
         stats: Option<PyRef<'_, PyStatsAccumulator>>,
     ) -> PyResult<Self> {
-        let mut core = to_py(OffloadingManager::new(
-            num_blocks,
-            block_size,
-            policy,
-            enable_events,
+        let mut core = to_py(construction_args(num_blocks, block_size, policy).and_then(
+            |(capacity, block_size, policy)| {
+                OffloadingManager::new(capacity, block_size, policy, enable_events)
+            },
         ))?;
         if let Some(stats) = stats {
             core.set_sink(Some(stats.sink()));

@@ -7,12 +7,9 @@
 mod arc;
 mod lru;
 
-use std::str::FromStr;
-
 pub use arc::ArcPolicy;
 pub use lru::LruPolicy;
 
-use crate::error::KvoffError;
 use crate::key::{BlockKey, BlockKeyRef};
 use crate::memory::AllocFailed;
 
@@ -52,7 +49,7 @@ pub struct PolicyState {
     pub target: Option<u64>,
 }
 
-/// The policies a manager can be built with, by name.
+/// The policies a manager can be built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     Lru,
@@ -76,25 +73,12 @@ impl PolicyKind {
         }
     }
 
+    /// The name the policy goes by in messages and in Python (`"lru"`, `"arc"`).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             PolicyKind::Lru => "lru",
             PolicyKind::Arc => "arc",
-        }
-    }
-}
-
-impl FromStr for PolicyKind {
-    type Err = KvoffError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lru" => Ok(PolicyKind::Lru),
-            "arc" => Ok(PolicyKind::Arc),
-            other => Err(KvoffError::InvalidArgument(format!(
-                "unknown eviction policy {other:?}: expected \"lru\" or \"arc\""
-            ))),
         }
     }
 }
