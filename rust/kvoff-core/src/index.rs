@@ -250,7 +250,7 @@ impl ProbeHint {
         prefetch_line(slot);
         // The key sits in the first free bucket from `pos` on when it went in, often the
         // next one (just below: buckets run downwards); one more line costs less than the
-        // miss it saves (prepare_store at 10^4 blocks: 107 -> 95 ns a block).
+        // miss it saves (measured: docs/PERFORMANCE.md).
         prefetch_line(slot.wrapping_sub(std::mem::size_of::<Slot>()));
         prefetch_line(self.ctrl.wrapping_add(pos));
     }

@@ -463,43 +463,8 @@ impl OffloadingManager {
                 return Ok(None);
             }
         }
-        let mut evicted = Vec::with_capacity(victims.len());
-        for (j, &id) in victims.iter().enumerate() {
-            // Two stages ahead: a victim's state line first, then (with the hash it holds)
-            // its index lines.
-            if let Some(&far) = victims.get(j + 2 * PREFETCH_AHEAD) {
-                prefetch_line(std::ptr::from_ref(&self.meta[far as usize]) as usize);
-            }
-            if let Some(&near) = victims.get(j + PREFETCH_AHEAD) {
-                self.index.prefetch(self.meta[near as usize].hash);
-            }
-            let hash = self.meta[id as usize].hash;
-            let Some(key) = self.index.remove(hash, id) else {
-                unreachable!("block {id} chosen for eviction is not in the index")
-            };
-            self.policy.on_evict(id, key.as_ref(), hash);
-            self.pool.release(id);
-            evicted.push(key);
-        }
-        let evicted = EvictedKeys(evicted);
-        let mut block_ids = Vec::with_capacity(to_store.len());
-        for &i in to_store.iter().take(PREFETCH_AHEAD) {
-            self.index.prefetch(self.scratch_hashes[i]);
-        }
-        for (k, &i) in to_store.iter().enumerate() {
-            if let Some(&ahead) = to_store.get(k + PREFETCH_AHEAD) {
-                self.index.prefetch(self.scratch_hashes[ahead]);
-            }
-            let Some(id) = self.pool.allocate() else {
-                unreachable!("room was made for every block to store")
-            };
-            let (key, hash) = (keys[i], self.scratch_hashes[i]);
-            self.meta[id as usize].hash = hash;
-            self.meta[id as usize].ref_cnt = STORING;
-            self.index.insert(key, hash, id);
-            self.policy.on_insert(id, key, hash);
-            block_ids.push(id);
-        }
+        let evicted = self.evict(&victims);
+        let block_ids = self.allocate(keys, &to_store);
         self.pinned += to_store.len() as u64;
         self.counters.blocks_stored += to_store.len() as u64;
         self.counters.blocks_evicted += evicted.len() as u64;
@@ -525,6 +490,54 @@ impl OffloadingManager {
             evicted,
             evicted_ids: victims,
         }))
+    }
+
+    /// Take `victims` out of the index, the policy and the pool, in order, giving back their
+    /// keys.
+    fn evict(&mut self, victims: &[u32]) -> EvictedKeys {
+        let mut evicted = Vec::with_capacity(victims.len());
+        for (j, &id) in victims.iter().enumerate() {
+            // Two stages ahead: a victim's state line first, then (with the hash it holds)
+            // its index lines.
+            if let Some(&far) = victims.get(j + 2 * PREFETCH_AHEAD) {
+                prefetch_line(std::ptr::from_ref(&self.meta[far as usize]) as usize);
+            }
+            if let Some(&near) = victims.get(j + PREFETCH_AHEAD) {
+                self.index.prefetch(self.meta[near as usize].hash);
+            }
+            let hash = self.meta[id as usize].hash;
+            let Some(key) = self.index.remove(hash, id) else {
+                unreachable!("block {id} chosen for eviction is not in the index")
+            };
+            self.policy.on_evict(id, key.as_ref(), hash);
+            self.pool.release(id);
+            evicted.push(key);
+        }
+        EvictedKeys(evicted)
+    }
+
+    /// Give each key at `positions` (absent, resolved by this call) a block, its store in
+    /// flight. The caller has made room for all of them.
+    fn allocate(&mut self, keys: &[BlockKeyRef<'_>], positions: &[usize]) -> Vec<u32> {
+        let mut block_ids = Vec::with_capacity(positions.len());
+        for &i in positions.iter().take(PREFETCH_AHEAD) {
+            self.index.prefetch(self.scratch_hashes[i]);
+        }
+        for (k, &i) in positions.iter().enumerate() {
+            if let Some(&ahead) = positions.get(k + PREFETCH_AHEAD) {
+                self.index.prefetch(self.scratch_hashes[ahead]);
+            }
+            let Some(id) = self.pool.allocate() else {
+                unreachable!("room was made for every block to store")
+            };
+            let (key, hash) = (keys[i], self.scratch_hashes[i]);
+            self.meta[id as usize].hash = hash;
+            self.meta[id as usize].ref_cnt = STORING;
+            self.index.insert(key, hash, id);
+            self.policy.on_insert(id, key, hash);
+            block_ids.push(id);
+        }
+        block_ids
     }
 
     /// Finish the stores of `keys`: on success their blocks become loadable; on failure the
