@@ -176,6 +176,8 @@ def _keys(hashes: Any) -> list[Key]:
         )
     if isinstance(hashes, np.ndarray) and hashes.ndim == 1 and hashes.dtype in _BATCHED:
         keys: list[Key] = hashes.tolist()
+    elif isinstance(hashes, np.ndarray) and not (hashes.ndim == 1 and hashes.dtype.kind == "O"):
+        raise HashTypeError(_array_form_message(hashes))
     else:
         try:
             keys = list(hashes)
@@ -197,6 +199,21 @@ def _keys(hashes: Any) -> list[Key]:
                 f"got {type(key).__name__}: {key!r}"
             )
     return keys
+
+
+def _array_form_message(array: np.ndarray) -> str:
+    order = {">": "big-endian ", "<": "little-endian "}.get(array.dtype.byteorder, "")
+    if array.ndim != 1:
+        hint = "; pass a list of hashes, or a 1-D array"
+    else:
+        hint = {
+            "i": "; convert it with .astype(numpy.int64)",
+            "u": "; convert it with .astype(numpy.uint64)",
+        }.get(array.dtype.kind, "")
+    return (
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        f"got a {array.ndim}-D array of {order}{array.dtype.name}{hint}"
+    )
 
 
 def _no_duplicates(keys: Sequence[Key], call: str) -> None:
@@ -341,6 +358,11 @@ class ReferenceManager:
         return PrepareStoreOutput(to_store, LoadStoreSpec(ids), victims)
 
     def complete_store(self, block_hashes: Any, success: bool = True) -> None:
+        if not isinstance(success, (bool, np.bool_)):
+            raise InvalidArgumentError(
+                "complete_store's success must be a bool, "
+                f"got {type(success).__name__}: {success!r}"
+            )
         keys = _keys(block_hashes)
         _no_duplicates(keys, "complete_store")
         for key in keys:

@@ -70,7 +70,68 @@ CASES: list[tuple[str, Call, type[KvoffError], str]] = [
         "float array",
         lambda m: m.prepare_store(np.array([1.0])),
         HashTypeError,
-        "block hash at position 0 must be bytes or int, got float64: np.float64(1.0)",
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        "got a 1-D array of float64",
+    ),
+    (
+        "big-endian int64 array",
+        lambda m: m.lookup(np.array([1, 2], dtype=">i8")),
+        HashTypeError,
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        "got a 1-D array of big-endian int64; convert it with .astype(numpy.int64)",
+    ),
+    (
+        "big-endian uint64 array",
+        lambda m: m.prepare_store(np.array([1], dtype=">u8")),
+        HashTypeError,
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        "got a 1-D array of big-endian uint64; convert it with .astype(numpy.uint64)",
+    ),
+    (
+        "int32 array",
+        lambda m: m.touch(np.array([1], dtype=np.int32)),
+        HashTypeError,
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        "got a 1-D array of int32; convert it with .astype(numpy.int64)",
+    ),
+    (
+        "0-d array",
+        lambda m: m.prepare_load(np.array(5)),
+        HashTypeError,
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        "got a 0-D array of int64; pass a list of hashes, or a 1-D array",
+    ),
+    (
+        "0-d object array",
+        lambda m: m.complete_load(np.array(b"ready", dtype=object)),
+        HashTypeError,
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        "got a 0-D array of object; pass a list of hashes, or a 1-D array",
+    ),
+    (
+        "2-d array",
+        lambda m: m.complete_store(np.array([[1, 2]], dtype=np.int64)),
+        HashTypeError,
+        "block hashes as a numpy array must be 1-D int64 or uint64 in native byte order, "
+        "got a 2-D array of int64; pass a list of hashes, or a 1-D array",
+    ),
+    (
+        "object array item that is not a hash",
+        lambda m: m.lookup(np.array([b"ready", 1.5], dtype=object)),
+        HashTypeError,
+        "block hash at position 1 must be bytes or int, got float: 1.5",
+    ),
+    (
+        "complete_store with an int for success",
+        lambda m: m.complete_store([b"storing"], success=0),
+        InvalidArgumentError,
+        "complete_store's success must be a bool, got int: 0",
+    ),
+    (
+        "complete_store with None for success",
+        lambda m: m.complete_store([b"storing"], success=None),
+        InvalidArgumentError,
+        "complete_store's success must be a bool, got NoneType: None",
     ),
     (
         "int too large",
@@ -232,3 +293,21 @@ def test_error_classes_are_also_builtins() -> None:
 def test_bad_constructor_arguments(impl: str, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=f"^{re.escape(message)}$"):
         IMPLS[impl](**kwargs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_success_may_be_a_numpy_bool(impl: str) -> None:
+    m = IMPLS[impl](4)
+    m.prepare_store([b"a", b"b"])
+    m.complete_store([b"a"], success=np.bool_(True))
+    m.complete_store([b"b"], success=np.bool_(False))
+    assert m.block_state(b"a") == 0 and b"b" not in m and m.pinned == 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_1d_object_array_is_read_like_a_list(impl: str) -> None:
+    m = IMPLS[impl](4)
+    out = m.prepare_store(np.array([b"a", 7], dtype=object))
+    assert out is not None and out.block_hashes_to_store == [b"a", 7]
+    m.complete_store([b"a", 7])
+    assert m.lookup(np.array([b"a", 7, b"c"], dtype=object)) == 2

@@ -131,18 +131,31 @@ def test_properties_and_repr() -> None:
         m.capacity = 3
 
 
-def test_evictions_hand_back_the_callers_own_objects() -> None:
-    m = OffloadingManager(2)
-    a, b = bytes([1] * 32), bytes([2] * 32)
-    m.prepare_store([a, b])
-    m.complete_store([a, b])
-    out = m.prepare_store(np.array([7], dtype=np.int64))
+class Digest(bytes):
+    """A bytes subclass, as a caller's own hash type might be."""
+
+
+def test_evictions_hand_back_equal_plain_hashes() -> None:
+    # The manager keeps no reference to the caller's hash objects: an evicted hash comes back
+    # as a new bytes or int equal to the one stored, whatever its type was.
+    m = OffloadingManager(3)
+    digest = Digest(bytes([1] * 32))
+    m.prepare_store([digest, True, 2**100])
+    m.complete_store([digest, True, 2**100])
+    out = m.prepare_store(np.array([7, 8, 9], dtype=np.int64))
     assert out is not None
-    assert out.block_hashes_evicted[0] is a
-    m.complete_store([7])
-    out = m.prepare_store([b"c", b"d"])
+    assert out.block_hashes_evicted == [bytes([1] * 32), 1, 2**100]
+    assert [type(h) for h in out.block_hashes_evicted] == [bytes, int, int]
+    m.complete_store([7, 8, 9])
+    out = m.prepare_store([b"c"])
+    # A hash that came in an array comes back as a plain int too.
+    assert out is not None and out.block_hashes_evicted == [7]
+    assert type(out.block_hashes_evicted[0]) is int
+
+
+def test_hashes_to_store_are_the_callers_own_objects() -> None:
+    m = OffloadingManager(4)
+    digest = Digest(b"d" * 32)
+    out = m.prepare_store([b"a", digest, True])
     assert out is not None
-    # A hash that came in an array comes back as a plain int.
-    assert out.block_hashes_evicted == [b, 7]
-    assert out.block_hashes_evicted[0] is b
-    assert type(out.block_hashes_evicted[1]) is int
+    assert out.block_hashes_to_store[1] is digest and out.block_hashes_to_store[2] is True

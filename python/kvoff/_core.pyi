@@ -107,12 +107,16 @@ class OffloadingManager:
     """The CPU-tier block manager: which block hashes live in the CPU tier, where, in what state.
 
     ``num_blocks`` CPU blocks of ``block_size`` tokens; ``policy`` is ``"lru"`` or ``"arc"``.
-    Hashes are ``bytes`` (any length) or ``int`` (within 128-bit signed range); ``5`` and
+    A tier whose index and per-block state (about 180 to 330 bytes a block, and about 150 more
+    for ARC's ghost lists) would not fit in the machine's physical memory raises MemoryError,
+    naming both sizes, as does an allocation the system refuses; nothing is left behind.
+    Hashes are ``bytes`` (any length) or ``int`` (within 128-bit signed range), or the batched
+    form, a 1-D native-endian ``int64``/``uint64`` numpy array; ``5`` and
     ``b"\\x05"`` are different hashes. Every call checks its whole argument first: a bad call
     raises a :class:`kvoff.KvoffError` subclass and changes nothing. Block ids are handed out
-    fresh first (0, 1, 2, ...), then freed ids last-in-first-out. Calls naming 2048 hashes or
-    more (``prepare_store``: 256) release the GIL while the Rust core works; shorter calls are
-    cheaper done under it. Concurrent calls are serialized.
+    fresh first (0, 1, 2, ...), then freed ids last-in-first-out. Calls naming 1024 hashes or
+    more release the GIL while the Rust core works (the call has its own copy of the hashes by
+    then); shorter calls are cheaper done under it. Concurrent calls are serialized.
 
     With ``stats``, every successful call also reports into that accumulator (lookups and hits
     in blocks and tokens, blocks stored, evictions, allocation failures, occupancy gauges), so
@@ -147,6 +151,9 @@ class OffloadingManager:
 
         Evicts unpinned ready blocks as needed, never one named in this call. Returns None, and
         evicts nothing, when there is not enough room (counted in ``allocation_failures``).
+        ``block_hashes_to_store`` holds the caller's own hash objects (an array of the input's
+        dtype for the batched form); ``block_hashes_evicted`` new ``bytes``/``int`` objects
+        equal to the hashes once stored (the manager keeps no reference to the caller's).
         """
     def complete_store(self, block_hashes: _BlockHashes, success: bool = True) -> None:
         """Finish stores. On success blocks in flight become ready (state 0); on failure they

@@ -9,6 +9,7 @@ use thiserror::Error;
 /// | `UnknownJob` | `UnknownJobError` | `KeyError` |
 /// | `InvalidState` | `InvalidStateError` | `ValueError` |
 /// | `InvalidArgument` | `InvalidArgumentError` | `ValueError` |
+/// | `OutOfMemory` | `MemoryError` (the built-in) | |
 ///
 /// (`HashTypeError`, a `TypeError`, is raised by the binding during argument conversion.)
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -27,6 +28,10 @@ pub enum KvoffError {
     /// mismatched lengths, a stats dict of the wrong shape.
     #[error("{0}")]
     InvalidArgument(String),
+    /// Memory the call needs and cannot have: a structure larger than the machine's physical
+    /// memory, or an allocation the system refused. Nothing was changed.
+    #[error("{0}")]
+    OutOfMemory(String),
 }
 
 pub type Result<T, E = KvoffError> = std::result::Result<T, E>;

@@ -6,10 +6,12 @@
 pub mod direction;
 pub mod error;
 mod hugepages;
+mod index;
 pub mod jobs;
 pub mod key;
 mod list;
 pub mod manager;
+mod memory;
 pub mod policy;
 pub mod pool;
 pub mod sink;

@@ -4,6 +4,8 @@
 //! is in at most one list of a [`Links`] at a time), so moving a block to the most-recent end
 //! is two array writes, with no allocation and no hashing.
 
+use crate::memory::{self, AllocFailed};
+
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// Both links of an id side by side: unlinking touches one cache line per neighbour.
@@ -24,11 +26,23 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    pub(crate) fn with_len(n: usize) -> Self {
-        let mut links = Vec::with_capacity(n);
-        crate::hugepages::advise_vec(&links);
-        links.resize(n, UNLINKED);
-        Links { links }
+    /// Links for ids `0..n`, all unlinked.
+    pub(crate) fn try_with_len(n: usize, what: &'static str) -> Result<Self, AllocFailed> {
+        Ok(Links {
+            links: memory::try_filled_vec(n, UNLINKED, what)?,
+        })
+    }
+
+    /// No ids yet, with room for `n` (for arenas that grow up to a known bound).
+    pub(crate) fn try_with_room(n: usize, what: &'static str) -> Result<Self, AllocFailed> {
+        Ok(Links {
+            links: memory::try_empty_vec(n, what)?,
+        })
+    }
+
+    /// Bytes the links of `n` ids take.
+    pub(crate) fn bytes_for(n: usize) -> u64 {
+        memory::array_bytes::<Link>(n)
     }
 
     /// Room for one more id at the end (for arenas that grow).
@@ -120,12 +134,13 @@ impl List {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn push_remove_move() {
-        let mut links = Links::with_len(5);
+        let mut links = Links::try_with_len(5, "test").unwrap();
         let mut l = List::default();
         for id in [3, 1, 4, 0] {
             l.push_back(&mut links, id);

@@ -1,5 +1,7 @@
 //! Block id allocation for the CPU tier.
 
+use crate::memory::{self, AllocFailed};
+
 /// Hands out block ids `0..capacity`: fresh ids in increasing order first, then freed ids
 /// last-in-first-out. That is the order vLLM's CPU backend uses, so the same call sequence
 /// yields the same ids in both.
@@ -18,6 +20,21 @@ impl IdPool {
             next_fresh: 0,
             freed: Vec::new(),
         }
+    }
+
+    /// A pool whose list of freed ids has room for every id up front, so that freeing never
+    /// allocates (a larger list in the middle of a call could fail).
+    pub(crate) fn try_new(capacity: u32) -> Result<Self, AllocFailed> {
+        Ok(IdPool {
+            capacity,
+            next_fresh: 0,
+            freed: memory::try_empty_vec(capacity as usize, "free block ids")?,
+        })
+    }
+
+    /// Bytes a pool of `capacity` ids takes at most.
+    pub(crate) fn bytes_for(capacity: u32) -> u64 {
+        memory::array_bytes::<u32>(capacity as usize)
     }
 
     #[must_use]

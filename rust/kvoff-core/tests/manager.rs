@@ -1,9 +1,11 @@
 //! Scenario tests of the block manager through its public API.
 
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, Mutex};
 
 use kvoff_core::{
     BlockKey, BlockKeyRef, KvoffError, ManagerEvent, ManagerStatsSink, OffloadingManager,
+    PolicyKind,
 };
 
 fn k(v: i128) -> BlockKeyRef<'static> {
@@ -18,8 +20,26 @@ fn owned(v: &[i128]) -> Vec<BlockKey> {
     v.iter().map(|&x| BlockKey::Int(x)).collect()
 }
 
-fn mgr(n: i64, policy: &str) -> OffloadingManager {
-    OffloadingManager::new(n, 16, policy, true).expect("valid manager")
+fn kind(policy: &str) -> PolicyKind {
+    match policy {
+        "lru" => PolicyKind::Lru,
+        "arc" => PolicyKind::Arc,
+        other => panic!("no policy {other}"),
+    }
+}
+
+fn new_manager(n: u32, block_size: u64, policy: &str, events: bool) -> OffloadingManager {
+    OffloadingManager::new(
+        NonZeroU32::new(n).expect("positive"),
+        NonZeroU64::new(block_size).expect("positive"),
+        kind(policy),
+        events,
+    )
+    .expect("valid manager")
+}
+
+fn mgr(n: u32, policy: &str) -> OffloadingManager {
+    new_manager(n, 16, policy, true)
 }
 
 /// Store and complete `v` in one go, returning the ids and evicted keys.
@@ -205,25 +225,42 @@ fn bad_calls_change_nothing() {
 }
 
 #[test]
-fn constructor_validates() {
-    let err = |n, b, p| {
-        OffloadingManager::new(n, b, p, false)
-            .expect_err("invalid")
-            .to_string()
-    };
+fn constructor_refuses_the_id_reserved_for_no_block() {
+    let err = OffloadingManager::new(NonZeroU32::MAX, NonZeroU64::MIN, PolicyKind::Lru, false)
+        .expect_err("too many blocks");
     assert_eq!(
-        err(0, 16, "lru"),
-        format!("num_blocks must be between 1 and {}, got 0", u32::MAX - 1)
+        err,
+        KvoffError::InvalidArgument(format!(
+            "num_blocks must be between 1 and {}, got {}",
+            u32::MAX - 1,
+            u32::MAX
+        ))
     );
-    assert_eq!(
-        err(-3, 16, "lru"),
-        format!("num_blocks must be between 1 and {}, got -3", u32::MAX - 1)
-    );
-    assert_eq!(err(4, 0, "lru"), "block_size must be positive, got 0");
-    assert_eq!(
-        err(4, 16, "fifo"),
-        "unknown eviction policy \"fifo\": expected \"lru\" or \"arc\""
-    );
+}
+
+#[test]
+fn a_tier_larger_than_physical_memory_is_refused() {
+    let n = u32::MAX - 1;
+    for (name, policy) in [("lru", PolicyKind::Lru), ("arc", PolicyKind::Arc)] {
+        let err = OffloadingManager::new(
+            NonZeroU32::new(n).expect("positive"),
+            NonZeroU64::new(16).expect("positive"),
+            policy,
+            false,
+        )
+        .expect_err("too large");
+        let KvoffError::OutOfMemory(msg) = err else {
+            panic!("{err:?} is not OutOfMemory")
+        };
+        let needed = OffloadingManager::memory_needed(n, policy);
+        let head = format!(
+            "OffloadingManager(num_blocks={n}, policy='{name}') needs {:.2} GiB ({needed} bytes) \
+             for its index and per-block state, more than this machine's ",
+            needed as f64 / f64::from(1u32 << 30)
+        );
+        assert!(msg.starts_with(&head), "{msg}");
+        assert!(msg.ends_with(" bytes) of physical memory"), "{msg}");
+    }
 }
 
 #[test]
@@ -329,7 +366,7 @@ impl ManagerStatsSink for Recorder {
 #[test]
 fn reports_into_the_stats_sink() {
     let rec = Arc::new(Recorder::default());
-    let mut m = OffloadingManager::new(2, 32, "lru", false).expect("valid");
+    let mut m = new_manager(2, 32, "lru", false);
     m.set_sink(Some(rec.clone()));
     assert_eq!(rec.take(), ["occupancy 2 0 0"]);
     m.prepare_store(&keys(&[1, 2]))

@@ -2,8 +2,9 @@
 //! policies, whatever mix of valid and invalid calls it receives.
 
 use std::collections::HashSet;
+use std::num::{NonZeroU32, NonZeroU64};
 
-use kvoff_core::{BlockKey, BlockKeyRef, OffloadingManager};
+use kvoff_core::{BlockKey, BlockKeyRef, OffloadingManager, PolicyKind};
 use proptest::prelude::*;
 
 const KEY_SPACE: i128 = 24;
@@ -117,8 +118,14 @@ fn check_invariants(m: &OffloadingManager) {
     }
 }
 
-fn run(capacity: i64, policy: &str, ops: &[Op]) {
-    let mut m = OffloadingManager::new(capacity, 16, policy, true).expect("valid manager");
+fn run(capacity: u32, policy: PolicyKind, ops: &[Op]) {
+    let mut m = OffloadingManager::new(
+        NonZeroU32::new(capacity).expect("positive"),
+        NonZeroU64::new(16).expect("positive"),
+        policy,
+        true,
+    )
+    .expect("valid manager");
     for op in ops {
         let before = observe(&m);
         let counters_before = m.counters();
@@ -184,12 +191,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn lru_invariants(capacity in 1i64..10, ops in prop::collection::vec(op(), 1..200)) {
-        run(capacity, "lru", &ops);
+    fn lru_invariants(capacity in 1u32..10, ops in prop::collection::vec(op(), 1..200)) {
+        run(capacity, PolicyKind::Lru, &ops);
     }
 
     #[test]
-    fn arc_invariants(capacity in 1i64..10, ops in prop::collection::vec(op(), 1..200)) {
-        run(capacity, "arc", &ops);
+    fn arc_invariants(capacity in 1u32..10, ops in prop::collection::vec(op(), 1..200)) {
+        run(capacity, PolicyKind::Arc, &ops);
     }
 }

@@ -5,7 +5,7 @@
 //! express. They are imported once and cached.
 
 use kvoff_core::KvoffError;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -67,6 +67,7 @@ impl From<CoreError> for PyErr {
                 KvoffError::UnknownJob(_) => unknown_job_error(py),
                 KvoffError::InvalidState(_) => invalid_state_error(py),
                 KvoffError::InvalidArgument(_) => invalid_argument_error(py),
+                KvoffError::OutOfMemory(_) => return PyMemoryError::new_err(msg),
             };
             new_err(py, cls, msg)
         })

@@ -1,105 +1,124 @@
-//! `OffloadingManager` and its value types (DESIGN §1). The work happens in
-//! `kvoff_core::OffloadingManager`; this file converts arguments, releases the GIL around long
-//! calls and converts results back.
+//! `OffloadingManager` and its value types. The work happens in `kvoff_core::OffloadingManager`;
+//! this file converts arguments, releases the GIL around long calls and converts results back.
 
 mod keys;
 mod values;
 
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::{Mutex, MutexGuard};
 
-use kvoff_core::{BlockKeyRef, KvoffError, OffloadingManager};
+use kvoff_core::manager::MAX_BLOCKS;
+use kvoff_core::{BlockKeyRef, KvoffError, OffloadingManager, PolicyKind};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyList};
 
-use crate::errors::to_py;
+use crate::errors::{invalid_argument_error, new_err, to_py};
 use crate::stats::PyStatsAccumulator;
 use keys::Hashes;
 use values::{key_to_py, keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepareStoreOutput};
 
-/// Calls naming at least this many hashes release the GIL while the core works. Releasing it
-/// is cheap, but a call that releases it must first copy the caller's list (another thread
-/// could change the list meanwhile), and that copy costs about as much per hash as a whole
-/// lookup at 10^4 resident blocks. So the cheap calls (lookup, touch, loads, `complete_store`:
-/// 10 to 100 ns per hash) keep the GIL below 2048 hashes, at most about 200 µs of work, a
-/// small fraction of Python's 5 ms switch interval; `prepare_store` (100 to 400 ns per hash,
-/// for which the copy is noise) releases it from 256.
-const DETACH_MIN_HASHES: usize = 2048;
-const DETACH_MIN_HASHES_STORE: usize = 256;
+/// Calls naming at least this many hashes release the GIL while the core works. The keys are
+/// the call's own by then, so releasing costs only the hand-over of the GIL (a fraction of a
+/// microsecond when no other thread wants it, up to a switch interval when one does): worth it
+/// for calls of tens of microseconds and more, not for the short ones (10 to 400 ns a hash).
+const DETACH_MIN_HASHES: usize = 1024;
 
 /// The CPU-tier block manager. Thread-safe: calls from several threads are serialized by an
 /// internal lock, which a waiting thread waits for without holding the GIL.
 #[pyclass(frozen, module = "kvoff._core", name = "OffloadingManager")]
 pub(crate) struct PyOffloadingManager {
-    inner: Mutex<Inner>,
+    core: Mutex<OffloadingManager>,
 }
 
-struct Inner {
-    core: OffloadingManager,
-    /// Per block id: the caller's hash object, when it came as one, so that evictions hand
-    /// back the caller's own objects instead of building new ones.
-    objects: Vec<Option<Py<PyAny>>>,
+/// `complete_store`'s `success`: a `bool` (or `numpy.bool_`). Anything else is refused, an
+/// int above all: `success=0` reads like a status code, whose meaning is the opposite.
+struct Success(bool);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Success {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        obj.extract::<bool>().map(Success).map_err(|_| {
+            let py = obj.py();
+            new_err(
+                py,
+                invalid_argument_error(py),
+                format!(
+                    "complete_store's success must be a bool, got {}: {}",
+                    keys::type_name(&obj),
+                    keys::repr(&obj)
+                ),
+            )
+        })
+    }
+}
+
+/// The constructor's arguments as the core takes them, checked in the order given.
+fn construction_args(
+    num_blocks: i64,
+    block_size: i64,
+    policy: &str,
+) -> kvoff_core::Result<(NonZeroU32, NonZeroU64, PolicyKind)> {
+    let capacity = u32::try_from(num_blocks)
+        .ok()
+        .filter(|&n| n <= MAX_BLOCKS)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            KvoffError::InvalidArgument(format!(
+                "num_blocks must be between 1 and {MAX_BLOCKS}, got {num_blocks}"
+            ))
+        })?;
+    let block_size = u64::try_from(block_size)
+        .ok()
+        .and_then(NonZeroU64::new)
+        .ok_or_else(|| {
+            KvoffError::InvalidArgument(format!("block_size must be positive, got {block_size}"))
+        })?;
+    let policy = match policy {
+        "lru" => PolicyKind::Lru,
+        "arc" => PolicyKind::Arc,
+        other => {
+            return Err(KvoffError::InvalidArgument(format!(
+                "unknown eviction policy {other:?}: expected \"lru\" or \"arc\""
+            )))
+        }
+    };
+    Ok((capacity, block_size, policy))
 }
 
 fn poisoned() -> PyErr {
     PyRuntimeError::new_err("OffloadingManager is unusable: an earlier call panicked inside it")
 }
 
-/// Run `f` on the core manager with `keys`, without the GIL when the call is long (and the
-/// keys do not borrow the caller's own list). The caller holds the lock throughout, so the
-/// per-block objects stay in step with the core.
-fn run<T: Send>(
-    py: Python<'_>,
-    hashes: &Hashes<'_>,
-    core: &mut OffloadingManager,
-    keys: &[BlockKeyRef<'_>],
-    detach_min: usize,
-    f: impl FnOnce(&mut OffloadingManager, &[BlockKeyRef<'_>]) -> T + Send,
-) -> T {
-    if keys.len() >= detach_min && hashes.may_detach() {
-        py.detach(|| f(core, keys))
-    } else {
-        f(core, keys)
-    }
-}
-
 impl PyOffloadingManager {
     /// The lock, waited for with the GIL released: a thread holding it may be waiting for the
     /// GIL to come back from a long call.
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Inner>> {
-        self.inner.lock_py_attached(py).map_err(|_| poisoned())
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, OffloadingManager>> {
+        self.core.lock_py_attached(py).map_err(|_| poisoned())
     }
 
-    /// Convert `arg` to keys, take the lock and run `f`. Short calls on an exact list of exact
-    /// hashes read the caller's list in place, provided the lock is free at once (waiting for
-    /// it releases the GIL, which would let another thread change the list under the keys);
-    /// everything else takes a private copy first. `f` must not release the GIL on
-    /// `Hashes::Shared` (`run` sees to that) nor run Python code while it holds the keys.
-    fn with_keys<R>(
+    /// Every call that names hashes: convert them, take the lock, and run `f` on the core,
+    /// without the GIL from `DETACH_MIN_HASHES` hashes on. The converted hashes come back too,
+    /// for results given in the caller's form.
+    fn call<'py, T: Send>(
         &self,
-        py: Python<'_>,
-        arg: &Bound<'_, PyAny>,
-        detach_min: usize,
-        f: impl FnOnce(&mut Inner, &Hashes<'_>, &[BlockKeyRef<'_>]) -> PyResult<R>,
-    ) -> PyResult<R> {
-        // SAFETY: the keys are dropped before this block ends; until then the GIL is held
-        // (try_lock never releases it, and `run` keeps it for shared hashes) and no Python
-        // code runs (`f`'s contract).
-        if let Some(keys) = unsafe { keys::shared_keys(arg, detach_min) } {
-            match self.inner.try_lock() {
-                Ok(mut guard) => {
-                    let shared = Hashes::Shared(arg.cast::<PyList>()?.clone());
-                    return f(&mut guard, &shared, &keys);
-                }
-                Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
-                Err(TryLockError::WouldBlock) => {}
-            }
-        }
-        let hashes = Hashes::extract(arg)?;
+        py: Python<'py>,
+        block_hashes: &Bound<'py, PyAny>,
+        f: impl FnOnce(&mut OffloadingManager, &[BlockKeyRef<'_>]) -> kvoff_core::Result<T> + Send,
+    ) -> PyResult<(T, Hashes<'py>)> {
+        let hashes = Hashes::extract(block_hashes)?;
         let keys = hashes.keys()?;
-        let mut guard = self.lock(py)?;
-        f(&mut guard, &hashes, &keys)
+        let mut core = self.lock(py)?;
+        let core = &mut *core;
+        let out = if keys.len() >= DETACH_MIN_HASHES {
+            py.detach(|| f(core, &keys))
+        } else {
+            f(core, &keys)
+        };
+        drop(keys);
+        Ok((to_py(out)?, hashes))
     }
 }
 
@@ -114,38 +133,22 @@ impl PyOffloadingManager {
         enable_events: bool,
         stats: Option<PyRef<'_, PyStatsAccumulator>>,
     ) -> PyResult<Self> {
-        let mut core = to_py(OffloadingManager::new(
-            num_blocks,
-            block_size,
-            policy,
-            enable_events,
+        let mut core = to_py(construction_args(num_blocks, block_size, policy).and_then(
+            |(capacity, block_size, policy)| {
+                OffloadingManager::new(capacity, block_size, policy, enable_events)
+            },
         ))?;
         if let Some(stats) = stats {
             core.set_sink(Some(stats.sink()));
         }
-        let objects = (0..core.capacity()).map(|_| None).collect();
         Ok(PyOffloadingManager {
-            inner: Mutex::new(Inner { core, objects }),
+            core: Mutex::new(core),
         })
     }
 
     /// Length of the longest run of present and ready blocks from the first hash.
     fn lookup(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<usize> {
-        self.with_keys(
-            py,
-            block_hashes,
-            DETACH_MIN_HASHES,
-            |inner, hashes, keys| {
-                Ok(run(
-                    py,
-                    hashes,
-                    &mut inner.core,
-                    keys,
-                    DETACH_MIN_HASHES,
-                    OffloadingManager::lookup,
-                ))
-            },
-        )
+        Ok(self.call(py, block_hashes, |m, k| Ok(m.lookup(k)))?.0)
     }
 
     /// Pin the blocks for a load; they stay pinned until `complete_load`.
@@ -154,60 +157,20 @@ impl PyOffloadingManager {
         py: Python<'_>,
         block_hashes: &Bound<'_, PyAny>,
     ) -> PyResult<PyLoadStoreSpec> {
-        let ids = self.with_keys(
-            py,
-            block_hashes,
-            DETACH_MIN_HASHES,
-            |inner, hashes, keys| {
-                to_py(run(
-                    py,
-                    hashes,
-                    &mut inner.core,
-                    keys,
-                    DETACH_MIN_HASHES,
-                    OffloadingManager::prepare_load,
-                ))
-            },
-        )?;
+        let (ids, _) = self.call(py, block_hashes, OffloadingManager::prepare_load)?;
         Ok(PyLoadStoreSpec::cpu(py, &ids))
     }
 
     /// Recency update, last hash first, so a prefix's first block ends most recent.
     fn touch(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.with_keys(
-            py,
-            block_hashes,
-            DETACH_MIN_HASHES,
-            |inner, hashes, keys| {
-                to_py(run(
-                    py,
-                    hashes,
-                    &mut inner.core,
-                    keys,
-                    DETACH_MIN_HASHES,
-                    OffloadingManager::touch,
-                ))
-            },
-        )
+        self.call(py, block_hashes, OffloadingManager::touch)?;
+        Ok(())
     }
 
     /// Unpin blocks pinned by `prepare_load`.
     fn complete_load(&self, py: Python<'_>, block_hashes: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.with_keys(
-            py,
-            block_hashes,
-            DETACH_MIN_HASHES,
-            |inner, hashes, keys| {
-                to_py(run(
-                    py,
-                    hashes,
-                    &mut inner.core,
-                    keys,
-                    DETACH_MIN_HASHES,
-                    OffloadingManager::complete_load,
-                ))
-            },
-        )
+        self.call(py, block_hashes, OffloadingManager::complete_load)?;
+        Ok(())
     }
 
     /// Allocate blocks for the hashes not yet present, evicting as needed; `None`, with
@@ -217,85 +180,44 @@ impl PyOffloadingManager {
         py: Python<'_>,
         block_hashes: &Bound<'_, PyAny>,
     ) -> PyResult<Option<PyPrepareStoreOutput>> {
-        let done = self.with_keys(
-            py,
-            block_hashes,
-            DETACH_MIN_HASHES_STORE,
-            |inner, hashes, keys| {
-                let plan = to_py(run(
-                    py,
-                    hashes,
-                    &mut inner.core,
-                    keys,
-                    DETACH_MIN_HASHES_STORE,
-                    OffloadingManager::prepare_store,
-                ))?;
-                let Some(plan) = plan else {
-                    return Ok(None);
-                };
-                // Take the victims' objects before the new blocks (which may reuse their ids)
-                // store theirs.
-                let evicted = plan
-                    .evicted_ids
-                    .iter()
-                    .zip(plan.evicted.iter())
-                    .map(|(&id, key)| match inner.objects[id as usize].take() {
-                        Some(object) => Ok(object.into_bound(py)),
-                        None => key_to_py(py, key),
-                    })
-                    .collect::<PyResult<Vec<_>>>()?;
-                let stale: Vec<Option<Py<PyAny>>> = plan
-                    .to_store
-                    .iter()
-                    .zip(&plan.block_ids)
-                    .map(|(&i, &id)| {
-                        std::mem::replace(&mut inner.objects[id as usize], hashes.object(i))
-                    })
-                    .collect();
-                let to_store = hashes.select(py, &plan.to_store)?.unbind();
-                Ok(Some((plan.block_ids, to_store, evicted, stale)))
-            },
-        )?;
-        let Some((block_ids, to_store, evicted, stale)) = done else {
+        let (plan, hashes) = self.call(py, block_hashes, OffloadingManager::prepare_store)?;
+        let Some(plan) = plan else {
             return Ok(None);
         };
-        // Objects left by blocks whose store failed are dropped after the lock is released: a
-        // decref may run a hash object's `__del__`, which could call back into this manager.
-        drop(stale);
-        let spec = Py::new(py, PyLoadStoreSpec::cpu(py, &block_ids))?;
-        let evicted = PyList::new(py, evicted)?.into_any().unbind();
-        Ok(Some(PyPrepareStoreOutput::new(to_store, spec, evicted)))
+        let to_store = hashes.select(py, &plan.to_store)?.unbind();
+        let spec = Py::new(py, PyLoadStoreSpec::cpu(py, &plan.block_ids))?;
+        let evicted = PyList::new(
+            py,
+            plan.evicted
+                .iter()
+                .map(|key| key_to_py(py, key))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?;
+        Ok(Some(PyPrepareStoreOutput::new(
+            to_store,
+            spec,
+            evicted.into_any().unbind(),
+        )))
     }
 
     /// Finish stores: on success the blocks become loadable; on failure the blocks not yet
     /// ready are freed (ready ones are left alone).
-    #[pyo3(signature = (block_hashes, success = true))]
+    #[pyo3(signature = (block_hashes, success = Success(true)))]
+    #[pyo3(text_signature = "($self, block_hashes, success=True)")]
     fn complete_store(
         &self,
         py: Python<'_>,
         block_hashes: &Bound<'_, PyAny>,
-        success: bool,
+        success: Success,
     ) -> PyResult<()> {
-        self.with_keys(
-            py,
-            block_hashes,
-            DETACH_MIN_HASHES,
-            |inner, hashes, keys| {
-                to_py(run(
-                    py,
-                    hashes,
-                    &mut inner.core,
-                    keys,
-                    DETACH_MIN_HASHES,
-                    |m, k| m.complete_store(k, success),
-                ))
-            },
-        )
+        let Success(success) = success;
+        self.call(py, block_hashes, |m, k| m.complete_store(k, success))?;
+        Ok(())
     }
 
     /// Events since the last call (empty unless `enable_events=True`).
     fn take_events(&self, py: Python<'_>) -> PyResult<Vec<PyOffloadingEvent>> {
-        let events = self.lock(py)?.core.take_events();
+        let events = self.lock(py)?.take_events();
         events
             .iter()
             .map(|e| {
@@ -322,17 +244,17 @@ impl PyOffloadingManager {
 
     fn __contains__(&self, py: Python<'_>, block_hash: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = keys::object_key(block_hash, 0)?;
-        Ok(self.lock(py)?.core.block_id(key).is_some())
+        Ok(self.lock(py)?.block_id(key).is_some())
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.lock(py)?.core.resident() as usize)
+        Ok(self.lock(py)?.resident() as usize)
     }
 
     /// The eviction policy's lists, least recent first: `{"lru": [...]}` or
     /// `{"t1": [...], "t2": [...], "b1": [...], "b2": [...], "target": p}`.
     fn policy_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (lists, state) = self.lock(py)?.core.policy_state();
+        let (lists, state) = self.lock(py)?.policy_state();
         let d = PyDict::new(py);
         for (name, keys) in lists.iter().chain(&state.ghosts) {
             d.set_item(name, keys_to_py(py, keys)?)?;
@@ -345,62 +267,62 @@ impl PyOffloadingManager {
 
     #[getter]
     fn capacity(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.capacity())
+        Ok(self.lock(py)?.capacity())
     }
 
     #[getter]
     fn free(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.free())
+        Ok(self.lock(py)?.free())
     }
 
     #[getter]
     fn resident(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.resident())
+        Ok(self.lock(py)?.resident())
     }
 
     #[getter]
     fn pinned(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.pinned())
+        Ok(self.lock(py)?.pinned())
     }
 
     #[getter]
     fn block_size(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.block_size())
+        Ok(self.lock(py)?.block_size())
     }
 
     #[getter]
     fn policy(&self, py: Python<'_>) -> PyResult<&'static str> {
-        Ok(self.lock(py)?.core.policy().as_str())
+        Ok(self.lock(py)?.policy().as_str())
     }
 
     #[getter]
     fn blocks_queried(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.counters().blocks_queried)
+        Ok(self.lock(py)?.counters().blocks_queried)
     }
 
     #[getter]
     fn blocks_hit(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.counters().blocks_hit)
+        Ok(self.lock(py)?.counters().blocks_hit)
     }
 
     #[getter]
     fn blocks_stored(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.counters().blocks_stored)
+        Ok(self.lock(py)?.counters().blocks_stored)
     }
 
     #[getter]
     fn blocks_evicted(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.counters().blocks_evicted)
+        Ok(self.lock(py)?.counters().blocks_evicted)
     }
 
     #[getter]
     fn allocation_failures(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.lock(py)?.core.counters().allocation_failures)
+        Ok(self.lock(py)?.counters().allocation_failures)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let guard = self.lock(py)?;
-        let m = &guard.core;
+        let m = &*guard;
         Ok(format!(
             "OffloadingManager(num_blocks={}, block_size={}, policy='{}', resident={}, pinned={})",
             m.capacity(),
@@ -421,7 +343,7 @@ impl PyOffloadingManager {
         f: impl FnOnce(&OffloadingManager, BlockKeyRef<'_>) -> Option<T>,
     ) -> PyResult<T> {
         let key = keys::object_key(block_hash, 0)?;
-        let found = f(&self.lock(py)?.core, key);
+        let found = f(&*self.lock(py)?, key);
         to_py(found.ok_or_else(|| KvoffError::UnknownHash(key.to_string())))
     }
 }

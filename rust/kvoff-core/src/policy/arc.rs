@@ -15,6 +15,7 @@ use hashbrown::HashTable;
 use super::{EvictionPolicy, PolicyState};
 use crate::key::{BlockKey, BlockKeyRef};
 use crate::list::{Links, List, NIL};
+use crate::memory::{self, AllocFailed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Where {
@@ -53,23 +54,53 @@ pub struct ArcPolicy {
     b2: List,
 }
 
+/// Ghosts that can exist at once: each ghost list holds at most `capacity` keys, and one
+/// more for a moment while its oldest is forgotten.
+fn max_ghosts(capacity: u32) -> usize {
+    2 * capacity as usize + 1
+}
+
+/// Room in the ghost index: twice the ghosts, so that the tombstones forgotten ghosts leave
+/// are always cleaned up in place, never by moving into a larger table.
+fn ghost_index_room(capacity: u32) -> usize {
+    2 * max_ghosts(capacity)
+}
+
 impl ArcPolicy {
-    #[must_use]
-    pub fn new(capacity: u32) -> Self {
-        ArcPolicy {
+    /// Every array at the size it can reach, so that a full tier never allocates a larger
+    /// one (which could fail) in the middle of a call.
+    pub(crate) fn try_new(capacity: u32) -> Result<Self, AllocFailed> {
+        let n = capacity as usize;
+        Ok(ArcPolicy {
             capacity: u64::from(capacity),
             target: 0,
-            links: Links::with_len(capacity as usize),
-            place: vec![Where::None; capacity as usize],
+            links: Links::try_with_len(n, "ARC links")?,
+            place: memory::try_filled_vec(n, Where::None, "ARC list membership")?,
             t1: List::default(),
             t2: List::default(),
-            ghosts: Vec::new(),
-            ghost_links: Links::default(),
-            ghost_free: Vec::new(),
-            ghost_index: HashTable::new(),
+            ghosts: memory::try_empty_vec(max_ghosts(capacity), "ARC ghost keys")?,
+            ghost_links: Links::try_with_room(max_ghosts(capacity), "ARC ghost links")?,
+            ghost_free: memory::try_empty_vec(max_ghosts(capacity), "ARC free ghost slots")?,
+            ghost_index: memory::try_table(ghost_index_room(capacity), "ARC ghost index")?,
             b1: List::default(),
             b2: List::default(),
-        }
+        })
+    }
+
+    /// Bytes a policy for `capacity` blocks takes with full ghost lists, not counting the
+    /// heap copies of byte keys longer than an int.
+    pub(crate) fn bytes_for(capacity: u32) -> u64 {
+        let ghosts = max_ghosts(capacity);
+        [
+            Links::bytes_for(capacity as usize),
+            memory::array_bytes::<Where>(capacity as usize),
+            memory::array_bytes::<GhostNode>(ghosts),
+            Links::bytes_for(ghosts),
+            memory::array_bytes::<u32>(ghosts),
+            memory::table_bytes::<u32>(ghost_index_room(capacity)),
+        ]
+        .iter()
+        .fold(0, |sum, &b| sum.saturating_add(b))
     }
 
     fn find_ghost(&self, key: BlockKeyRef<'_>, hash: u64) -> Option<u32> {
@@ -256,6 +287,7 @@ impl EvictionPolicy for ArcPolicy {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::key::KeyHasher;
@@ -268,7 +300,7 @@ mod tests {
     impl Fixture {
         fn new(capacity: u32) -> Self {
             Fixture {
-                p: ArcPolicy::new(capacity),
+                p: ArcPolicy::try_new(capacity).unwrap(),
                 h: KeyHasher::default(),
             }
         }

@@ -1,6 +1,7 @@
 use super::{EvictionPolicy, PolicyState};
 use crate::key::BlockKeyRef;
 use crate::list::{Links, List, NIL};
+use crate::memory::AllocFailed;
 
 /// Least recently used first. New blocks and touched blocks go to the most-recent end.
 #[derive(Debug, Clone)]
@@ -10,12 +11,16 @@ pub struct LruPolicy {
 }
 
 impl LruPolicy {
-    #[must_use]
-    pub fn new(capacity: u32) -> Self {
-        LruPolicy {
-            links: Links::with_len(capacity as usize),
+    pub(crate) fn try_new(capacity: u32) -> Result<Self, AllocFailed> {
+        Ok(LruPolicy {
+            links: Links::try_with_len(capacity as usize, "LRU links")?,
             order: List::default(),
-        }
+        })
+    }
+
+    /// Bytes a policy for `capacity` blocks takes.
+    pub(crate) fn bytes_for(capacity: u32) -> u64 {
+        Links::bytes_for(capacity as usize)
     }
 }
 
@@ -66,6 +71,7 @@ impl EvictionPolicy for LruPolicy {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -75,7 +81,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recent_evictable_first() {
-        let mut p = LruPolicy::new(4);
+        let mut p = LruPolicy::try_new(4).unwrap();
         for id in 0..4 {
             p.on_insert(id, BlockKeyRef::Int(i128::from(id)), 0);
         }

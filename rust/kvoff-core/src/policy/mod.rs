@@ -7,13 +7,11 @@
 mod arc;
 mod lru;
 
-use std::str::FromStr;
-
 pub use arc::ArcPolicy;
 pub use lru::LruPolicy;
 
-use crate::error::KvoffError;
 use crate::key::{BlockKey, BlockKeyRef};
+use crate::memory::AllocFailed;
 
 /// The order-keeping half of the block manager.
 pub trait EvictionPolicy: Send {
@@ -51,7 +49,7 @@ pub struct PolicyState {
     pub target: Option<u64>,
 }
 
-/// The policies a manager can be built with, by name.
+/// The policies a manager can be built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     Lru,
@@ -59,33 +57,28 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
-    #[must_use]
-    pub fn build(self, capacity: u32) -> Box<dyn EvictionPolicy> {
+    /// A policy for `capacity` blocks, its arrays allocated at their full size.
+    pub(crate) fn try_build(self, capacity: u32) -> Result<Box<dyn EvictionPolicy>, AllocFailed> {
+        Ok(match self {
+            PolicyKind::Lru => Box::new(LruPolicy::try_new(capacity)?),
+            PolicyKind::Arc => Box::new(ArcPolicy::try_new(capacity)?),
+        })
+    }
+
+    /// Bytes the policy for `capacity` blocks takes at most.
+    pub(crate) fn bytes_for(self, capacity: u32) -> u64 {
         match self {
-            PolicyKind::Lru => Box::new(LruPolicy::new(capacity)),
-            PolicyKind::Arc => Box::new(ArcPolicy::new(capacity)),
+            PolicyKind::Lru => LruPolicy::bytes_for(capacity),
+            PolicyKind::Arc => ArcPolicy::bytes_for(capacity),
         }
     }
 
+    /// The name the policy goes by in messages and in Python (`"lru"`, `"arc"`).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             PolicyKind::Lru => "lru",
             PolicyKind::Arc => "arc",
-        }
-    }
-}
-
-impl FromStr for PolicyKind {
-    type Err = KvoffError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lru" => Ok(PolicyKind::Lru),
-            "arc" => Ok(PolicyKind::Arc),
-            other => Err(KvoffError::InvalidArgument(format!(
-                "unknown eviction policy {other:?}: expected \"lru\" or \"arc\""
-            ))),
         }
     }
 }

@@ -1,20 +1,22 @@
-"""Short calls on an exact list read the caller's list in place; everything else copies it.
-Both paths must give the same answers, and neither may hand the caller's list back."""
+"""Hash arguments become the call's own keys before the manager sees them: every input form
+gives the same answers, no output is the caller's list, and changing the caller's list
+during a call changes nothing."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from kvoff import OffloadingManager
 
 
 class Digest(bytes):
-    """A bytes subclass: not read in place (the call falls back to a private copy)."""
+    """A bytes subclass, as a caller's own hash type might be."""
 
 
 def test_mixed_items_fall_back_and_agree_with_tuples() -> None:
-    # Exact bytes and small ints are read in place; a subclass, a bool and a 100-bit int are
-    # not, so these lists take the copying path. Ids must match the same call on tuples.
+    # Exact bytes, a subclass, small ints, a bool and a 100-bit int: ids must match the same
+    # calls made with tuples.
     mixed: list[bytes | int] = [b"a" * 32, Digest(b"b" * 32), 7, True, 2**100, b"", b"c" * 40]
     plain: list[bytes | int] = [b"x" * 32, b"y" * 32, 11, -3]
     by_list, by_tuple = OffloadingManager(32), OffloadingManager(32)
@@ -45,9 +47,9 @@ def test_outputs_are_new_lists_not_the_callers() -> None:
     assert out.block_hashes_to_store is not fresh
 
 
-def test_short_calls_while_another_thread_holds_the_lock() -> None:
-    # Long touches release the GIL while holding the manager's lock, so short calls from the
-    # other thread find it taken and must take the copying path; every answer stays exact.
+def test_short_calls_while_a_long_call_runs_on_another_thread() -> None:
+    # Long touches release the GIL while holding the manager's lock; short calls from the
+    # other thread wait for it, and every answer stays exact.
     n = 100_000
     m = OffloadingManager(n)
     keys = [i.to_bytes(32, "little") for i in range(n)]
@@ -76,3 +78,38 @@ def test_short_calls_while_another_thread_holds_the_lock() -> None:
         t.join()
     assert errors == []
     assert m.resident == n and m.pinned == 0
+
+
+def test_changing_the_callers_list_during_a_long_call_changes_nothing() -> None:
+    # prepare_store of many hashes runs without the GIL; another thread rewrites the list it
+    # was given meanwhile. The call's answer is about the list as it was passed.
+    n = 20_000
+    original = [i.to_bytes(32, "big") for i in range(n)]
+    go = threading.Event()
+
+    def scribbler(target: list[bytes]) -> None:
+        go.wait()
+        for _ in range(100):
+            target[:] = [b"other"] * n
+            target.reverse()
+
+    old_interval = sys.getswitchinterval()
+    # The scribbler wakes at `go` but cannot take the GIL before this thread gives it up,
+    # which it does only inside the call, once the hashes are converted.
+    sys.setswitchinterval(1.0)
+    try:
+        for _ in range(3):
+            m = OffloadingManager(n)
+            hashes = list(original)
+            t = threading.Thread(target=scribbler, args=(hashes,))
+            t.start()
+            go.set()
+            out = m.prepare_store(hashes)
+            t.join()
+            go.clear()
+            assert out is not None
+            assert out.block_hashes_to_store == original
+            assert out.store_spec.block_ids.tolist() == list(range(n))
+            assert m.resident == n and all(h in m for h in original[:: n // 100])
+    finally:
+        sys.setswitchinterval(old_interval)
