@@ -259,6 +259,18 @@ def test_kv_tensors_in_host_memory_count_against_the_machine(
     )
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kv_tensors_larger_than_the_gpu_are_refused_with_the_sizes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gpu = torch.cuda.get_device_properties(torch.device("cuda")).total_memory
+    line = one_error_line(["--device", "cuda", "--gpu-blocks", str(10**9)], capsys)
+    assert line == (
+        f"--gpu-blocks 1000000000 of --gpu-block-size 16 tokens: the KV tensors need "
+        f"3814.70 GiB, more than the GPU's {format_gib(gpu)}"
+    )
+
+
 def test_json_path_in_a_missing_directory_is_refused_before_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
