@@ -16,6 +16,7 @@ import torch
 from _bench_run import SMALL_RUN, free_port, kvoff, scrape, start_bench, wait_for_summary
 from kvoff._sysmem import format_gib, physical_memory_bytes
 from kvoff.cli import build_parser, main
+from kvoff.cli_options import check_json_path
 
 TINY_BYTES_PER_TOKEN = 2 * 2 * 2 * 16 * 2  # K/V x 2 layers x 2 heads x dim 16 x bf16
 GPU_BLOCK_BYTES = 16 * TINY_BYTES_PER_TOKEN
@@ -258,6 +259,18 @@ def test_kv_tensors_in_host_memory_count_against_the_machine(
     )
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kv_tensors_larger_than_the_gpu_are_refused_with_the_sizes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gpu = torch.cuda.get_device_properties(torch.device("cuda")).total_memory
+    line = one_error_line(["--device", "cuda", "--gpu-blocks", str(10**9)], capsys)
+    assert line == (
+        f"--gpu-blocks 1000000000 of --gpu-block-size 16 tokens: the KV tensors need "
+        f"3814.70 GiB, more than the GPU's {format_gib(gpu)}"
+    )
+
+
 def test_json_path_in_a_missing_directory_is_refused_before_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -286,6 +299,38 @@ def test_json_path_under_a_file_is_refused_before_the_run(
         f"--json {path}: directory {tmp_path / 'f'} is not a directory"
     )
     assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_json_path_the_os_refuses_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / ("x" * 300)  # over NAME_MAX (255): open() would fail after the run
+    line = one_error_line(["--json", str(path)], capsys)
+    assert line == f"--json {str(path)[:37]}...: cannot write it (File name too long)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_path_with_a_nul_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert one_error_line(["--json", "out\x00.json"], capsys) == (
+        "--json 'out\\x00.json': a path cannot contain a NUL character"
+    )
+
+
+def test_the_json_check_leaves_no_file_behind(tmp_path: Path) -> None:
+    # The check creates the file to ask the OS, and removes it: nothing is left until the run
+    # has a summary to write.
+    path = tmp_path / "x.json"
+    check_json_path(str(path))
+    assert list(tmp_path.iterdir()) == []
+    path.write_text("old")
+    check_json_path(str(path))  # an existing file is checked, not touched
+    assert path.read_text() == "old"
+
+
+def test_linger_without_a_metrics_port_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert one_error_line(["--linger", "5"], capsys) == (
+        "--linger keeps serving /metrics after the run: it needs --metrics-port"
+    )
 
 
 def test_empty_json_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

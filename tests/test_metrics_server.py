@@ -214,6 +214,11 @@ def test_second_server_on_the_same_port_is_refused() -> None:
         ("9090", "127.0.0.1", "port must be an int in 0..65535, got '9090'"),
         (True, "127.0.0.1", "port must be an int in 0..65535, got True"),
         (0, "", "addr must be a non-empty str"),
+        (0, "\x00", r"addr must be a host name or IP address, got '\\x00'"),
+        (0, " 127.0.0.1", "addr must be a host name or IP address, got ' 127.0.0.1'"),
+        (0, "gpu\ud800", "addr must be a host name or IP address"),
+        # getaddrinfo's IDNA step refuses a DNS label over 63 characters with a UnicodeError.
+        (0, "a" * 64 + ".example", f"addr '{'a' * 64}' is not a valid host name or IP address"),
     ],
 )
 def test_bad_arguments(port: object, addr: str, message: str) -> None:

@@ -173,8 +173,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
             f"--cpu-block-size {args.cpu_block_size} is not a multiple of "
             f"--gpu-block-size {args.gpu_block_size}"
         )
-    if args.json is not None:
-        check_json_path(args.json)
+    if args.linger and args.metrics_port is None:
+        raise UsageError("--linger keeps serving /metrics after the run: it needs --metrics-port")
     if args.device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif args.device == "cuda" and not torch.cuda.is_available():
@@ -195,6 +195,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
             else None
         ),
     )
+    if args.json is not None:
+        check_json_path(args.json)  # last: it creates (and removes) the file
     num_requests = args.requests if args.requests or args.duration else 400
     return _Plan(shape, device, num_cpu_blocks, cpu_block_bytes, num_requests)
 
@@ -219,6 +221,8 @@ def _start_server(args: argparse.Namespace, registry: CollectorRegistry) -> Metr
         raise UsageError(
             f"--metrics-addr {args.metrics_addr} --metrics-port {args.metrics_port}: {e.strerror}"
         ) from None
+    except KvoffError as e:  # an address that is no host name at all
+        raise UsageError(f"--metrics-addr: {e}") from None
 
 
 def _write_json(path: str, text: str) -> str | None:
@@ -230,9 +234,9 @@ def _write_json(path: str, text: str) -> str | None:
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text + "\n")
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: what the path check cannot foresee
         print(text)
-        reason = e.strerror or str(e)
+        reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
         return f"--json {path}: cannot write the summary ({reason}); it is on stdout instead"
     return None
 

@@ -8,6 +8,7 @@ raise :class:`UsageError`, which ``kvoff.cli.main`` reports the same way.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 from collections.abc import Callable
@@ -30,9 +31,13 @@ class UsageError(Exception):
     """A bad argument: reported as one line, exit status 2."""
 
 
-def _shown(text: str) -> str:
+def _cut(text: str) -> str:
     # Echo the value back, but not a megabyte of it.
-    return repr(text if len(text) <= 40 else text[:37] + "...")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _shown(text: str) -> str:
+    return repr(_cut(text))
 
 
 def _check_range(
@@ -42,8 +47,7 @@ def _check_range(
     too_high = high is not None and value > high
     if not (too_low or too_high):
         return
-    got = text.strip()  # echo what was typed ("-1", not "-1.0")
-    got = got if len(got) <= 40 else got[:37] + "..."
+    got = _cut(text.strip())  # echo what was typed ("-1", not "-1.0")
     if isinstance(low, int) and isinstance(high, int):
         raise argparse.ArgumentTypeError(f"{what} must be in {low}..{high}, got {got}")
     if too_high:
@@ -86,7 +90,9 @@ def float_option(
                 f"{what} must be a number, got {_shown(text)}"
             ) from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text.strip()}")
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a finite number, got {_cut(text.strip())}"
+            )
         _check_range(what, text, value, low, high, low_open)
         return value
 
@@ -94,9 +100,9 @@ def float_option(
 
 
 def address_option(text: str) -> str:
-    if not text.strip():
+    if not text or not text.isprintable() or text.strip() != text:
         raise argparse.ArgumentTypeError(
-            f"--metrics-addr must be a host name or address, got {text!r}"
+            f"--metrics-addr must be a host name or address, got {_shown(text)}"
         )
     return text
 
@@ -110,15 +116,27 @@ def preset_option(text: str) -> str:
 
 
 def check_json_path(text: str) -> None:
-    """Refuse a ``--json`` path that cannot be written, before the run rather than after it."""
+    """Refuse a ``--json`` path that cannot be written, before the run rather than after it.
+
+    A path that does not exist yet is created and removed again: that asks the OS itself
+    (a name too long, a read-only file system, no permission, root or not), where a check of
+    the parent's mode bits would only guess.
+    """
     if text == "-":
         return
     if not text:
         raise UsageError("--json needs a path ('-' for stdout), got ''")
+    if "\0" in text:
+        raise UsageError(f"--json {_shown(text)}: a path cannot contain a NUL character")
     path = Path(text)
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError as e:  # e.g. a name over NAME_MAX
+        raise UsageError(f"--json {_cut(text)}: cannot write it ({e.strerror})") from None
+    if is_dir:
         raise UsageError(f"--json {text} is a directory, not a file")
-    if path.exists():
+    if exists:
+        # Not opened: a FIFO would block here until its reader comes.
         if not os.access(path, os.W_OK):
             raise UsageError(f"--json {text} is not writable")
         return
@@ -126,8 +144,16 @@ def check_json_path(text: str) -> None:
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise UsageError(f"--json {text}: directory {parent} {what}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--json {text}: directory {parent} is not writable")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return  # created meanwhile by someone else: the write will tell
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UsageError(f"--json {text}: directory {parent} is not writable") from None
+        raise UsageError(f"--json {_cut(text)}: cannot write it ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(path)
 
 
 def cpu_tier_blocks(cpu_gb: float, cpu_block_bytes: int, preset: str) -> int:

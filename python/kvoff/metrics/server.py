@@ -84,12 +84,20 @@ def start_metrics_server(
         raise InvalidArgumentError(f"port must be an int in 0..65535, got {port!r}")
     if not isinstance(addr, str) or not addr:
         raise InvalidArgumentError(f"addr must be a non-empty str, got {addr!r}")
+    if not addr.isprintable() or addr.strip() != addr:
+        raise InvalidArgumentError(f"addr must be a host name or IP address, got {addr[:64]!r}")
     try:
         server, thread = start_http_server(
             port, addr=addr, registry=REGISTRY if registry is None else registry
         )
     except OSError as exc:
         raise _bind_error(exc, addr, port) from exc
+    except UnicodeError as exc:
+        # getaddrinfo encodes a host name with IDNA first: a label over 63 characters, or
+        # text no host name can hold, fails there.
+        raise InvalidArgumentError(
+            f"addr {addr[:64]!r} is not a valid host name or IP address ({exc})"
+        ) from exc
     return MetricsServer(server, thread, addr)
 
 
