@@ -53,11 +53,18 @@ class WorkerOutput:
     """What one worker (one tensor-parallel rank) reports back after a step.
 
     ``transfers``: ``(transfer_id, success)`` for every transfer that completed on this rank
-    since its last output, each exactly once; ``finished_storing``: finished requests whose
-    stores are all done on this rank; ``finished_loading``: requests whose loads are all done
-    on this rank; ``rank``: the worker's rank, ``0 .. num_workers - 1``. With more than one
-    rank, the scheduler's :meth:`~kvoff.connector.OffloadingScheduler.take_finished_loading`
-    and :meth:`~kvoff.connector.OffloadingScheduler.take_freeable` are what hold for every rank.
+    since its last output, each exactly once: the scheduler's only input
+    (:meth:`~kvoff.connector.OffloadingScheduler.update_from_output` reads nothing else);
+    ``rank``: the worker's rank, ``0 .. num_workers - 1``.
+
+    ``finished_storing`` / ``finished_loading`` are this rank's share of the request lifecycle,
+    in the form of vLLM's worker ``get_finished() -> (finished_sending, finished_recving)``
+    (vLLM combines the ranks' reports itself): finished requests with nothing in flight on this
+    rank, and requests whose loads all completed on this rank. They follow the scheduler's rule
+    (:mod:`kvoff.connector.lifecycle`) on this rank's transfers; the engine-wide answer, what
+    holds on every rank, is the scheduler's
+    :meth:`~kvoff.connector.OffloadingScheduler.take_freeable` and
+    :meth:`~kvoff.connector.OffloadingScheduler.take_finished_loading`.
     """
 
     transfers: list[tuple[int, bool]] = field(default_factory=list)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kvoff._core import OffloadingEvent, OffloadingManager
+from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.connector.messages import (
     LOAD,
     STORE,
@@ -45,9 +46,6 @@ class _Transfer:
 class _Request:
     # Index of the next CPU block of this request that has not been offered to prepare_store.
     next_store_block: int = 0
-    transfers: set[int] = field(default_factory=set)
-    loads_in_flight: int = 0
-    finished: bool = False
 
 
 class OffloadingScheduler:
@@ -61,7 +59,11 @@ class OffloadingScheduler:
        start before the step's compute) and stores (to submit after it);
     3. :meth:`update_from_output` with each worker's :class:`WorkerOutput`;
     4. :meth:`request_finished` when a request ends: ``True`` means its GPU blocks must stay
-       allocated until :meth:`take_freeable` lists it (its stores done on every rank).
+       allocated until :meth:`take_freeable` lists it (its transfers done on every rank).
+
+    The scheduler owns the request lifecycle (:meth:`take_freeable`,
+    :meth:`take_finished_loading`): it sees every rank's reports. A worker's
+    ``WorkerOutput.finished_*`` are the same rule applied to one rank, for vLLM's API.
 
     ``num_workers`` is the number of worker processes (tensor-parallel ranks ``0 ..
     num_workers - 1``) that each run every transfer on their shard of the KV heads. Each reports
@@ -108,10 +110,9 @@ class OffloadingScheduler:
         # CPU hashes being loaded, with the number of loads of each in flight, so a second
         # request that needs them waits instead of loading the same blocks again.
         self._loading: dict[BlockHash, int] = {}
-        self._freeable: list[str] = []
         self._failed_loads: dict[str, list[int]] = {}
-        # Requests whose loads all completed on every rank (a dict: ordered, each once).
-        self._loaded: dict[str, None] = {}
+        # Fed with transfers as they complete on every rank: the engine-wide lifecycle.
+        self._lifecycle = RequestLifecycle()
         self._failed_ranks: set[int] = set()
 
     # -- naming ---------------------------------------------------------------------------
@@ -204,7 +205,6 @@ class OffloadingScheduler:
         names = self.cpu_block_hashes(gpu_block_hashes, first_cpu, end_cpu)
         spec = self.manager.prepare_load(names)
         tid = self._new_transfer(req_id, LOAD, names, ids[first_gpu:end_gpu])
-        self._requests[req_id].loads_in_flight += 1
         for h in names:
             self._loading[h] = self._loading.get(h, 0) + 1
         # Loaded blocks become the most recently used: they are about to be reused.
@@ -335,11 +335,9 @@ class OffloadingScheduler:
 
     def take_finished_loading(self) -> list[str]:
         """Requests whose loads have all completed on every rank since the last call (failed
-        ones too: see :meth:`take_failed_loads`). With one rank this is what its
-        :attr:`WorkerOutput.finished_loading` says; with more, only this holds for all."""
-        out = list(self._loaded)
-        self._loaded = {}
-        return out
+        ones too: see :meth:`take_failed_loads`). This is the engine-wide answer; a worker's
+        :attr:`WorkerOutput.finished_loading` is its rank's share of it."""
+        return self._lifecycle.take_finished_loading()
 
     def take_failed_loads(self) -> dict[str, list[int]]:
         """GPU block ids whose load failed, per request: the engine must recompute them."""
@@ -351,15 +349,13 @@ class OffloadingScheduler:
     def request_finished(self, req_id: str) -> bool:
         """The engine finished ``req_id``. ``True``: keep its GPU blocks until its transfers are
         done (it will then appear in :meth:`take_freeable`)."""
-        req = self._requests.get(req_id)
-        if req is None:
+        if req_id not in self._requests:
             return False
-        req.finished = True
         # Any transfer still in flight reads or writes this request's GPU blocks (an aborted
         # request can still be loading), so they must not be handed to another request yet.
-        if req.transfers:
+        if self._lifecycle.finish(req_id):
             return True
-        self._maybe_release(req_id, req, report=False)
+        del self._requests[req_id]
         return False
 
     def request_preempted(self, req_id: str) -> None:
@@ -371,9 +367,11 @@ class OffloadingScheduler:
             req.next_store_block = 0
 
     def take_freeable(self) -> list[str]:
-        """Finished requests whose delayed stores have all completed since the last call."""
-        out, self._freeable = self._freeable, []
-        return out
+        """Finished requests held by :meth:`request_finished` whose transfers (stores and
+        loads) have now completed on every rank, since the last call: their GPU blocks may be
+        freed. The engine-wide answer; a worker's :attr:`WorkerOutput.finished_storing` is its
+        rank's share of it."""
+        return self._lifecycle.take_freeable()
 
     def take_events(self) -> list[OffloadingEvent]:
         return self.manager.take_events()
@@ -393,7 +391,7 @@ class OffloadingScheduler:
         tid = self._next_transfer_id
         self._next_transfer_id += 1
         self._transfers[tid] = _Transfer(req_id, direction, names, gpu_ids)
-        self._requests[req_id].transfers.add(tid)
+        self._lifecycle.started(req_id, direction)
         return tid
 
     def _rank(self, rank: object, what: str) -> int:
@@ -425,17 +423,5 @@ class OffloadingScheduler:
                 self._failed_loads.setdefault(t.req_id, []).extend(int(b) for b in t.gpu_block_ids)
             # Failed ranks can complete a load that was never sent: it must not be sent now.
             self._pending_loads = [s for s in self._pending_loads if s.transfer_id != tid]
-        req = self._requests.get(t.req_id)
-        if req is not None:
-            req.transfers.discard(tid)
-            if t.direction == LOAD:
-                req.loads_in_flight -= 1
-                if req.loads_in_flight == 0:
-                    self._loaded[t.req_id] = None
-            self._maybe_release(t.req_id, req)
-
-    def _maybe_release(self, req_id: str, req: _Request, *, report: bool = True) -> None:
-        if req.finished and not req.transfers:
-            del self._requests[req_id]
-            if report:
-                self._freeable.append(req_id)
+        if self._lifecycle.completed(t.req_id, t.direction):
+            del self._requests[t.req_id]

@@ -6,6 +6,7 @@ import operator
 from collections.abc import Callable, Iterable
 
 from kvoff._core import JobTracker
+from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.connector.messages import LOAD, STORE, StepMetadata, TransferSpec, WorkerOutput
 from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.transfer import CpuGpuTransfer, TransferResult
@@ -54,6 +55,9 @@ class OffloadingWorker:
         # An output built but not handed back (an on_result callback raised): the next
         # get_finished returns it first, so no completed transfer goes unreported.
         self._undelivered: WorkerOutput | None = None
+        # The scheduler's lifecycle rule fed with this rank's transfers only: the per-rank
+        # report of WorkerOutput.finished_* (the scheduler's take_* are the engine-wide one).
+        self._lifecycle = RequestLifecycle()
 
     def start_loads(self, meta: StepMetadata) -> None:
         """Issue ``meta``'s loads. A load this worker was already given is refused with
@@ -67,7 +71,10 @@ class OffloadingWorker:
 
     def get_finished(self, finished_req_ids: Iterable[str] = ()) -> WorkerOutput:
         """Collect completed transfers without blocking; ``finished_req_ids`` are requests the
-        engine finished this step (their GPU blocks wait for their stores)."""
+        engine finished this step whose GPU blocks it holds (those for which
+        :meth:`OffloadingScheduler.request_finished` returned ``True``). Each is listed in
+        ``finished_storing`` once nothing of it is in flight on this rank (at once if nothing
+        is): this rank's share of the scheduler's :meth:`~OffloadingScheduler.take_freeable`."""
         finished = list(finished_req_ids)
         for i, req_id in enumerate(finished):
             if not isinstance(req_id, str):
@@ -81,11 +88,16 @@ class OffloadingWorker:
         # returns a result only once.
         transfers = [self._complete(r) for r in results]
         self._undelivered = _merge(self._undelivered, WorkerOutput(transfers, rank=self.rank))
-        for req_id in finished:
-            self.tracker.request_finished(req_id)
-        storing, loading = self.tracker.take_finished()
-        out = _merge(self._undelivered, WorkerOutput([], list(storing), list(loading), self.rank))
+        idle = [r for r in finished if not self._lifecycle.finish(r)]
+        storing = [*self._lifecycle.take_freeable(), *idle]
+        loading = self._lifecycle.take_finished_loading()
+        out = _merge(self._undelivered, WorkerOutput([], storing, loading, self.rank))
         self._undelivered = out
+        for req_id in storing:
+            self._forget(req_id)
+        # The tracker's own lifecycle report (which ignores pending loads) is not used: drained
+        # so that it does not grow.
+        self.tracker.take_finished()
         self._notify(results)
         self._undelivered = None
         return out
@@ -133,6 +145,7 @@ class OffloadingWorker:
         num_bytes = num_blocks * self.transfer.gpu_block_bytes
         job_id = self.tracker.submit(spec.req_id, spec.direction, num_blocks, num_bytes)
         self._transfer_of_job[job_id] = spec.transfer_id
+        self._lifecycle.started(spec.req_id, spec.direction)
         try:
             self.transfer.transfer_async(
                 job_id, spec.direction, spec.gpu_block_ids, spec.cpu_block_ids
@@ -144,8 +157,14 @@ class OffloadingWorker:
             self._early.append(TransferResult(job_id, False, 0, 0.0, direction))
 
     def _complete(self, result: TransferResult) -> tuple[int, bool]:
-        self.tracker.complete(result.job_id, result.success, result.transfer_time)
+        req_id = self.tracker.complete(result.job_id, result.success, result.transfer_time)
+        self._lifecycle.completed(req_id, result.transfer_type)
         return self._transfer_of_job.pop(result.job_id), result.success
+
+    def _forget(self, req_id: str) -> None:
+        """``req_id`` is finished with nothing in flight on this rank. The tracker keeps a
+        request it has seen until told it finished; with no job pending that never raises."""
+        self.tracker.request_finished(req_id)
 
     def _notify(self, results: list[TransferResult]) -> None:
         """Give every result to ``on_result``; a raising callback does not keep the others from
