@@ -14,8 +14,11 @@ from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.connector.messages import (
     LOAD,
     STORE,
+    RemoteFetchSpec,
+    RemoteWriteSpec,
     RequestStep,
     StepMetadata,
+    TierHits,
     TransferSpec,
     WorkerOutput,
 )
@@ -45,9 +48,12 @@ __all__ = [
     "STORE",
     "OffloadingScheduler",
     "OffloadingWorker",
+    "RemoteFetchSpec",
+    "RemoteWriteSpec",
     "RequestLifecycle",
     "RequestStep",
     "StepMetadata",
+    "TierHits",
     "TransferSpec",
     "WorkerOutput",
 ]

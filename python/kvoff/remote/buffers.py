@@ -20,7 +20,7 @@ def _view(obj: Any, what: str) -> memoryview:
         if not obj.is_contiguous():
             raise InvalidArgumentError(f"{what} must be a contiguous tensor")
         flat = obj.detach().reshape(-1).view(torch.uint8)
-        return memoryview(flat.numpy())  # type: ignore[arg-type]
+        return memoryview(flat.numpy())
     try:
         view = memoryview(obj)
     except TypeError:
