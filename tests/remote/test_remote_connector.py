@@ -9,13 +9,24 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 import torch
 from _redis_proc import RedisServer
 
 from _connector_rig import A_HASHES, A_IDS, B_HASHES, B_IDS, Rig
-from kvoff.connector import RequestStep, TierHits
+from kvoff import InvalidArgumentError, InvalidStateError, JobTracker
+from kvoff.connector import (
+    OffloadingScheduler,
+    OffloadingWorker,
+    RemoteFetchSpec,
+    RequestStep,
+    StepMetadata,
+    TierHits,
+    WorkerOutput,
+)
+from kvoff.remote import RemoteLayout, RemoteTier
 
 WAIT = {"remote_max_wait_steps": 10**6}  # a loaded test machine: wait as long as it takes
 C_IDS = list(range(22, 32))
@@ -233,3 +244,43 @@ def test_redis_down_at_start_costs_no_step(server_factory: Any, rigs: list[Rig])
     a.run_step([])
     assert_loaded_from(a, E_IDS[:8], a, A_IDS[:8])
     assert a.remote_tiers[0].stats.totals()["lookups"]["requests"] == 0
+
+
+def test_reports_that_cannot_be_honest_are_refused_with_nothing_applied(
+    redis_server: RedisServer, rigs: list[Rig]
+) -> None:
+    a = _rig(rigs, redis_server.url, kv_seed=0)
+    store_a(a)
+    assert a.sched.remote is not None and a.sched.remote.num_write_pins == 4
+    with pytest.raises(InvalidStateError, match=r"unknown remote fetch ids \[99\]"):
+        a.sched.update_from_output(WorkerOutput(remote_fetches=[(99, (True,))]))
+    with pytest.raises(InvalidStateError, match=r"rank 0 released remote writes it does not hold \(\[5\]\)"):
+        a.sched.update_from_output(WorkerOutput(remote_released=[101, 5]))
+    assert a.sched.remote.num_write_pins == 4  # 101 was not unpinned by the refused output
+    drain_writes(a)
+    plain = Rig()
+    with pytest.raises(InvalidStateError, match="this scheduler has no remote tier"):
+        plain.sched.update_from_output(WorkerOutput(remote_released=[101]))
+
+
+def test_mismatched_layouts_are_refused(redis_server: RedisServer) -> None:
+    rig = Rig()
+    nbytes = rig.transfers[0].cpu_block_bytes
+    layout = RemoteLayout(
+        model="m", dtype="bfloat16", layout="kv_split", block_bytes=nbytes,
+        cpu_block_size=8, gpu_block_size=4, tp_size=2,
+    )  # fmt: skip
+    with (
+        RemoteTier.for_scheduler(redis_server.url, layout) as tier,
+        pytest.raises(InvalidArgumentError, match=r"tp_size=2; this scheduler has 4, 8"),
+    ):
+        OffloadingScheduler(rig.manager, 4, 8, remote=tier)
+    with (
+        RemoteTier.for_worker(redis_server.url, layout, rank=1) as tier,
+        pytest.raises(InvalidArgumentError, match=r"tp_rank=1; this worker has .* rank=0"),
+    ):
+        OffloadingWorker(rig.transfers[0], JobTracker(), rank=0, remote=tier)
+    with pytest.raises(InvalidStateError, match="this worker has no remote tier"):
+        rig.worker.start_loads(
+            StepMetadata(remote_fetches=[RemoteFetchSpec(0, "A", [101], np.array([0]))])
+        )
