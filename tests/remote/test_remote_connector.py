@@ -254,7 +254,8 @@ def test_reports_that_cannot_be_honest_are_refused_with_nothing_applied(
     assert a.sched.remote is not None and a.sched.remote.num_write_pins == 4
     with pytest.raises(InvalidStateError, match=r"unknown remote fetch ids \[99\]"):
         a.sched.update_from_output(WorkerOutput(remote_fetches=[(99, (True,))]))
-    with pytest.raises(InvalidStateError, match=r"rank 0 released remote writes it does not hold \(\[5\]\)"):
+    refused = r"rank 0 released remote writes it does not hold \(\[5\]\)"
+    with pytest.raises(InvalidStateError, match=refused):
         a.sched.update_from_output(WorkerOutput(remote_released=[101, 5]))
     assert a.sched.remote.num_write_pins == 4  # 101 was not unpinned by the refused output
     drain_writes(a)
