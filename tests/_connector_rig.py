@@ -4,6 +4,7 @@ and requests whose hashes and GPU block ids the tests check exactly."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -38,7 +39,13 @@ def make_kv(seed: int) -> list[torch.Tensor]:
 
 
 class Rig:
-    """One scheduler, ``n`` workers (tensor-parallel ranks), one shared stats accumulator."""
+    """One scheduler, ``n`` workers (tensor-parallel ranks), one shared stats accumulator.
+
+    ``remote``: a Redis URL; the scheduler and each worker then get their side of the remote
+    tier (``remote_kw`` goes to both ``RemoteTier`` constructors, ``sched_kw`` to the
+    scheduler). ``kv_seed``: rank ``r``'s GPU tensors are ``make_kv(kv_seed + r)``, or zeros
+    when ``kv_seed`` is None (an engine that computed nothing).
+    """
 
     def __init__(
         self,
@@ -46,18 +53,51 @@ class Rig:
         num_cpu_blocks: int = NUM_CPU_BLOCKS,
         *,
         on_result: Callable[[TransferResult], None] | None = None,
+        remote: str | None = None,
+        kv_seed: int | None = 0,
+        remote_kw: dict[str, Any] | None = None,
+        sched_kw: dict[str, Any] | None = None,
     ) -> None:
         self.stats = StatsAccumulator()
         self.manager = OffloadingManager(num_cpu_blocks, block_size=CBS, stats=self.stats)
-        self.sched = OffloadingScheduler(self.manager, GBS, CBS, num_workers=num_workers)
-        self.kv = [make_kv(seed) for seed in range(num_workers)]
+        if kv_seed is None:
+            self.kv = [[torch.zeros_like(t) for t in make_kv(0)] for _ in range(num_workers)]
+        else:
+            self.kv = [make_kv(kv_seed + rank) for rank in range(num_workers)]
         self.transfers = [
             CpuGpuTransfer(kv, GBS, CBS, num_cpu_blocks, layout="kv_split") for kv in self.kv
         ]
+        self.remote_tiers: list[Any] = []
+        sched_remote = None
+        worker_remotes: list[Any] = [None] * num_workers
+        if remote is not None:
+            from kvoff.remote import RemoteLayout, RemoteTier
+
+            layout = RemoteLayout(
+                model="test/rig", dtype="bfloat16", layout="kv_split",
+                block_bytes=self.transfers[0].cpu_block_bytes, cpu_block_size=CBS,
+                gpu_block_size=GBS, tp_size=num_workers,
+            )  # fmt: skip
+            kw = {"backoff_initial": 0.02, "backoff_max": 0.2, **(remote_kw or {})}
+            sched_remote = RemoteTier.for_scheduler(remote, layout, **kw)
+            worker_remotes = [
+                RemoteTier.for_worker(remote, layout, rank, **kw) for rank in range(num_workers)
+            ]
+            self.remote_tiers = [sched_remote, *worker_remotes]
+        self.sched = OffloadingScheduler(
+            self.manager, GBS, CBS, num_workers=num_workers, remote=sched_remote,
+            **(sched_kw or {}),
+        )  # fmt: skip
         self.workers = [
-            OffloadingWorker(t, JobTracker(stats=self.stats), rank=rank, on_result=on_result)
-            for rank, t in enumerate(self.transfers)
+            OffloadingWorker(
+                t, JobTracker(stats=self.stats), rank=rank, on_result=on_result, remote=r
+            )
+            for rank, (t, r) in enumerate(zip(self.transfers, worker_remotes, strict=True))
         ]
+
+    def close(self) -> None:
+        for t in self.remote_tiers:
+            t.close()
 
     @property
     def worker(self) -> OffloadingWorker:

@@ -25,6 +25,10 @@ def _loaded_after(code: str) -> list[str]:
         "import kvoff",
         "from kvoff import OffloadingManager, StatsAccumulator, OffloadingConnectorStats",
         "from kvoff import KvoffError, InvalidArgumentError, JobTracker",
+        "import kvoff.connector",
+        "from kvoff.connector import OffloadingScheduler, RequestStep, StepMetadata, "
+        "WorkerOutput, TransferSpec",
+        "from kvoff.remote import RemoteTier, RemoteLayout",
     ],
 )
 def test_scheduler_names_load_without_torch(code: str) -> None:
@@ -34,6 +38,8 @@ def test_scheduler_names_load_without_torch(code: str) -> None:
 def test_worker_and_metrics_names_load_on_first_use() -> None:
     assert _loaded_after("import kvoff; kvoff.CpuGpuTransfer") == ["torch", "triton"]
     assert _loaded_after("import kvoff; kvoff.format_stats") == ["prometheus_client"]
+    assert _loaded_after("import kvoff.connector as c; c.OffloadingWorker") == ["torch", "triton"]
+    assert _loaded_after("from kvoff.connector import OffloadingWorker") == ["torch", "triton"]
 
 
 def test_lazy_names_are_listed_and_unknown_names_fail() -> None:
@@ -42,3 +48,8 @@ def test_lazy_names_are_listed_and_unknown_names_fail() -> None:
     assert set(kvoff.__all__) <= set(dir(kvoff))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = kvoff.nope  # type: ignore[attr-defined]
+    import kvoff.connector
+
+    assert set(kvoff.connector.__all__) <= set(dir(kvoff.connector))
+    with pytest.raises(AttributeError, match=r"'kvoff\.connector' has no attribute 'nope'"):
+        _ = kvoff.connector.nope  # type: ignore[attr-defined]

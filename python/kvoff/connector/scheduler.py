@@ -14,19 +14,26 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kvoff._core import OffloadingEvent, OffloadingManager
+from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.connector.messages import (
     LOAD,
     STORE,
     RequestStep,
     StepMetadata,
+    TierHits,
     TransferSpec,
     WorkerOutput,
 )
+from kvoff.connector.remote_path import RemotePath
 from kvoff.errors import InvalidArgumentError, InvalidStateError
+
+if TYPE_CHECKING:
+    from kvoff.remote import RemoteTier
 
 BlockHash = bytes | int
 
@@ -45,9 +52,6 @@ class _Transfer:
 class _Request:
     # Index of the next CPU block of this request that has not been offered to prepare_store.
     next_store_block: int = 0
-    transfers: set[int] = field(default_factory=set)
-    loads_in_flight: int = 0
-    finished: bool = False
 
 
 class OffloadingScheduler:
@@ -61,7 +65,11 @@ class OffloadingScheduler:
        start before the step's compute) and stores (to submit after it);
     3. :meth:`update_from_output` with each worker's :class:`WorkerOutput`;
     4. :meth:`request_finished` when a request ends: ``True`` means its GPU blocks must stay
-       allocated until :meth:`take_freeable` lists it (its stores done on every rank).
+       allocated until :meth:`take_freeable` lists it (its transfers done on every rank).
+
+    The scheduler owns the request lifecycle (:meth:`take_freeable`,
+    :meth:`take_finished_loading`): it sees every rank's reports. A worker's
+    ``WorkerOutput.finished_*`` are the same rule applied to one rank, for vLLM's API.
 
     ``num_workers`` is the number of worker processes (tensor-parallel ranks ``0 ..
     num_workers - 1``) that each run every transfer on their shard of the KV heads. Each reports
@@ -69,6 +77,16 @@ class OffloadingScheduler:
     every rank has reported it, and succeeded only if every rank succeeded, so a block becomes
     loadable only once every rank holds its shard. A rank that never reports keeps the
     transfer in flight (:meth:`pending_reports` names it); :meth:`fail_rank` declares it dead.
+
+    ``remote`` (a :meth:`RemoteTier.for_scheduler <kvoff.remote.RemoteTier.for_scheduler>`)
+    puts a shared remote tier behind the CPU tier: on a CPU-tier miss the request is answered
+    ``None`` while the remote tier is asked (in the background) for the following blocks, and
+    again while its hits are fetched into CPU blocks by the workers; then they load from the
+    CPU tier as usual. ``remote_max_wait_steps`` bounds the steps a request waits for a lookup
+    answer (then it goes on with the CPU hits); ``remote_max_write_pins`` the CPU blocks held
+    for writes to the remote tier at once (default: half the CPU tier). Blocks stored to the
+    CPU tier are written to the remote tier behind the step (write-behind). The workers need
+    the same remote tier (:meth:`RemoteTier.for_worker <kvoff.remote.RemoteTier.for_worker>`).
     """
 
     def __init__(
@@ -78,6 +96,9 @@ class OffloadingScheduler:
         cpu_block_size: int,
         *,
         num_workers: int = 1,
+        remote: RemoteTier | None = None,
+        remote_max_wait_steps: int = 4,
+        remote_max_write_pins: int | None = None,
     ) -> None:
         if gpu_block_size <= 0 or cpu_block_size <= 0:
             raise InvalidArgumentError(
@@ -108,11 +129,24 @@ class OffloadingScheduler:
         # CPU hashes being loaded, with the number of loads of each in flight, so a second
         # request that needs them waits instead of loading the same blocks again.
         self._loading: dict[BlockHash, int] = {}
-        self._freeable: list[str] = []
         self._failed_loads: dict[str, list[int]] = {}
-        # Requests whose loads all completed on every rank (a dict: ordered, each once).
-        self._loaded: dict[str, None] = {}
+        # Fed with transfers as they complete on every rank: the engine-wide lifecycle.
+        self._lifecycle = RequestLifecycle()
         self._failed_ranks: set[int] = set()
+        self._hits = [0, 0, 0, 0]  # blocks cpu, blocks remote, tokens cpu, tokens remote
+        self._hits_taken = [0, 0, 0, 0]
+        #: The remote tier's scheduler side, or None without one.
+        self.remote: RemotePath | None = None
+        if remote is not None:
+            _check_remote_layout(remote, gpu_block_size, cpu_block_size, num_workers)
+            self.remote = RemotePath(
+                remote,
+                manager,
+                num_workers,
+                self._take_id,
+                max_wait_steps=remote_max_wait_steps,
+                max_write_pins=remote_max_write_pins,
+            )
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -137,7 +171,8 @@ class OffloadingScheduler:
         """Tokens beyond ``num_computed_tokens`` that the CPU tier can supply (0 if none).
 
         ``None`` means "ask again next step": some of the hit blocks are being loaded for
-        another request right now, and loading them twice would waste the link.
+        another request right now, and loading them twice would waste the link; or, with a
+        remote tier, the blocks after the CPU hits are being looked up or fetched there.
 
         At least the last prompt token is always left to compute (the engine needs its logits),
         so a CPU block that would cover it is not counted.
@@ -158,6 +193,8 @@ class OffloadingScheduler:
             return 0
         names = self.cpu_block_hashes(gpu_block_hashes, start, usable_blocks)
         hits = self.manager.lookup(names)
+        if self.remote is not None and self.remote.match(req_id, names, hits):
+            return None
         if hits == 0:
             return 0
         if any(h in self._loading for h in names[:hits]):
@@ -185,6 +222,8 @@ class OffloadingScheduler:
             )
         self._requests.setdefault(req_id, _Request())
         if num_external_tokens == 0:
+            if self.remote is not None:
+                self.remote.take_fetched(req_id)
             return
         gbs, cbs = self.gpu_block_size, self.cpu_block_size
         end = num_computed_tokens + num_external_tokens
@@ -203,8 +242,9 @@ class OffloadingScheduler:
             )
         names = self.cpu_block_hashes(gpu_block_hashes, first_cpu, end_cpu)
         spec = self.manager.prepare_load(names)
+        fetched = self.remote.take_fetched(req_id) if self.remote is not None else set()
+        self._count_hits(names, first_cpu, num_computed_tokens, end, fetched)
         tid = self._new_transfer(req_id, LOAD, names, ids[first_gpu:end_gpu])
-        self._requests[req_id].loads_in_flight += 1
         for h in names:
             self._loading[h] = self._loading.get(h, 0) + 1
         # Loaded blocks become the most recently used: they are about to be reused.
@@ -250,7 +290,10 @@ class OffloadingScheduler:
                 TransferSpec(tid, step.req_id, STORE, gpu, out.store_spec.block_ids.copy())
             )
         loads, self._pending_loads = self._pending_loads, []
-        return StepMetadata(loads=loads, stores=stores)
+        if self.remote is None:
+            return StepMetadata(loads=loads, stores=stores)
+        fetches, writes = self.remote.take_step()
+        return StepMetadata(loads, stores, fetches, writes)
 
     # -- step 3: results -----------------------------------------------------------------
 
@@ -288,11 +331,20 @@ class OffloadingScheduler:
                 f"rank {rank} already reported transfer ids {again}; nothing was applied (is "
                 f"this output applied twice, or do two workers have rank {rank}?)"
             )
+        if self.remote is not None:
+            self.remote.check_output(rank, output.remote_fetches, output.remote_released)
+        elif output.remote_fetches or output.remote_released:
+            raise InvalidStateError(
+                f"rank {rank} reported remote-tier results but this scheduler has no remote "
+                "tier; nothing was applied"
+            )
         for tid, success in output.transfers:
             t = self._transfers[tid]
             t.outcomes[rank] = bool(success)
             if len(t.outcomes) == self.num_workers:
                 self._complete(tid, t)
+        if self.remote is not None:
+            self.remote.apply_output(rank, output.remote_fetches, output.remote_released)
 
     def pending_reports(self) -> dict[int, list[int]]:
         """For each rank that owes reports, the ids of the transfers in flight it has not
@@ -319,6 +371,8 @@ class OffloadingScheduler:
         if r in self._failed_ranks:
             return []
         self._failed_ranks.add(r)
+        if self.remote is not None:
+            self.remote.fail_rank(r)
         done = []
         for tid, t in list(self._transfers.items()):
             if r not in t.outcomes:
@@ -335,11 +389,9 @@ class OffloadingScheduler:
 
     def take_finished_loading(self) -> list[str]:
         """Requests whose loads have all completed on every rank since the last call (failed
-        ones too: see :meth:`take_failed_loads`). With one rank this is what its
-        :attr:`WorkerOutput.finished_loading` says; with more, only this holds for all."""
-        out = list(self._loaded)
-        self._loaded = {}
-        return out
+        ones too: see :meth:`take_failed_loads`). This is the engine-wide answer; a worker's
+        :attr:`WorkerOutput.finished_loading` is its rank's share of it."""
+        return self._lifecycle.take_finished_loading()
 
     def take_failed_loads(self) -> dict[str, list[int]]:
         """GPU block ids whose load failed, per request: the engine must recompute them."""
@@ -351,15 +403,15 @@ class OffloadingScheduler:
     def request_finished(self, req_id: str) -> bool:
         """The engine finished ``req_id``. ``True``: keep its GPU blocks until its transfers are
         done (it will then appear in :meth:`take_freeable`)."""
-        req = self._requests.get(req_id)
-        if req is None:
+        if self.remote is not None:
+            self.remote.forget(req_id)
+        if req_id not in self._requests:
             return False
-        req.finished = True
         # Any transfer still in flight reads or writes this request's GPU blocks (an aborted
         # request can still be loading), so they must not be handed to another request yet.
-        if req.transfers:
+        if self._lifecycle.finish(req_id):
             return True
-        self._maybe_release(req_id, req, report=False)
+        del self._requests[req_id]
         return False
 
     def request_preempted(self, req_id: str) -> None:
@@ -370,10 +422,22 @@ class OffloadingScheduler:
         if req is not None:
             req.next_store_block = 0
 
-    def take_freeable(self) -> list[str]:
-        """Finished requests whose delayed stores have all completed since the last call."""
-        out, self._freeable = self._freeable, []
+    def tier_hits(self) -> TierHits:
+        """Blocks and tokens served so far (queued for loading onto the GPU), per tier."""
+        return TierHits(*self._hits)
+
+    def take_tier_hits(self) -> TierHits:
+        """:meth:`tier_hits` since the last call (interval counters, as ``StatsAccumulator``)."""
+        out = TierHits(*(a - b for a, b in zip(self._hits, self._hits_taken, strict=True)))
+        self._hits_taken = list(self._hits)
         return out
+
+    def take_freeable(self) -> list[str]:
+        """Finished requests held by :meth:`request_finished` whose transfers (stores and
+        loads) have now completed on every rank, since the last call: their GPU blocks may be
+        freed. The engine-wide answer; a worker's :attr:`WorkerOutput.finished_storing` is its
+        rank's share of it."""
+        return self._lifecycle.take_freeable()
 
     def take_events(self) -> list[OffloadingEvent]:
         return self.manager.take_events()
@@ -387,13 +451,35 @@ class OffloadingScheduler:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _take_id(self) -> int:
+        """Transfer ids, remote fetches included, from one counter (they only increase)."""
+        tid = self._next_transfer_id
+        self._next_transfer_id += 1
+        return tid
+
+    def _count_hits(
+        self,
+        names: list[BlockHash],
+        first_cpu: int,
+        computed: int,
+        end: int,
+        fetched: set[BlockHash],
+    ) -> None:
+        """Tokens ``computed .. end`` come from CPU blocks ``names`` (``first_cpu ..``): count
+        each block's share under the tier it came from."""
+        cbs = self.cpu_block_size
+        for i, h in enumerate(names):
+            lo = (first_cpu + i) * cbs
+            tier = 1 if h in fetched else 0
+            self._hits[tier] += 1
+            self._hits[2 + tier] += min(end, lo + cbs) - max(computed, lo)
+
     def _new_transfer(
         self, req_id: str, direction: str, names: list[BlockHash], gpu_ids: np.ndarray
     ) -> int:
-        tid = self._next_transfer_id
-        self._next_transfer_id += 1
+        tid = self._take_id()
         self._transfers[tid] = _Transfer(req_id, direction, names, gpu_ids)
-        self._requests[req_id].transfers.add(tid)
+        self._lifecycle.started(req_id, direction)
         return tid
 
     def _rank(self, rank: object, what: str) -> int:
@@ -413,6 +499,8 @@ class OffloadingScheduler:
         success = all(t.outcomes.values())
         if t.direction == STORE:
             self.manager.complete_store(t.cpu_hashes, success=success)
+            if success and self.remote is not None:
+                self.remote.stored(t.cpu_hashes)
         else:
             self.manager.complete_load(t.cpu_hashes)
             for h in t.cpu_hashes:
@@ -425,17 +513,18 @@ class OffloadingScheduler:
                 self._failed_loads.setdefault(t.req_id, []).extend(int(b) for b in t.gpu_block_ids)
             # Failed ranks can complete a load that was never sent: it must not be sent now.
             self._pending_loads = [s for s in self._pending_loads if s.transfer_id != tid]
-        req = self._requests.get(t.req_id)
-        if req is not None:
-            req.transfers.discard(tid)
-            if t.direction == LOAD:
-                req.loads_in_flight -= 1
-                if req.loads_in_flight == 0:
-                    self._loaded[t.req_id] = None
-            self._maybe_release(t.req_id, req)
+        if self._lifecycle.completed(t.req_id, t.direction):
+            del self._requests[t.req_id]
 
-    def _maybe_release(self, req_id: str, req: _Request, *, report: bool = True) -> None:
-        if req.finished and not req.transfers:
-            del self._requests[req_id]
-            if report:
-                self._freeable.append(req_id)
+
+def _check_remote_layout(
+    remote: RemoteTier, gpu_block_size: int, cpu_block_size: int, num_workers: int
+) -> None:
+    layout = remote.layout
+    got = (layout.gpu_block_size, layout.cpu_block_size, layout.tp_size)
+    if got != (gpu_block_size, cpu_block_size, num_workers):
+        raise InvalidArgumentError(
+            f"the remote tier's layout has gpu_block_size={got[0]}, cpu_block_size={got[1]}, "
+            f"tp_size={got[2]}; this scheduler has {gpu_block_size}, {cpu_block_size}, "
+            f"num_workers={num_workers}"
+        )

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from kvoff._core import JobTracker
-from kvoff.connector.messages import LOAD, STORE, StepMetadata, TransferSpec, WorkerOutput
+from kvoff.connector.lifecycle import RequestLifecycle
+from kvoff.connector.messages import (
+    LOAD,
+    STORE,
+    BlockHash,
+    RemoteFetchSpec,
+    StepMetadata,
+    TransferSpec,
+    WorkerOutput,
+)
 from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.transfer import CpuGpuTransfer, TransferResult
 from kvoff.transfer.result import DirectionName
+
+if TYPE_CHECKING:
+    from kvoff.remote import RemoteTier
 
 
 class OffloadingWorker:
@@ -28,6 +41,11 @@ class OffloadingWorker:
     the result is already part of the output: if it raises, :meth:`get_finished` still gives
     every other result to it, then raises the first error, and the next :meth:`get_finished`
     returns the output that was not delivered (with whatever completed since).
+
+    ``remote`` (a :meth:`RemoteTier.for_worker <kvoff.remote.RemoteTier.for_worker>` for this
+    rank) runs the scheduler's remote fetches (into this rank's CPU blocks, verified before
+    they are reported) and writes (borrowing the pinned CPU blocks) on the tier's background
+    threads; nothing here waits on the network. The caller closes the tier.
     """
 
     def __init__(
@@ -37,9 +55,27 @@ class OffloadingWorker:
         *,
         rank: int = 0,
         on_result: Callable[[TransferResult], None] | None = None,
+        remote: RemoteTier | None = None,
     ) -> None:
         #: This worker's tensor-parallel rank; every WorkerOutput it returns carries it.
         self.rank = _rank(rank)
+        if remote is not None:
+            layout = remote.layout
+            if (layout.block_bytes, layout.tp_rank) != (transfer.cpu_block_bytes, self.rank):
+                raise InvalidArgumentError(
+                    f"the remote tier's layout has block_bytes={layout.block_bytes}, "
+                    f"tp_rank={layout.tp_rank}; this worker has cpu_block_bytes="
+                    f"{transfer.cpu_block_bytes}, rank={self.rank} (use "
+                    "RemoteTier.for_worker(url, layout, rank))"
+                )
+        #: The remote tier's worker side, or None.
+        self.remote = remote
+        self._fetch_of_job: dict[int, int] = {}
+        self._newest_fetch = -1
+        # Remote results decided without the network (no fetcher, a refused submit, no
+        # writer), reported with the next output.
+        self._early_fetches: list[tuple[int, tuple[bool, ...]]] = []
+        self._early_released: list[BlockHash] = []
         self.transfer = transfer
         self.tracker = tracker
         # Called with every TransferResult, e.g. to keep per-job latencies.
@@ -54,20 +90,32 @@ class OffloadingWorker:
         # An output built but not handed back (an on_result callback raised): the next
         # get_finished returns it first, so no completed transfer goes unreported.
         self._undelivered: WorkerOutput | None = None
+        # The scheduler's lifecycle rule fed with this rank's transfers only: the per-rank
+        # report of WorkerOutput.finished_* (the scheduler's take_* are the engine-wide one).
+        self._lifecycle = RequestLifecycle()
 
     def start_loads(self, meta: StepMetadata) -> None:
         """Issue ``meta``'s loads. A load this worker was already given is refused with
         :class:`~kvoff.InvalidStateError` before any of them is issued."""
+        if meta.remote_fetches:
+            self._check_fetches(meta.remote_fetches)
         self._submit_all("start_loads", LOAD, meta.loads)
+        for spec in meta.remote_fetches:
+            self._fetch(spec)
 
     def submit_stores(self, meta: StepMetadata) -> None:
         """Issue ``meta``'s stores; refused whole, like :meth:`start_loads`, if any was already
         given to this worker."""
         self._submit_all("submit_stores", STORE, meta.stores)
+        for w in meta.remote_writes:
+            self._write(w.block_hashes, w.cpu_block_ids)
 
     def get_finished(self, finished_req_ids: Iterable[str] = ()) -> WorkerOutput:
         """Collect completed transfers without blocking; ``finished_req_ids`` are requests the
-        engine finished this step (their GPU blocks wait for their stores)."""
+        engine finished this step whose GPU blocks it holds (those for which
+        :meth:`OffloadingScheduler.request_finished` returned ``True``). Each is listed in
+        ``finished_storing`` once nothing of it is in flight on this rank (at once if nothing
+        is): this rank's share of the scheduler's :meth:`~OffloadingScheduler.take_freeable`."""
         finished = list(finished_req_ids)
         for i, req_id in enumerate(finished):
             if not isinstance(req_id, str):
@@ -80,12 +128,23 @@ class OffloadingWorker:
         # Recorded (and kept as undelivered) before anything else can raise: the copy engine
         # returns a result only once.
         transfers = [self._complete(r) for r in results]
-        self._undelivered = _merge(self._undelivered, WorkerOutput(transfers, rank=self.rank))
-        for req_id in finished:
-            self.tracker.request_finished(req_id)
-        storing, loading = self.tracker.take_finished()
-        out = _merge(self._undelivered, WorkerOutput([], list(storing), list(loading), self.rank))
+        fetches, released = self._remote_results()
+        self._undelivered = _merge(
+            self._undelivered,
+            WorkerOutput(
+                transfers, rank=self.rank, remote_fetches=fetches, remote_released=released
+            ),
+        )
+        idle = [r for r in finished if not self._lifecycle.finish(r)]
+        storing = [*self._lifecycle.take_freeable(), *idle]
+        loading = self._lifecycle.take_finished_loading()
+        out = _merge(self._undelivered, WorkerOutput([], storing, loading, self.rank))
         self._undelivered = out
+        for req_id in storing:
+            self._forget(req_id)
+        # The tracker's own lifecycle report (which ignores pending loads) is not used: drained
+        # so that it does not grow.
+        self.tracker.take_finished()
         self._notify(results)
         self._undelivered = None
         return out
@@ -101,6 +160,69 @@ class OffloadingWorker:
     @property
     def num_jobs_in_flight(self) -> int:
         return len(self._transfer_of_job)
+
+    @property
+    def num_fetches_in_flight(self) -> int:
+        return len(self._fetch_of_job)
+
+    def _check_fetches(self, specs: list[RemoteFetchSpec]) -> None:
+        if self.remote is None:
+            raise InvalidStateError(
+                f"the step names {len(specs)} remote fetches but this worker has no remote "
+                "tier (give it remote=RemoteTier.for_worker(...)); nothing was issued"
+            )
+        newest = self._newest_fetch
+        for spec in specs:
+            if spec.transfer_id <= newest:
+                raise InvalidStateError(
+                    f"remote fetch {spec.transfer_id} (request {spec.req_id!r}) is not newer "
+                    f"than remote fetch {newest} submitted to this worker (is a StepMetadata "
+                    "given to start_loads twice?); nothing was issued"
+                )
+            if len(spec.block_hashes) != len(spec.cpu_block_ids):
+                raise InvalidArgumentError(
+                    f"remote fetch {spec.transfer_id} names {len(spec.block_hashes)} hashes "
+                    f"for {len(spec.cpu_block_ids)} CPU blocks; nothing was issued"
+                )
+            newest = spec.transfer_id
+
+    def _fetch(self, spec: RemoteFetchSpec) -> None:
+        self._newest_fetch = spec.transfer_id
+        fetcher = self.remote.fetcher if self.remote is not None else None
+        try:
+            if fetcher is None:
+                raise InvalidStateError("this worker's remote tier has no fetcher")
+            items = [
+                (h, self.transfer.cpu_block(int(j)))
+                for h, j in zip(spec.block_hashes, spec.cpu_block_ids, strict=True)
+            ]
+            self._fetch_of_job[fetcher.submit(items)] = spec.transfer_id
+        except Exception:
+            # Refused before anything was written (closed tier, bad ids): every block is a miss.
+            self._early_fetches.append((spec.transfer_id, (False,) * len(spec.block_hashes)))
+
+    def _write(self, hashes: list[BlockHash], cpu_block_ids: object) -> None:
+        writer = self.remote.writer if self.remote is not None else None
+        for h, j in zip(hashes, cpu_block_ids, strict=True):  # type: ignore[call-overload]
+            try:
+                if writer is None:
+                    raise InvalidStateError("this worker's remote tier has no writer")
+                # Borrowed: the scheduler keeps the block pinned until the token comes back.
+                writer.enqueue(h, self.transfer.cpu_block(int(j)), copy=False, token=h)
+            except Exception:
+                self._early_released.append(h)  # never queued: nothing reads it
+
+    def _remote_results(self) -> tuple[list[tuple[int, tuple[bool, ...]]], list[BlockHash]]:
+        fetches, self._early_fetches = self._early_fetches, []
+        released, self._early_released = self._early_released, []
+        if self.remote is None:
+            return fetches, released
+        if self.remote.fetcher is not None:
+            for r in self.remote.fetcher.get_finished():
+                fetches.append((self._fetch_of_job.pop(r.job_id), r.ok))
+        if self.remote.writer is not None:
+            released.extend(self.remote.writer.take_released())  # type: ignore[arg-type]
+        return fetches, released
 
     def _submit_all(self, caller: str, direction: str, specs: list[TransferSpec]) -> None:
         newest = self._newest[direction]
@@ -133,6 +255,7 @@ class OffloadingWorker:
         num_bytes = num_blocks * self.transfer.gpu_block_bytes
         job_id = self.tracker.submit(spec.req_id, spec.direction, num_blocks, num_bytes)
         self._transfer_of_job[job_id] = spec.transfer_id
+        self._lifecycle.started(spec.req_id, spec.direction)
         try:
             self.transfer.transfer_async(
                 job_id, spec.direction, spec.gpu_block_ids, spec.cpu_block_ids
@@ -144,8 +267,14 @@ class OffloadingWorker:
             self._early.append(TransferResult(job_id, False, 0, 0.0, direction))
 
     def _complete(self, result: TransferResult) -> tuple[int, bool]:
-        self.tracker.complete(result.job_id, result.success, result.transfer_time)
+        req_id = self.tracker.complete(result.job_id, result.success, result.transfer_time)
+        self._lifecycle.completed(req_id, result.transfer_type)
         return self._transfer_of_job.pop(result.job_id), result.success
+
+    def _forget(self, req_id: str) -> None:
+        """``req_id`` is finished with nothing in flight on this rank. The tracker keeps a
+        request it has seen until told it finished; with no job pending that never raises."""
+        self.tracker.request_finished(req_id)
 
     def _notify(self, results: list[TransferResult]) -> None:
         """Give every result to ``on_result``; a raising callback does not keep the others from
@@ -184,4 +313,6 @@ def _merge(first: WorkerOutput | None, then: WorkerOutput) -> WorkerOutput:
         list(dict.fromkeys([*first.finished_storing, *then.finished_storing])),
         list(dict.fromkeys([*first.finished_loading, *then.finished_loading])),
         then.rank,
+        [*first.remote_fetches, *then.remote_fetches],
+        [*first.remote_released, *then.remote_released],
     )

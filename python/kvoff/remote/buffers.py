@@ -3,9 +3,8 @@ protocol), checked once so the background threads only ever see flat ``uint8`` m
 
 from __future__ import annotations
 
+import sys
 from typing import Any
-
-import torch
 
 from kvoff.errors import InvalidArgumentError
 
@@ -13,13 +12,15 @@ __all__ = ["as_readable", "as_writable"]
 
 
 def _view(obj: Any, what: str) -> memoryview:
-    if isinstance(obj, torch.Tensor):
+    # A tensor exists only once torch is imported: a scheduler process never imports it here.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
         if obj.device.type != "cpu":
             raise InvalidArgumentError(f"{what} must be a CPU tensor, got one on {obj.device}")
         if not obj.is_contiguous():
             raise InvalidArgumentError(f"{what} must be a contiguous tensor")
         flat = obj.detach().reshape(-1).view(torch.uint8)
-        return memoryview(flat.numpy())  # type: ignore[arg-type]
+        return memoryview(flat.numpy())
     try:
         view = memoryview(obj)
     except TypeError:

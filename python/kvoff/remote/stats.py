@@ -14,13 +14,18 @@ import copy
 import threading
 from typing import Any, Final
 
-from kvoff.metrics.snapshot import (
-    DURATION_BUCKETS_SECONDS,
-    SIZE_BUCKETS_BYTES,
-    THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
-)
+from kvoff._core import OffloadingConnectorStats
 
 __all__ = ["ERROR_KINDS", "REMOTE_DIRECTIONS", "RemoteStats"]
+
+# The bucket bounds the core's snapshot carries (the one definition), read from the core so
+# that this module needs neither kvoff.metrics nor prometheus-client.
+_BOUNDS = OffloadingConnectorStats().to_dict()["buckets"]
+SIZE_BUCKETS_BYTES: Final[tuple[float, ...]] = tuple(_BOUNDS["size_bytes"])
+DURATION_BUCKETS_SECONDS: Final[tuple[float, ...]] = tuple(_BOUNDS["duration_seconds"])
+THROUGHPUT_BUCKETS_BYTES_PER_SECOND: Final[tuple[float, ...]] = tuple(
+    _BOUNDS["throughput_bytes_per_second"]
+)
 
 WRITE: Final = "CPU_to_REMOTE"
 READ: Final = "REMOTE_to_CPU"

@@ -102,6 +102,30 @@ class RemoteTier:
                 skip_existing=skip_existing,
             )
 
+    @classmethod
+    def for_scheduler(
+        cls, remote: str | RemoteConfig, layout: RemoteLayout, **kwargs: Any
+    ) -> RemoteTier:
+        """The scheduler process's tier (lookups only): a block counts as present only when
+        every tensor-parallel rank's shard is (``layout.tp_size`` ranks). For
+        ``OffloadingScheduler(..., remote=...)``."""
+        return cls(
+            remote,
+            layout.for_rank(0),
+            fetch=False,
+            write=False,
+            lookup_ranks=range(layout.tp_size),
+            **kwargs,
+        )
+
+    @classmethod
+    def for_worker(
+        cls, remote: str | RemoteConfig, layout: RemoteLayout, rank: int = 0, **kwargs: Any
+    ) -> RemoteTier:
+        """One worker process's tier (fetches and write-behind) for tensor-parallel ``rank``:
+        its keys name that rank's shard. For ``OffloadingWorker(..., remote=...)``."""
+        return cls(remote, layout.for_rank(rank), lookup=False, **kwargs)
+
     def __repr__(self) -> str:
         parts = [n for n in ("lookup", "fetcher", "writer") if getattr(self, n) is not None]
         return f"RemoteTier({self.config.redacted_url!r}, {self.link.state}, parts={parts})"
