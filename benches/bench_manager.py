@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import gc
 import random
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from kvoff import OffloadingManager
 from reference_manager import ReferenceManager

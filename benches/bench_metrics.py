@@ -8,17 +8,12 @@ Run: pytest benches/bench_metrics.py --benchmark-enable
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from kvoff.metrics import OffloadPromMetrics
-
-# The snapshot builder lives with the tests; benches reuse it rather than keep a second copy.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from stats_dicts import Transfer, v1_dict
 
 VLLM_BUCKETS = [1e6, 5e6, 1e7, 2e7, 4e7, 6e7, 8e7, 1e8, 1.5e8, 2e8]

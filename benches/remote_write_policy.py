@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +27,6 @@ import torch
 from kvoff import OffloadingManager
 from kvoff.bench.workload import WorkloadConfig, block_hashes, generate
 from kvoff.remote import RemoteLayout, RemoteTier
-
-sys.path.insert(0, str(Path(__file__).parent))
 from remote_throughput import _Server
 
 
