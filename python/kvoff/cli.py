@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-import torch
-
 from kvoff.bench.presets import PRESETS, ModelShape
 from kvoff.cli_options import (
     MAX_CONVERSATIONS,
@@ -167,6 +165,8 @@ class _Plan:
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
+    import torch
+
     shape = PRESETS[args.preset]
     if args.cpu_block_size % args.gpu_block_size:
         raise UsageError(
@@ -238,7 +238,8 @@ def _write_json(path: str, text: str) -> str | None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    # Imported here so `kvoff --help` stays fast.
+    # Imported here, not at the top, so that `kvoff --help` imports neither torch nor the
+    # worker half.
     from prometheus_client import CollectorRegistry
 
     from kvoff._core import OffloadingConnectorStats
@@ -297,6 +298,8 @@ def _run(
     total: OffloadingConnectorStats,
     server: MetricsServer | None,
 ) -> Summary:
+    import torch
+
     from kvoff.bench.report import summarize
     from kvoff.bench.workload import WorkloadConfig, generate
 

@@ -89,7 +89,7 @@ class SimulatedEngine:
         self.kv = [
             torch.zeros(
                 (2, cfg.gpu_blocks, cfg.gpu_block_size, shape.num_kv_heads, shape.head_dim),
-                dtype=shape.dtype,
+                dtype=shape.torch_dtype,
                 device=self.device,
             )
             for _ in range(shape.num_layers)
@@ -283,7 +283,7 @@ class SimulatedEngine:
         return torch.from_numpy(fp % _FP_MODULUS).to(self.device)
 
     def _layer_values(self, fp: torch.Tensor, layer: int, kv: int) -> torch.Tensor:
-        return ((fp + 2 * layer + kv) % _FP_MODULUS + 1).to(self.cfg.shape.dtype)
+        return ((fp + 2 * layer + kv) % _FP_MODULUS + 1).to(self.cfg.shape.torch_dtype)
 
     def _compute(self, computing: list[tuple[_Live, int, int]]) -> None:
         ids: list[np.ndarray] = []
