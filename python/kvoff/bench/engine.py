@@ -147,7 +147,9 @@ class SimulatedEngine:
         # that none of its failed stores left a block in the tier.
         self._store_hashes: dict[int, list[bytes]] = {}
         self._failed_store_hashes: list[bytes] = []
-        self._last_finished: list[bytes] = []
+        # Prompt hashes of the latest finished requests: after a rank failure, the probe
+        # looks for blocks of theirs still in the tier.
+        self._recent: deque[list[bytes]] = deque(maxlen=64)
 
     def close(self) -> None:
         """Stop the rank processes (after an error; :meth:`run` closes them itself)."""
@@ -305,7 +307,8 @@ class SimulatedEngine:
         for req_id in finished:
             live = self.live.pop(req_id)
             t.requests_finished += 1
-            self._last_finished = live.hashes[: len(live.req.prompt) // self.cfg.gpu_block_size]
+            if self.cfg.tp > 1:
+                self._recent.append(live.hashes[: len(live.req.prompt) // self.cfg.gpu_block_size])
             if sched.request_finished(req_id):
                 self.delayed[req_id] = live
             else:
@@ -375,11 +378,15 @@ class SimulatedEngine:
 
     def _after_rank_failure(self) -> None:
         resident = sum(h in self.manager for h in self._failed_store_hashes)
-        names = self.scheduler.cpu_block_hashes(self._last_finished)
-        in_tier = self.manager.lookup(names) if names else 0
-        gbs = self.cfg.gpu_block_size
+        # The recent request with the most blocks still in the tier: the scheduler must
+        # serve none of them (this runs after the last snapshot, so counts in no totals).
+        in_tier, hashes = max(
+            ((self.manager.lookup(self.scheduler.cpu_block_hashes(h)), h) for h in self._recent),
+            default=(0, []),
+            key=lambda pair: pair[0],
+        )
         served = self.scheduler.get_num_new_matched_tokens(
-            "probe-after-failure", self._last_finished, len(self._last_finished) * gbs + 1, 0
+            "probe-after-failure", hashes, len(hashes) * self.cfg.gpu_block_size + 1, 0
         )
         for f in self.totals.rank_failures:
             f.store_blocks_resident_after = resident
