@@ -20,7 +20,7 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_parser_is_built_without_torch() -> None:
-    code = "import kvoff.cli\nkvoff.cli.build_parser().parse_args(['bench', '--preset', 'tiny'])"
+    code = "import kvoff.cli\nkvoff.cli.build_parser().parse_args(['bench', '--tp', '2'])"
     assert _loaded_after(code) == []
 
 

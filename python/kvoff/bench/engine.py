@@ -378,15 +378,19 @@ class SimulatedEngine:
 
     def _after_rank_failure(self) -> None:
         resident = sum(h in self.manager for h in self._failed_store_hashes)
-        # The recent request with the most blocks still in the tier: the scheduler must
-        # serve none of them (this runs after the last snapshot, so counts in no totals).
-        in_tier, hashes = max(
-            ((self.manager.lookup(self.scheduler.cpu_block_hashes(h)), h) for h in self._recent),
-            default=(0, []),
-            key=lambda pair: pair[0],
-        )
+        # The longest run of blocks still in the tier among the recent requests (from any
+        # block on, as if the GPU prefix cache held the ones before it): the scheduler must
+        # serve none of it. This runs after the last snapshot, so it counts in no totals.
+        in_tier, hashes, start = 0, [], 0
+        for h in self._recent:
+            names = self.scheduler.cpu_block_hashes(h)
+            for i, name in enumerate(names):
+                hits = self.manager.lookup(names[i:]) if name in self.manager else 0
+                if hits > in_tier:
+                    in_tier, hashes, start = hits, h, i
+        gbs, cbs = self.cfg.gpu_block_size, self.cfg.cpu_block_size
         served = self.scheduler.get_num_new_matched_tokens(
-            "probe-after-failure", hashes, len(hashes) * self.cfg.gpu_block_size + 1, 0
+            "probe-after-failure", hashes, len(hashes) * gbs + 1, start * cbs
         )
         for f in self.totals.rank_failures:
             f.store_blocks_resident_after = resident

@@ -240,7 +240,8 @@ def render(s: Summary) -> str:
                 f"rank {f.rank} failed",
                 f"at step {f.step}: {f.reason}; {f.transfers_failed} transfers failed,"
                 f" {f.store_blocks_failed} CPU blocks not stored"
-                f" ({f.store_blocks_resident_after} left in the tier),"
+                f" ({f.store_blocks_resident_after} left in the tier); of"
+                f" {f.probe_blocks_in_tier} blocks still in the tier,"
                 f" {f.probe_tokens_served} tokens served after",
             )
         )
