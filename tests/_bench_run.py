@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -27,20 +28,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def kvoff(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def kvoff(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kvoff", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
-def start_bench(json_path: Path, port: int, linger: float) -> subprocess.Popen[str]:
+def start_bench(json_path: Path, port: int, linger: float, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "kvoff", "bench", *SMALL_RUN, "--json", str(json_path),
-         "--metrics-port", str(port), "--linger", str(linger)],
+         "--metrics-port", str(port), "--linger", str(linger), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

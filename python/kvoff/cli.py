@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-import torch
-
 from kvoff.bench.presets import PRESETS, ModelShape
 from kvoff.cli_options import (
     MAX_CONVERSATIONS,
     MAX_SECONDS,
     MAX_SEED,
+    MAX_TP,
     UsageError,
     address_option,
     check_json_path,
@@ -109,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="workload seed, 0..2**64-1 (default 0)",
     )
     b.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    b.add_argument(
+        "--tp",
+        type=int_option("--tp", high=MAX_TP),
+        default=1,
+        help="tensor-parallel ranks: one scheduler and this many worker processes, each with "
+        "its share of the KV heads on a GPU of its own (CPU tensors when there are fewer GPUs "
+        "and --device is not cuda); the preset's KV heads must divide (default 1: the worker "
+        "half runs in this process)",
+    )
     b.add_argument("--json", metavar="PATH", help="also write the summary as JSON ('-': stdout)")
     b.add_argument(
         "--metrics-port",
@@ -164,9 +173,12 @@ class _Plan:
     num_cpu_blocks: int
     cpu_block_bytes: int
     num_requests: int | None
+    tp: int
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
+    import torch
+
     shape = PRESETS[args.preset]
     if args.cpu_block_size % args.gpu_block_size:
         raise UsageError(
@@ -175,18 +187,29 @@ def _plan(args: argparse.Namespace) -> _Plan:
         )
     if args.linger and args.metrics_port is None:
         raise UsageError("--linger keeps serving /metrics after the run: it needs --metrics-port")
+    tp = args.tp
+    if shape.num_kv_heads % tp:
+        raise UsageError(
+            f"--tp {tp}: preset {shape.name} has {shape.num_kv_heads} KV heads, which do not "
+            f"split {tp} ways"
+        )
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if args.device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif args.device == "cuda" and not torch.cuda.is_available():
+        device = "cuda" if gpus >= tp else "cpu"
+    elif args.device == "cuda" and not gpus:
         raise UsageError("--device cuda: no CUDA device is available")
+    elif args.device == "cuda" and gpus < tp:
+        raise UsageError(f"--device cuda --tp {tp}: one GPU per rank, but only {gpus} found")
     else:
         device = args.device
     cpu_block_bytes = args.cpu_block_size * shape.bytes_per_token()
     num_cpu_blocks = cpu_tier_blocks(args.cpu_gb, cpu_block_bytes, shape.name)
+    kv_bytes = args.gpu_blocks * args.gpu_block_size * shape.bytes_per_token()
     check_kv_fits(
         args.gpu_blocks,
         args.gpu_block_size,
-        kv_bytes=args.gpu_blocks * args.gpu_block_size * shape.bytes_per_token(),
+        # Each GPU holds its rank's share of the heads; CPU tensors all share host memory.
+        kv_bytes=kv_bytes if device == "cpu" else kv_bytes // tp,
         tier_bytes=num_cpu_blocks * cpu_block_bytes,
         kv_on_cpu=device == "cpu",
         gpu_memory_bytes=(
@@ -198,7 +221,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if args.json is not None:
         check_json_path(args.json)  # last: it creates (and removes) the file
     num_requests = args.requests if args.requests or args.duration else 400
-    return _Plan(shape, device, num_cpu_blocks, cpu_block_bytes, num_requests)
+    return _Plan(shape, device, num_cpu_blocks, cpu_block_bytes, num_requests, tp)
 
 
 def _start_server(args: argparse.Namespace, registry: CollectorRegistry) -> MetricsServer | None:
@@ -242,25 +265,40 @@ def _write_json(path: str, text: str) -> str | None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    # Imported here so `kvoff --help` stays fast.
+    # Imported here, not at the top, so that `kvoff --help` imports neither torch nor the
+    # worker half.
     from prometheus_client import CollectorRegistry
 
     from kvoff._core import OffloadingConnectorStats
-    from kvoff.bench.engine import EngineConfig, SimulatedEngine
+    from kvoff.bench.engine import EngineConfig, RankSnapshots, SimulatedEngine
+    from kvoff.bench.ranks import RANK_EXIT_ENV, parse_exit_hook
     from kvoff.bench.report import render
     from kvoff.metrics import OffloadPromMetrics
 
     plan = _plan(args)
     shape, device = plan.shape, plan.device
     registry = CollectorRegistry()
-    exporter = OffloadPromMetrics(
-        registry=registry, labels={"model_name": shape.name}, vllm_compatible=True
-    )
+    labels = {"model_name": shape.name}
+    exporter = OffloadPromMetrics(registry=registry, labels=labels, vllm_compatible=True)
     total = OffloadingConnectorStats()
+    # With --tp N each rank's own figures too, as engine=<rank> under kvoff_rank_*.
+    ranks = range(plan.tp) if plan.tp > 1 else range(0)
+    rank_totals = {r: OffloadingConnectorStats() for r in ranks}
+    rank_exporter = (
+        OffloadPromMetrics(
+            registry=registry, labels=labels, namespace="kvoff_rank", engines=map(str, ranks)
+        )
+        if plan.tp > 1
+        else None
+    )
 
-    def on_snapshot(snap: object) -> None:
+    def on_snapshot(snap: OffloadingConnectorStats, rank_snaps: RankSnapshots) -> None:
         exporter.observe(snap, engine="0")
-        total.aggregate(snap)  # type: ignore[arg-type]
+        total.aggregate(snap)
+        for rank, rank_snap in rank_snaps:
+            rank_totals[rank].aggregate(rank_snap)
+            if rank_exporter is not None:
+                rank_exporter.observe(rank_snap, engine=rank)
 
     cfg = EngineConfig(
         shape=shape,
@@ -271,27 +309,52 @@ def _bench(args: argparse.Namespace) -> int:
         policy=args.policy,
         device=device,
         seed=args.seed,
+        tp=plan.tp,
+        exit_hook=parse_exit_hook(os.environ.get(RANK_EXIT_ENV)) if plan.tp > 1 else None,
     )
     try:
         engine = SimulatedEngine(cfg, on_snapshot=on_snapshot)
     except (MemoryError, RuntimeError, KvoffError) as e:
         # Sizes were checked against the machine; what is free right now may still be less.
         raise UsageError(f"cannot allocate the KV tensors or the CPU tier: {e}") from None
-    server = _start_server(args, registry)
     try:
-        summary = _run(args, plan, engine, total, server)
-        print(render(summary))
-        failed_write = None if args.json is None else _write_json(args.json, summary.to_json())
-        sys.stdout.flush()
-        if server is not None and args.linger:
-            time.sleep(args.linger)
+        server = _start_server(args, registry)
+        try:
+            summary = _run(args, plan, engine, total, rank_totals, server)
+            print(render(summary))
+            failed_write = None if args.json is None else _write_json(args.json, summary.to_json())
+            sys.stdout.flush()
+            if server is not None and args.linger:
+                time.sleep(args.linger)
+        finally:
+            if server is not None:
+                server.shutdown()
     finally:
-        if server is not None:
-            server.shutdown()
-    if failed_write is not None:
-        print(f"kvoff bench: error: {failed_write}", file=sys.stderr)
-        return 1
-    return 1 if summary.verify_failures else 0
+        engine.close()
+    errors = [] if failed_write is None else [failed_write]
+    errors += [
+        f"{f.reason} at step {f.step}: its {f.transfers_failed} transfers in flight failed and "
+        "the CPU tier served nothing after it"
+        for f in summary.rank_failures
+    ]
+    if rank_totals and not _ranks_add_up(total, rank_totals):
+        errors.append("the ranks' transfer totals do not add up to the engine's")
+    for error in errors:
+        print(f"kvoff bench: error: {error}", file=sys.stderr)
+    return 1 if errors or summary.verify_failures else 0
+
+
+def _ranks_add_up(
+    total: OffloadingConnectorStats, rank_totals: dict[int, OffloadingConnectorStats]
+) -> bool:
+    """Whether the ranks' snapshots aggregate exactly into the engine's transfer totals (the
+    scheduler's own accumulator records no transfers)."""
+    from kvoff._core import OffloadingConnectorStats
+
+    summed = OffloadingConnectorStats()
+    for snap in rank_totals.values():
+        summed.aggregate(snap)
+    return bool(summed.to_dict()["transfers"] == total.to_dict()["transfers"])
 
 
 def _run(
@@ -299,8 +362,11 @@ def _run(
     plan: _Plan,
     engine: SimulatedEngine,
     total: OffloadingConnectorStats,
+    rank_totals: dict[int, OffloadingConnectorStats],
     server: MetricsServer | None,
 ) -> Summary:
+    import torch
+
     from kvoff.bench.report import summarize
     from kvoff.bench.workload import WorkloadConfig, generate
 
@@ -309,7 +375,7 @@ def _run(
     print(
         f"kvoff bench: preset {plan.shape.name}, device {device} ({gpu_desc}), "
         f"{plan.num_cpu_blocks} CPU blocks of {plan.cpu_block_bytes / 2**20:.2f} MiB, "
-        f"{args.gpu_blocks} GPU blocks",
+        f"{args.gpu_blocks} GPU blocks" + (f", {plan.tp} ranks" if plan.tp > 1 else ""),
         file=sys.stderr,
     )
     if server is not None:
@@ -332,7 +398,7 @@ def _run(
         bar.update(done, f"{t.tokens_from_cpu:,} tokens from CPU")
 
     link = None
-    if device == "cuda":
+    if device == "cuda" and plan.tp == 1:
         from kvoff.bench.link import single_copy_gb_per_s
 
         link = single_copy_gb_per_s(torch.device(device))
@@ -346,6 +412,9 @@ def _run(
         cpu_capacity_blocks=plan.num_cpu_blocks,
         cpu_block_bytes=plan.cpu_block_bytes,
         link=link,
+        rank_stats={r: s.to_dict() for r, s in rank_totals.items()} or {0: total.to_dict()},
+        rank_infos=engine.rank_infos,
+        rank_results=engine.rank_results,
     )
 
 

@@ -23,6 +23,8 @@ MAX_SECONDS = 7 * 24 * 3600
 # Each active conversation holds its whole history (up to ~5k tokens); 10,000 of them is
 # ~200 MB. The workload fills every slot before the first request, so 10**9 would never start.
 MAX_CONVERSATIONS = 10_000
+# Tensor-parallel ranks: a process each; no model kvoff simulates has more KV heads than this.
+MAX_TP = 64
 # numpy takes any non-negative seed; 64 bits is what a seed needs.
 MAX_SEED = 2**64 - 1
 

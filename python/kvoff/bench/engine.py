@@ -17,20 +17,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from kvoff._core import JobTracker, OffloadingManager, StatsAccumulator
+from kvoff._core import OffloadingConnectorStats, OffloadingManager, StatsAccumulator
 from kvoff.bench.presets import ModelShape
+from kvoff.bench.ranks import LocalRanks, ProcessRanks, RankFailure, RankInfo, RankResult
+from kvoff.bench.shard import Blocks, ShardConfig, StepReply
 from kvoff.bench.workload import Request, block_hashes
-from kvoff.connector import (
-    OffloadingScheduler,
-    OffloadingWorker,
-    RequestStep,
-)
-from kvoff.transfer import CpuGpuTransfer, TransferResult
+from kvoff.connector import OffloadingScheduler, RequestStep, StepMetadata
 
-# Fingerprints stay below 256 so they are exact in every float dtype, bf16 included.
-_FP_MODULUS = 251
+# (rank, that rank's interval snapshot) for each rank with an accumulator of its own.
+RankSnapshots = list[tuple[int, OffloadingConnectorStats]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +40,10 @@ class EngineConfig:
     max_batch_tokens: int = 16384
     device: str = "cpu"
     seed: int = 0
+    # Tensor-parallel ranks: 1 runs the worker half in this process, N > 1 in N processes.
+    tp: int = 1
+    # Test hook (--tp N only): (rank, steps) makes that rank exit after that many steps.
+    exit_hook: tuple[int, int] | None = None
 
 
 @dataclass
@@ -53,6 +53,24 @@ class _Live:
     gpu_ids: np.ndarray
     matched: int = 0
     state: str = "prefill"  # "loading" -> "prefill" -> "decode" -> done
+
+
+@dataclass
+class RankFailed:
+    """A rank that died or raised mid-run, and what its failure cost."""
+
+    rank: int
+    reason: str
+    step: int
+    # Transfers in flight that it had not reported: fail_rank() failed them.
+    transfers_failed: int
+    # CPU blocks whose store was among those; none of them may stay in the tier.
+    store_blocks_failed: int
+    store_blocks_resident_after: int | None = None
+    # A probe after the run: the blocks of the last finished request that the tier still
+    # holds, and the tokens the scheduler would serve of them (0: nothing is served).
+    probe_blocks_in_tier: int | None = None
+    probe_tokens_served: int | None = None
 
 
 @dataclass
@@ -71,44 +89,51 @@ class EngineTotals:
     transfer_times: dict[str, list[float]] = field(
         default_factory=lambda: {"GPU_to_CPU": [], "CPU_to_GPU": []}
     )
+    # Per rank: transfer durations (--tp N only; with one rank they are transfer_times).
+    rank_transfer_times: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    rank_failures: list[RankFailed] = field(default_factory=list)
 
 
 class SimulatedEngine:
     """Continuous batching over a fixed pool of GPU blocks: admit, load, prefill, decode,
-    store, free. Requests whose KV cannot fit the whole GPU pool are rejected up front."""
+    store, free. Requests whose KV cannot fit the whole GPU pool are rejected up front.
+
+    The scheduler half (manager, scheduler, request bookkeeping) lives here; the worker half
+    is ``cfg.tp`` ranks (:mod:`kvoff.bench.ranks`). ``on_snapshot`` gets, after every step, the
+    engine's interval snapshot (scheduler and every rank aggregated) and the ranks' own.
+    """
 
     def __init__(
         self,
         cfg: EngineConfig,
-        on_snapshot: Callable[[object], None] | None = None,
+        on_snapshot: Callable[[OffloadingConnectorStats, RankSnapshots], None] | None = None,
     ) -> None:
         self.cfg = cfg
-        shape = cfg.shape
-        self.device = torch.device(cfg.device)
-        # vLLM's FlashAttention layout: per layer [2, num_blocks, block_size, kv_heads, dim].
-        self.kv = [
-            torch.zeros(
-                (2, cfg.gpu_blocks, cfg.gpu_block_size, shape.num_kv_heads, shape.head_dim),
-                dtype=shape.dtype,
-                device=self.device,
-            )
-            for _ in range(shape.num_layers)
-        ]
         self.stats = StatsAccumulator()
         self.manager = OffloadingManager(
             cfg.num_cpu_blocks, block_size=cfg.cpu_block_size, policy=cfg.policy, stats=self.stats
         )
-        # One rank: the worker below is rank 0 of num_workers=1.
         self.scheduler = OffloadingScheduler(
-            self.manager, cfg.gpu_block_size, cfg.cpu_block_size, num_workers=1
+            self.manager, cfg.gpu_block_size, cfg.cpu_block_size, num_workers=cfg.tp
         )
-        self.transfer = CpuGpuTransfer(
-            self.kv, cfg.gpu_block_size, cfg.cpu_block_size, cfg.num_cpu_blocks, layout="kv_split"
+        shard = ShardConfig(
+            cfg.shape,
+            cfg.gpu_blocks,
+            cfg.num_cpu_blocks,
+            cfg.gpu_block_size,
+            cfg.cpu_block_size,
+            cfg.device,
+            rank=0,
+            tp=cfg.tp,
         )
+        # One rank shares this process and its accumulator, as an engine without tensor
+        # parallelism would; N ranks are N processes, each recording into its own.
+        self.ranks: LocalRanks | ProcessRanks = (
+            LocalRanks(shard, self.stats) if cfg.tp == 1 else ProcessRanks(shard, cfg.exit_hook)
+        )
+        self.rank_infos: list[RankInfo] = self.ranks.infos
+        self.rank_results: list[RankResult] = []
         self.totals = EngineTotals()
-        self.worker = OffloadingWorker(
-            self.transfer, JobTracker(stats=self.stats), rank=0, on_result=self._on_result
-        )
         self.on_snapshot = on_snapshot
         rng = np.random.default_rng(cfg.seed)
         # Shuffled so a request's GPU blocks are scattered, as in a long-running engine.
@@ -116,7 +141,20 @@ class SimulatedEngine:
         self.waiting: deque[_Live] = deque()
         self.live: dict[str, _Live] = {}
         self.delayed: dict[str, _Live] = {}
-        self._mismatch = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._jobs_in_flight = 0
+        self._admitting = True
+        # --tp N only: the CPU hashes of each store in flight, to check after a rank failure
+        # that none of its failed stores left a block in the tier.
+        self._store_hashes: dict[int, list[bytes]] = {}
+        self._failed_store_hashes: list[bytes] = []
+        # Prompt hashes of the latest finished requests: after a rank failure, the probe
+        # looks for blocks of theirs still in the tier.
+        self._recent: deque[list[bytes]] = deque(maxlen=64)
+
+    def close(self) -> None:
+        """Stop the rank processes (after an error; :meth:`run` closes them itself)."""
+        if isinstance(self.ranks, ProcessRanks):
+            self.ranks.terminate()
 
     # -- workload -------------------------------------------------------------------------
 
@@ -140,6 +178,9 @@ class SimulatedEngine:
                 # Out of time: requests not yet admitted are dropped, admitted ones finish.
                 exhausted = True
                 self.waiting.clear()
+            if not exhausted and not self._admitting:
+                # A rank failed: the admitted requests finish, the others are dropped.
+                exhausted = True
             if not exhausted:
                 # Keep a short queue: enough to fill a batch, not the whole workload at once.
                 while len(self.waiting) < 64:
@@ -194,44 +235,60 @@ class SimulatedEngine:
             budget -= prompt_len - matched
 
         steps: list[RequestStep] = []
-        computing: list[tuple[_Live, int, int]] = []  # (request, first block, end block)
+        computing: list[Blocks] = []
+        advancing: list[_Live] = []
         for live in self.live.values():
             prompt_len = len(live.req.prompt)
             if live.state == "prefill":
                 end_tokens = prompt_len
-                computing.append((live, live.matched // gbs, prompt_len // gbs))
+                first, end = live.matched // gbs, prompt_len // gbs
             elif live.state == "decode":
                 end_tokens = live.req.num_tokens
-                computing.append((live, prompt_len // gbs, live.req.num_tokens // gbs))
+                first, end = prompt_len // gbs, live.req.num_tokens // gbs
             else:
                 continue
+            advancing.append(live)
+            if end > first:
+                computing.append((live.gpu_ids[first:end], live.hashes[first:end]))
             steps.append(RequestStep(live.req.req_id, live.hashes, live.gpu_ids, end_tokens))
 
         t0 = time.perf_counter()
         meta = sched.build_step(steps)
         book += time.perf_counter() - t0
+        if cfg.tp > 1:
+            self._track_stores(meta)
 
-        self.worker.start_loads(meta)
-        self._compute(computing)
         finished: list[str] = []
-        for live, _, _ in computing:
+        for live in advancing:
             if live.state == "prefill":
                 live.state = "decode"
             else:
                 finished.append(live.req.req_id)
-        self.worker.submit_stores(meta)
+        # Every rank: loads, then compute, then stores, then what finished.
+        replies, failures = self.ranks.step(meta, computing, finished)
 
-        out = self.worker.get_finished(finished)
         t0 = time.perf_counter()
-        sched.update_from_output(out)
-        # The scheduler's view, not the worker's: it holds once every rank has loaded.
+        self._apply(replies, failures)
+        # The scheduler's view, not a worker's: it holds once every rank has loaded.
         loaded = sched.take_finished_loading()
         failed = sched.take_failed_loads()
         book += time.perf_counter() - t0
-        self._after_output(loaded, failed, finished, book)
+        self._after_output(loaded, failed, finished, book, replies)
+
+    def _apply(self, replies: list[StepReply], failures: list[RankFailure]) -> None:
+        for reply in replies:
+            self.scheduler.update_from_output(reply.output)
+        self._jobs_in_flight = max((r.jobs_in_flight for r in replies), default=0)
+        for failure in failures:
+            self._rank_failed(failure)
 
     def _after_output(
-        self, loaded: list[str], failed: dict[str, list[int]], finished: list[str], book: float
+        self,
+        loaded: list[str],
+        failed: dict[str, list[int]],
+        finished: list[str],
+        book: float,
+        replies: list[StepReply],
     ) -> None:
         sched, t = self.scheduler, self.totals
         for req_id in failed:
@@ -250,6 +307,8 @@ class SimulatedEngine:
         for req_id in finished:
             live = self.live.pop(req_id)
             t.requests_finished += 1
+            if self.cfg.tp > 1:
+                self._recent.append(live.hashes[: len(live.req.prompt) // self.cfg.gpu_block_size])
             if sched.request_finished(req_id):
                 self.delayed[req_id] = live
             else:
@@ -259,57 +318,88 @@ class SimulatedEngine:
             self.free_ids.extend(int(i) for i in live.gpu_ids)
         book += time.perf_counter() - t0
         t.bookkeeping_seconds += book
+        rank_snaps: RankSnapshots = []
+        for reply in replies:
+            for d, times in reply.transfer_times.items():
+                t.transfer_times[d].extend(times)
+            if reply.snapshot is not None:
+                rank = reply.output.rank
+                rank_snaps.append((rank, reply.snapshot))
+                mine = t.rank_transfer_times.setdefault(rank, {"GPU_to_CPU": [], "CPU_to_GPU": []})
+                for d, times in reply.transfer_times.items():
+                    mine[d].extend(times)
         if self.on_snapshot is not None:
-            self.on_snapshot(self.stats.take())
+            snap = self.stats.take()
+            for _, rank_snap in rank_snaps:
+                snap.aggregate(rank_snap)
+            self.on_snapshot(snap, rank_snaps)
 
     def flush(self) -> None:
-        """Wait for every transfer still in flight and apply its result."""
-        while self.worker.num_jobs_in_flight or self.delayed:
-            self.worker.handle_preemptions(list(self.delayed))
-            out = self.worker.get_finished()
-            self.scheduler.update_from_output(out)
+        """Wait for every transfer still in flight and apply its result, then close the
+        ranks (collecting what each verified)."""
+        while self._jobs_in_flight or self.delayed:
+            replies, failures = self.ranks.poll(list(self.delayed))
+            self._apply(replies, failures)
             loaded = self.scheduler.take_finished_loading()
             failed = self.scheduler.take_failed_loads()
-            self._after_output(loaded, failed, [], 0.0)
-            if not out.transfers and self.worker.num_jobs_in_flight:
+            self._after_output(loaded, failed, [], 0.0, replies)
+            if not any(r.output.transfers for r in replies) and self._jobs_in_flight:
                 time.sleep(0.0005)
+        self.rank_results = self.ranks.close()
         t = self.totals
-        t.verify_failures = int(self._mismatch.item())
+        t.verify_failures = sum(r.verify_failures or 0 for r in self.rank_results)
+        if t.rank_failures:
+            self._after_rank_failure()
 
-    # -- simulated compute and verification -----------------------------------------------
+    # -- rank failures (--tp N) -------------------------------------------------------------
 
-    def _fingerprints(self, hashes: list[bytes]) -> torch.Tensor:
-        fp = np.frombuffer(b"".join(h[:4] for h in hashes), dtype="<u4").astype(np.int64)
-        return torch.from_numpy(fp % _FP_MODULUS).to(self.device)
+    def _track_stores(self, meta: StepMetadata) -> None:
+        ratio = self.scheduler.ratio
+        for spec in meta.stores:
+            live = self.live[spec.req_id]
+            where = {int(g): i for i, g in enumerate(live.gpu_ids)}
+            # A CPU block is named by the hash of its last GPU block.
+            last = spec.gpu_block_ids[ratio - 1 :: ratio]
+            self._store_hashes[spec.transfer_id] = [live.hashes[where[int(g)]] for g in last]
+        owed = {tid for tids in self.scheduler.pending_reports().values() for tid in tids}
+        self._store_hashes = {k: v for k, v in self._store_hashes.items() if k in owed}
 
-    def _layer_values(self, fp: torch.Tensor, layer: int, kv: int) -> torch.Tensor:
-        return ((fp + 2 * layer + kv) % _FP_MODULUS + 1).to(self.cfg.shape.dtype)
+    def _rank_failed(self, failure: RankFailure) -> None:
+        owed = self.scheduler.pending_reports().get(failure.rank, [])
+        hashes = [h for tid in owed for h in self._store_hashes.get(tid, [])]
+        self.scheduler.fail_rank(failure.rank)
+        self._failed_store_hashes.extend(hashes)
+        self.totals.rank_failures.append(
+            RankFailed(failure.rank, failure.reason, self.totals.steps, len(owed), len(hashes))
+        )
+        # Without the rank's shard nothing more is served: finish what was admitted, stop.
+        self._admitting = False
+        self.waiting.clear()
 
-    def _compute(self, computing: list[tuple[_Live, int, int]]) -> None:
-        ids: list[np.ndarray] = []
-        hashes: list[bytes] = []
-        for live, first, end in computing:
-            if end > first:
-                ids.append(live.gpu_ids[first:end])
-                hashes.extend(live.hashes[first:end])
-        if not hashes:
-            return
-        idx = torch.from_numpy(np.concatenate(ids)).to(self.device)
-        fp = self._fingerprints(hashes)
-        for layer, tensor in enumerate(self.kv):
-            for kv in (0, 1):
-                tensor[kv][idx] = self._layer_values(fp, layer, kv).view(-1, 1, 1, 1)
+    def _after_rank_failure(self) -> None:
+        resident = sum(h in self.manager for h in self._failed_store_hashes)
+        # The longest run of blocks still in the tier among the recent requests (from any
+        # block on, as if the GPU prefix cache held the ones before it): the scheduler must
+        # serve none of it. This runs after the last snapshot, so it counts in no totals.
+        in_tier, hashes, start = 0, [], 0
+        for h in self._recent:
+            names = self.scheduler.cpu_block_hashes(h)
+            for i, name in enumerate(names):
+                hits = self.manager.lookup(names[i:]) if name in self.manager else 0
+                if hits > in_tier:
+                    in_tier, hashes, start = hits, h, i
+        gbs, cbs = self.cfg.gpu_block_size, self.cfg.cpu_block_size
+        served = self.scheduler.get_num_new_matched_tokens(
+            "probe-after-failure", hashes, len(hashes) * gbs + 1, start * cbs
+        )
+        for f in self.totals.rank_failures:
+            f.store_blocks_resident_after = resident
+            f.probe_blocks_in_tier = in_tier
+            f.probe_tokens_served = served
+
+    # -- verification -----------------------------------------------------------------------
 
     def _queue_verify(self, live: _Live) -> None:
         n = live.matched // self.cfg.gpu_block_size
-        idx = torch.from_numpy(live.gpu_ids[:n]).to(self.device)
-        fp = self._fingerprints(live.hashes[:n])
-        for layer, tensor in enumerate(self.kv):
-            for kv in (0, 1):
-                want = self._layer_values(fp, layer, kv).view(-1, 1, 1, 1)
-                self._mismatch += (tensor[kv].index_select(0, idx) != want).any(dim=(1, 2, 3)).sum()
+        self.ranks.verify((live.gpu_ids[:n], live.hashes[:n]))
         self.totals.blocks_verified += n
-
-    def _on_result(self, result: TransferResult) -> None:
-        if result.success:
-            self.totals.transfer_times[result.transfer_type].append(result.transfer_time)

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from kvoff.bench.engine import EngineTotals
+from kvoff.bench.engine import EngineTotals, RankFailed
+from kvoff.bench.ranks import RankInfo, RankResult
 
 DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
 
@@ -27,6 +28,25 @@ class DirectionSummary:
     # The same run's single large pinned copy in this direction (CUDA only), and our share of it.
     link_gb_per_s: float | None
     fraction_of_link: float | None
+
+
+@dataclass(frozen=True)
+class RankSummary:
+    """One tensor-parallel rank: where it ran and what it moved and verified. Its transfer
+    figures come from its own snapshots; the summary's totals are their aggregate (so bytes add
+    up exactly, and a block moved by N ranks counts N times in ``ops`` and ``blocks``)."""
+
+    rank: int
+    pid: int
+    device: str
+    device_name: str
+    kv_heads: int
+    pci_address: str | None
+    numa_node: int | None
+    failed: bool
+    blocks_verified: int | None  # None: the rank failed, its counts are lost
+    verify_failures: int | None
+    transfers: dict[str, DirectionSummary]
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,9 @@ class Summary:
     verify_failures: int
     bookkeeping_us_per_step: float
     transfers: dict[str, DirectionSummary]
+    tp: int
+    ranks: list[RankSummary]
+    rank_failures: list[RankFailed]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -62,17 +85,9 @@ def _percentile_ms(times: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(times), q) * 1e3) if times else 0.0
 
 
-def summarize(
-    stats: dict[str, Any],
-    totals: EngineTotals,
-    *,
-    device: str,
-    preset: str,
-    cpu_capacity_blocks: int,
-    cpu_block_bytes: int,
-    link: dict[str, float] | None = None,
-) -> Summary:
-    """``stats`` is the ``to_dict()`` of all interval snapshots aggregated."""
+def _directions(
+    stats: dict[str, Any], times: dict[str, list[float]], link: dict[str, float] | None
+) -> dict[str, DirectionSummary]:
     transfers = {}
     for d in DIRECTIONS:
         s = stats["transfers"][d]
@@ -86,10 +101,50 @@ def summarize(
             bytes=s["bytes"],
             seconds=seconds,
             gb_per_s=gbps,
-            p50_ms=_percentile_ms(totals.transfer_times[d], 50),
-            p99_ms=_percentile_ms(totals.transfer_times[d], 99),
+            p50_ms=_percentile_ms(times[d], 50),
+            p99_ms=_percentile_ms(times[d], 99),
             link_gb_per_s=link_gbps,
             fraction_of_link=gbps / link_gbps if link_gbps else None,
+        )
+    return transfers
+
+
+def summarize(
+    stats: dict[str, Any],
+    totals: EngineTotals,
+    *,
+    device: str,
+    preset: str,
+    cpu_capacity_blocks: int,
+    cpu_block_bytes: int,
+    link: dict[str, float] | None = None,
+    rank_stats: dict[int, dict[str, Any]],
+    rank_infos: list[RankInfo],
+    rank_results: list[RankResult],
+) -> Summary:
+    """``stats`` is the ``to_dict()`` of all interval snapshots aggregated, ``rank_stats``
+    the same per rank (with one rank, ``stats`` itself)."""
+    transfers = _directions(stats, totals.transfer_times, link)
+    results = {r.rank: r for r in rank_results}
+    failed = {f.rank for f in totals.rank_failures}
+    ranks = []
+    for info in rank_infos:
+        times = totals.rank_transfer_times.get(info.rank, totals.transfer_times)
+        result = results.get(info.rank)
+        ranks.append(
+            RankSummary(
+                rank=info.rank,
+                pid=info.pid,
+                device=info.device,
+                device_name=info.device_name,
+                kv_heads=info.kv_heads,
+                pci_address=info.pci_address,
+                numa_node=info.numa_node,
+                failed=info.rank in failed,
+                blocks_verified=result.blocks_verified if result else None,
+                verify_failures=result.verify_failures if result else None,
+                transfers=_directions(rank_stats[info.rank], times, None),
+            )
         )
     lookups, mgr = stats["lookups"], stats["manager"]
     queried, hit = lookups["blocks_queried"], lookups["blocks_hit"]
@@ -116,6 +171,9 @@ def summarize(
         verify_failures=totals.verify_failures,
         bookkeeping_us_per_step=totals.bookkeeping_seconds / max(totals.steps, 1) * 1e6,
         transfers=transfers,
+        tp=len(rank_infos),
+        ranks=ranks,
+        rank_failures=list(totals.rank_failures),
     )
 
 
@@ -159,5 +217,33 @@ def render(s: Summary) -> str:
         ("loads verified", f"{s.blocks_verified} GPU blocks, {s.verify_failures} mismatched"),
         ("bookkeeping", f"{s.bookkeeping_us_per_step:.1f} us per step"),
     ]
+    if s.tp > 1:
+        for r in s.ranks:
+            store, load = r.transfers["GPU_to_CPU"], r.transfers["CPU_to_GPU"]
+            node = "" if r.numa_node is None else f", NUMA node {r.numa_node}"
+            verified = (
+                "failed: its verification counts are lost"
+                if r.verify_failures is None
+                else f"{r.blocks_verified} verified, {r.verify_failures} mismatched"
+            )
+            rows.append(
+                (
+                    f"rank {r.rank}",
+                    f"{r.device}{node}, {r.kv_heads} KV heads: stores {store.bytes / 1e9:.3f} GB"
+                    f" at {store.gb_per_s:.2f} GB/s, loads {load.bytes / 1e9:.3f} GB at"
+                    f" {load.gb_per_s:.2f} GB/s; {verified}",
+                )
+            )
+    for f in s.rank_failures:
+        rows.append(
+            (
+                f"rank {f.rank} failed",
+                f"at step {f.step}: {f.reason}; {f.transfers_failed} transfers failed,"
+                f" {f.store_blocks_failed} CPU blocks not stored"
+                f" ({f.store_blocks_resident_after} left in the tier); of"
+                f" {f.probe_blocks_in_tier} blocks still in the tier,"
+                f" {f.probe_tokens_served} tokens served after",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
