@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from vllm import SamplingParams
 from vllm.config import (
     CacheConfig,
     DeviceConfig,
@@ -59,6 +58,8 @@ from vllm.v1.kv_cache_interface import (
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 from vllm.v1.request import Request
 from vllm.v1.structured_output import StructuredOutputManager
+
+from vllm import SamplingParams
 
 BLOCK_SIZE = 16
 LAYERS = ("model.layers.0.self_attn.attn", "model.layers.1.self_attn.attn")
@@ -213,9 +214,7 @@ class Engine:
                 kv_role="kv_both",
                 kv_connector_extra_config=dict(extra),
             ),
-            kv_events_config=KVEventsConfig(
-                enable_kv_cache_events=True, publisher="null"
-            ),
+            kv_events_config=KVEventsConfig(enable_kv_cache_events=True, publisher="null"),
             device_config=DeviceConfig("cpu"),
         )
 

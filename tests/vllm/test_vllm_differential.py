@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')")
+pytest.importorskip(
+    "vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')"
+)
 
 from _engine import CHUNK_BYTES, Engine, StepRecord
 
@@ -75,7 +77,8 @@ def run_both(model_dir: Path, scenario: Scenario, policy: str) -> tuple[list, li
 
 
 def assert_same_steps(theirs: list[StepRecord], ours: list[StepRecord]) -> None:
-    for i, (a, b) in enumerate(zip(theirs, ours)):
+    # The first differing step says more than a length mismatch, so compare steps first.
+    for i, (a, b) in enumerate(zip(theirs, ours, strict=False)):
         assert a == b, f"step {i}: vLLM {a} != kvoff {b}"
     assert len(theirs) == len(ours)
 

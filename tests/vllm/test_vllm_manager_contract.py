@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')")
+pytest.importorskip(
+    "vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')"
+)
 
 from vllm.v1.kv_offload.base import (
     LookupResult,

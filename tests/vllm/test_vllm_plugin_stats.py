@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')")
+pytest.importorskip(
+    "vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')"
+)
 
 from _engine import CHUNK_BYTES, Engine
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -106,6 +108,9 @@ def test_kvoff_connector_stats_reach_prometheus_with_vllm_labels(model_dir: Path
         prom.observe(s, engine_idx=0)
     labels = {"model_name": "m", "engine": "0", "direction": "GPU_to_CPU"}
     assert registry.get_sample_value("kvoff_transfer_blocks_total", labels) == 2
-    assert registry.get_sample_value(
-        "kvoff_transfer_blocks_total", {**labels, "direction": "CPU_to_GPU"}
-    ) == 2
+    assert (
+        registry.get_sample_value(
+            "kvoff_transfer_blocks_total", {**labels, "direction": "CPU_to_GPU"}
+        )
+        == 2
+    )

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')")
+pytest.importorskip(
+    "vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')"
+)
 
 from _engine import CHUNK_BYTES, Engine
 from vllm.v1.core.kv_cache_utils import maybe_convert_block_hash
@@ -93,7 +95,9 @@ def test_prefix_hits_growth_and_finished_requests(model_dir: Path) -> None:
     recs = eng.run()
     assert flatten(recs, "loads") == [("t2", [0, 1], 2)]
     assert flatten(recs, "stores") == [("t2", [2, 3])]
-    assert sorted(flatten(recs, "stored"), key=repr) == sorted(ext(eng, "t2", range(2, 4)), key=repr)
+    assert sorted(flatten(recs, "stored"), key=repr) == sorted(
+        ext(eng, "t2", range(2, 4)), key=repr
+    )
     assert flatten(recs, "removed") == []
     assert eng.loads_checked == 2
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')")
+pytest.importorskip(
+    "vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')"
+)
 
 from vllm.v1.kv_offload.config import (
     OffloadingCacheConfig,
@@ -58,7 +60,10 @@ def test_tier_size_and_info_match_vllm_cpu_spec(
     extra = {"cpu_bytes_to_use": cpu_bytes}
     ours = KvoffOffloadingSpec(offloading_config(extra, per_block, world, bpc))
     theirs = CPUOffloadingSpec(offloading_config(extra, per_block, world, bpc))
-    assert (ours.num_chunks, ours.kv_bytes_per_chunk) == (theirs.num_chunks, theirs.kv_bytes_per_chunk)
+    assert (ours.num_chunks, ours.kv_bytes_per_chunk) == (
+        theirs.num_chunks,
+        theirs.kv_bytes_per_chunk,
+    )
     assert ours.num_chunks > 0
     assert ours.get_manager().core.capacity == theirs.num_chunks
     assert ours.get_manager().config_info() == theirs.get_manager().config_info()
@@ -95,11 +100,17 @@ def test_every_cpu_spec_key_is_accepted() -> None:
         ({"cpu_bytes_to_use": 10**6, "evicton_policy": "lru"}, "['evicton_policy']"),
         ({}, "cpu_bytes_to_use must be specified"),
         ({"cpu_bytes_to_use": 10**6, "eviction_policy": "lfu"}, "'lfu'"),
-        ({"cpu_bytes_to_use": 10**6, "store_threshold": 2}, "store_threshold'] must be 0 or 1, got 2"),
+        (
+            {"cpu_bytes_to_use": 10**6, "store_threshold": 2},
+            "store_threshold'] must be 0 or 1, got 2",
+        ),
         ({"cpu_bytes_to_use": 10**6, "cache_policy_module_path": "x.y"}, "'x.y'"),
         ({"cpu_bytes_to_use": 10**6, "canonical_layout": True}, "canonical"),
         ({"cpu_bytes_to_use": "lots"}, "'cpu_bytes_to_use'] must be an int, got str 'lots'"),
-        ({"cpu_bytes_to_use": 10**6, "max_tracker_size": 0}, "'max_tracker_size'] must be at least 1"),
+        (
+            {"cpu_bytes_to_use": 10**6, "max_tracker_size": 0},
+            "'max_tracker_size'] must be at least 1",
+        ),
         ({"cpu_bytes_to_use": 100}, "cpu_bytes_to_use=100 holds no chunk: one chunk takes 4096"),
     ],
 )

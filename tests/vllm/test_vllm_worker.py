@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')")
+pytest.importorskip(
+    "vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')"
+)
 
 import torch
 from vllm.v1.kv_offload.base import (
@@ -55,7 +57,7 @@ def test_store_then_load_round_trips_bytes(stride: int) -> None:
     (res,) = w.get_finished()
     assert (res.job_id, res.success, res.transfer_size) == (8, True, 3 * 2 * PAGE)
     after = rows(ts, [10, 11, 12])
-    for a, b in zip(after, before[2:]):
+    for a, b in zip(after, before[2:], strict=True):
         assert torch.equal(a, b)
     snap = w.stats.take().to_dict()["transfers"]
     assert (snap["GPU_to_CPU"]["ops"], snap["GPU_to_CPU"]["bytes"]) == (1, 4 * 2 * PAGE)
@@ -83,7 +85,7 @@ def test_a_job_over_two_groups_is_one_result() -> None:
     w.submit_load(4, CPULoadStoreSpec([0, 1, 2]), gpu([13, 14, 15], [1, 2], [0, 0]))
     (res,) = w.get_finished()
     assert res.job_id == 4
-    for a, b in zip(rows(ts, [13, 14, 15]), want):
+    for a, b in zip(rows(ts, [13, 14, 15]), want, strict=True):
         assert torch.equal(a, b)
 
 

@@ -56,7 +56,9 @@ class KvoffTierConfig:
 
 def _int_value(key: str, value: object, minimum: int) -> int:
     if isinstance(value, bool):
-        raise InvalidArgumentError(f"kv_connector_extra_config[{key!r}] must be an int, got {value!r}")
+        raise InvalidArgumentError(
+            f"kv_connector_extra_config[{key!r}] must be an int, got {value!r}"
+        )
     try:
         n = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
@@ -115,7 +117,9 @@ def parse_extra_config(extra: Mapping[str, Any]) -> KvoffTierConfig:
             "KvoffOffloadingSpec does not implement vLLM's canonical (parallelism-free) host "
             "layout: kv_connector_extra_config['canonical_layout'] must be false"
         )
-    return KvoffTierConfig(cpu_bytes_to_use=cpu_bytes, eviction_policy=policy, max_tracker_size=tracker)
+    return KvoffTierConfig(
+        cpu_bytes_to_use=cpu_bytes, eviction_policy=policy, max_tracker_size=tracker
+    )
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -130,5 +134,7 @@ def num_tier_chunks(
     bytes for ``blocks_per_chunk`` blocks, padded to the host page size."""
     if worker_kv_bytes_per_block <= 0 or world_size <= 0:
         return 0, 0
-    per_chunk = _round_up(worker_kv_bytes_per_block * world_size * blocks_per_chunk, CHUNK_ALIGNMENT)
+    per_chunk = _round_up(
+        worker_kv_bytes_per_block * world_size * blocks_per_chunk, CHUNK_ALIGNMENT
+    )
     return cpu_bytes_to_use // per_chunk, per_chunk

@@ -70,7 +70,9 @@ class KvoffConnector(OffloadingConnector):
         return None if out.is_empty() else out
 
     @classmethod
-    def build_kv_connector_stats(cls, data: dict[str, Any] | None = None) -> KVConnectorStats | None:
+    def build_kv_connector_stats(
+        cls, data: dict[str, Any] | None = None
+    ) -> KVConnectorStats | None:
         return KvoffConnectorStats(data=data) if data is not None else KvoffConnectorStats()
 
     @classmethod

@@ -123,4 +123,6 @@ class KvoffPromMetrics(KVConnectorPromMetrics):
         self._vllm.observe(transfer_stats_data, engine_idx)
         snapshot = transfer_stats_data.get(KVOFF_KEY)
         if snapshot is not None:
-            self._kvoff.observe(snapshot, engine=self._engine_label.get(engine_idx, str(engine_idx)))
+            self._kvoff.observe(
+                snapshot, engine=self._engine_label.get(engine_idx, str(engine_idx))
+            )

@@ -120,7 +120,7 @@ class KvoffOffloadingWorker(OffloadingWorker):
             )
         bpc, g_off, c_off = self._bpc, 0, 0
         pieces = []
-        for g, (size, start) in enumerate(zip(sizes, starts)):
+        for g, (size, start) in enumerate(zip(sizes, starts, strict=True)):
             if size == 0:
                 continue
             skip = start % bpc
@@ -145,7 +145,9 @@ class KvoffOffloadingWorker(OffloadingWorker):
             )
         return pieces
 
-    def _submit(self, job_id: int, direction: DirectionName, gpu_spec: object, cpu_spec: object) -> bool:
+    def _submit(
+        self, job_id: int, direction: DirectionName, gpu_spec: object, cpu_spec: object
+    ) -> bool:
         if job_id in self._jobs:
             raise kvoff.InvalidStateError(f"job {job_id} is already in flight")
         if not isinstance(gpu_spec, GPULoadStoreSpec):
@@ -153,7 +155,7 @@ class KvoffOffloadingWorker(OffloadingWorker):
                 f"the GPU side must be a GPULoadStoreSpec, got {type(gpu_spec).__name__}"
             )
         gpu = _ids(gpu_spec, "GPU spec")
-        cpu = _ids(cpu_spec, "CPU spec")  # type: ignore[arg-type]
+        cpu = _ids(cpu_spec, "CPU spec")
         # An empty job still gets one (empty) engine job, so it is reported like any other.
         pieces = self._pieces(gpu_spec, gpu, cpu, direction == GPU_TO_CPU) or [(gpu, cpu)]
         job = _Job(direction, num_blocks=len(gpu), pending=len(pieces))
@@ -165,7 +167,9 @@ class KvoffOffloadingWorker(OffloadingWorker):
             self._engine.transfer_async(eid, direction, g_ids, c_ids)
         return True
 
-    def submit_store(self, job_id: int, src_spec: GPULoadStoreSpec, dst_spec: LoadStoreSpec) -> bool:
+    def submit_store(
+        self, job_id: int, src_spec: GPULoadStoreSpec, dst_spec: LoadStoreSpec
+    ) -> bool:
         return self._submit(job_id, GPU_TO_CPU, src_spec, dst_spec)
 
     def submit_load(
@@ -193,7 +197,9 @@ class KvoffOffloadingWorker(OffloadingWorker):
                 continue
             del self._jobs[job_id]
             seconds = job.time if job.success else 0.0
-            self.stats.record_transfer(job.direction, job.size, seconds, job.success, job.num_blocks)
+            self.stats.record_transfer(
+                job.direction, job.size, seconds, job.success, job.num_blocks
+            )
             done.append(TransferResult(job_id, job.success, job.size, seconds))
         return done
 
