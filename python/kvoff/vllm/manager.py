@@ -123,19 +123,24 @@ class KvoffOffloadingManager(OffloadingManager):
         return state
 
     @staticmethod
-    def _prefix_order(state: _RequestAccess, ctx: ReqContext) -> list[OffloadKey]:
-        """Head to tail: groups in index order, then by token position when every key has one."""
+    def _prefix_order(state: _RequestAccess, ctx: ReqContext) -> tuple[list[OffloadKey], bool]:
+        """Head to tail: groups in index order, then by token position when every key has one
+        (the flag says whether they all had)."""
         keys = [k for g in sorted(state.key_groups) for k in state.key_groups[g]]
         positions = {k: p for k in keys if (p := ctx.get_offload_key_position(k)) is not None}
-        if len(positions) == len(keys):
+        positioned = len(positions) == len(keys)
+        if positioned:
             keys.sort(key=positions.__getitem__)
-        return keys
+        return keys, positioned
 
     def _order_running_request(self, state: _RequestAccess, ctx: ReqContext) -> None:
         if self._policy != "lru":
             return
+        keys, positioned = self._prefix_order(state, ctx)
+        if not positioned:
+            return  # vLLM ranks keys without a position by insertion, as the core already does
         core = self._core
-        resident = [k for k in self._prefix_order(state, ctx) if k in core]
+        resident = [k for k in keys if k in core]
         if resident:
             core.touch(resident)  # the core applies a touch last key first: the head ends newest
 
@@ -252,7 +257,7 @@ class KvoffOffloadingManager(OffloadingManager):
             return
         state.finished = True
         core = self._core
-        ordered = [k for k in self._prefix_order(state, req_context) if k in core]
+        ordered = [k for k in self._prefix_order(state, req_context)[0] if k in core]
         if self._policy == "arc":
             # Only reuse counts as an access under ARC; keys this request only inserted keep
             # their list (vLLM moves them to their list's recent end, which the core cannot).
