@@ -114,3 +114,23 @@ def test_kvoff_connector_stats_reach_prometheus_with_vllm_labels(model_dir: Path
         )
         == 2
     )
+
+
+def test_registering_over_another_class_is_refused_and_changes_nothing() -> None:
+    from kvoff.errors import InvalidStateError
+    from kvoff.vllm.plugin import _register_once
+
+    registry: dict[str, type] = {"KvoffConnector": dict}
+
+    def register(name: str, module: str, cls: str) -> None:
+        if name in registry:
+            raise ValueError(f"{name} is already registered")
+        registry[name] = KvoffConnector
+
+    with pytest.raises(InvalidStateError, match="already has 'KvoffConnector' registered as"):
+        _register_once(register, registry.__getitem__, "KvoffConnector", "kvoff.vllm")
+    assert registry == {"KvoffConnector": dict}
+    # Ours already there: harmless.
+    registry["KvoffConnector"] = KvoffConnector
+    _register_once(register, registry.__getitem__, "KvoffConnector", "kvoff.vllm")
+    assert registry == {"KvoffConnector": KvoffConnector}
