@@ -17,6 +17,8 @@ from kvoff._core import (
     OffloadingManager,
     PrepareStoreOutput,
     StatsAccumulator,
+    VllmOffloadingManager,
+    VllmRequestState,
     __version__,
 )
 from kvoff.errors import (
@@ -86,6 +88,8 @@ __all__ = [
     "TransferResult",
     "UnknownHashError",
     "UnknownJobError",
+    "VllmOffloadingManager",
+    "VllmRequestState",
     "__version__",
     "format_stats",
     "start_metrics_server",

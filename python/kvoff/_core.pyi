@@ -14,6 +14,8 @@ __all__ = [
     "OffloadingManager",
     "PrepareStoreOutput",
     "StatsAccumulator",
+    "VllmOffloadingManager",
+    "VllmRequestState",
     "__version__",
 ]
 
@@ -358,3 +360,66 @@ class JobTracker:
     @property
     def num_pending(self) -> int:
         """Jobs submitted and not yet completed."""
+
+@final
+class VllmRequestState:
+    """One request's record for ``VllmOffloadingManager``, kept in vLLM's ``ReqContext``."""
+
+@final
+class VllmOffloadingManager:
+    """vLLM 0.33's ``OffloadingManager`` contract in Rust (``kvoff.vllm.manager`` wraps it).
+
+    The vLLM value classes it returns are handed in at construction, so the extension never
+    imports vLLM; ``ctx`` is vLLM's ``ReqContext``.
+    """
+
+    def __new__(
+        cls,
+        num_chunks: int,
+        policy: str,
+        enable_events: bool,
+        store_threshold: int,
+        max_tracker_size: int,
+        lookup_results: tuple[object, object, object],
+        load_store_spec: object,
+        prepare_store_output: object,
+        offloading_event: object,
+        medium: object,
+    ) -> VllmOffloadingManager: ...
+    @property
+    def num_chunks(self) -> int: ...
+    @property
+    def store_threshold(self) -> int: ...
+    @property
+    def arc_target(self) -> float | None: ...
+    @property
+    def pinned(self) -> int:
+        """Chunks pinned by loads or stores in flight."""
+
+    @property
+    def policy(self) -> str: ...
+    def take_counters(self) -> tuple[int, int, int, int, int]:
+        """``(lookups, lookup_hits, stored, evicted, allocation_failures)`` since the last call."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: bytes, /) -> bool: ...
+    def on_new_request(self, ctx: Any) -> None: ...
+    def lookup(self, key: bytes, ctx: Any = None) -> Any:
+        """``MISS`` / ``HIT`` / ``HIT_PENDING``, as the ``lookup_results`` given."""
+
+    def prepare_load(self, keys: Iterable[bytes], ctx: Any) -> Any: ...
+    def touch(self, keys: Iterable[bytes], ctx: Any = None) -> None: ...
+    def complete_load(self, keys: Iterable[bytes], ctx: Any = None) -> None: ...
+    def prepare_store(self, keys: Iterable[bytes], ctx: Any) -> Any | None:
+        """vLLM's ``PrepareStoreOutput``, or ``None`` when the keys cannot fit."""
+
+    def complete_store(
+        self, keys: Iterable[bytes], ctx: Any = None, success: bool = True
+    ) -> None: ...
+    def on_request_finished(self, ctx: Any) -> None: ...
+    def reset_cache(self) -> None: ...
+    def take_events(self) -> list[Any]:
+        """The events since the last call, as vLLM's ``OffloadingEvent``s."""
+
+    def take_usage(self) -> tuple[int, int, int, list[int], int]:
+        """``(capacity, in_use, write_pending, allocation_sizes, stores_skipped)``."""

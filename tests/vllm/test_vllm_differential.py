@@ -1,9 +1,8 @@
 """The same scheduler runs with vLLM's CPUOffloadingSpec and with kvoff's: the loads (CPU ids),
 stores (CPU ids) and CPU-tier events must agree step by step.
 
-Known departures of today's adapter over kvoff's 0.16-shaped manager are marked xfail(strict)
-with the difference named, so the phase-B binding, which implements vLLM 0.33's semantics in
-Rust, turns them into passes (and strict xfail makes that visible).
+kvoff's native tier implements vLLM 0.33's semantics, so every scenario, for both policies, must
+agree step by step.
 """
 
 from __future__ import annotations
@@ -96,21 +95,12 @@ def test_lru_interleaved_requests_match_vllm(model_dir: Path) -> None:
     assert_same_steps(theirs, ours)
 
 
-ARC_FINISH = (
-    "ARC: keys a request only inserted are not moved to T1's recent end (tail first) when the "
-    "request finishes; today's core can move a ready T1 key only by promoting it to T2"
-)
-ARC_GHOST = "ARC: a ghost key stored again enters T2 in kvoff's core, T1 in vLLM 0.33"
-
-
-@pytest.mark.xfail(strict=True, reason=ARC_FINISH)
 def test_arc_sequential_requests_match_vllm(model_dir: Path) -> None:
     theirs, ours = run_both(model_dir, sequential, "arc")
     assert any(r.removed for r in theirs)
     assert_same_steps(theirs, ours)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{ARC_FINISH}; {ARC_GHOST}")
 def test_arc_interleaved_requests_match_vllm(model_dir: Path) -> None:
     theirs, ours = run_both(model_dir, interleaved, "arc")
     assert any(r.removed for r in theirs)
@@ -131,14 +121,6 @@ def overlapping(eng: Engine) -> list[StepRecord]:
     return recs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "LRU: vLLM ranks a running request's keys by the request's first access, so a request "
-        "that finishes meanwhile stays newer than it; the adapter re-touches the running "
-        "request's keys at each of its stores, making them newer instead"
-    ),
-)
 def test_lru_overlapping_requests_match_vllm(model_dir: Path) -> None:
     base = {"cpu_bytes_to_use": TIER * CHUNK_BYTES, "eviction_policy": "lru"}
     kvoff_extra = {**base, "spec_name": "KvoffOffloadingSpec", "spec_module_path": "kvoff.vllm"}

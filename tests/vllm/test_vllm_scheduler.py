@@ -51,7 +51,7 @@ def flatten(records: list, what: str) -> list:
 def test_spec_found_by_module_path(model_dir: Path) -> None:
     eng = Engine(model_dir, kvoff_extra())
     assert isinstance(eng.manager, KvoffOffloadingManager)
-    assert eng.manager.core.capacity == TIER
+    assert eng.manager.core.num_chunks == TIER
     assert eng.manager.core.policy == "lru"
 
 
@@ -108,7 +108,7 @@ def test_prefix_hits_growth_and_finished_requests(model_dir: Path) -> None:
     assert flatten(recs, "loads") == [("t3", [0, 1, 2, 3], 4)]
     assert flatten(recs, "stores") == [("t3", [4, 5])]
     assert eng.loads_checked == 6
-    assert eng.manager.core.resident == 6
+    assert len(eng.manager.core) == 6
     assert eng.manager.core.pinned == 0
 
 
@@ -126,7 +126,7 @@ def test_eviction_past_the_tier_size(model_dir: Path) -> None:
             # most recent of its blocks), whose chunk id 2 is reused after the fresh 6 and 7.
             assert flatten(recs, "removed") == ext(eng, "a", range(2, 3))
             assert flatten(recs, "stores") == [("c", [6, 7, 2])]
-    assert eng.manager.core.resident == TIER
+    assert len(eng.manager.core) == TIER
     # a's head is still in the tier: a repeat of a loads 2 blocks (its tail block is gone).
     assert eng.scheduler.reset_prefix_cache()
     eng.add("a2", eng.requests["a"].prompt_token_ids)
@@ -140,9 +140,9 @@ def test_reset_prefix_cache_with_connector_empties_the_tier(model_dir: Path) -> 
     p = prompt(20, 40)
     eng.add("r", p)
     eng.run()
-    assert eng.manager.core.resident == 2
+    assert len(eng.manager.core) == 2
     assert eng.scheduler.reset_prefix_cache(reset_connector=True)
-    assert eng.manager.core.resident == 0
+    assert len(eng.manager.core) == 0
     eng.add("r2", p)
     recs = eng.run()
     assert flatten(recs, "loads") == []

@@ -65,7 +65,7 @@ def test_tier_size_and_info_match_vllm_cpu_spec(
         theirs.kv_bytes_per_chunk,
     )
     assert ours.num_chunks > 0
-    assert ours.get_manager().core.capacity == theirs.num_chunks
+    assert ours.get_manager().core.num_chunks == theirs.num_chunks
     assert ours.get_manager().config_info() == theirs.get_manager().config_info()
     assert KvoffOffloadingSpec.config_info_keys(extra) == CPUOffloadingSpec.config_info_keys(extra)
     assert KvoffOffloadingSpec.build_metric_definitions(extra).keys() == (

@@ -39,19 +39,19 @@ def kvoff_cpu_manager(
     from kvoff.errors import InvalidArgumentError
     from kvoff.vllm.manager import KvoffOffloadingManager
 
-    if cache_policy_module_path is not None or store_threshold >= 2:
+    if cache_policy_module_path is not None:
         raise InvalidArgumentError(
-            "kvoff's manager has no Python cache policies and no reuse filter "
-            f"(cache_policy_module_path={cache_policy_module_path!r}, "
-            f"store_threshold={store_threshold})"
+            "kvoff's manager has no Python cache policies "
+            f"(cache_policy_module_path={cache_policy_module_path!r})"
         )
-    del max_tracker_size  # only meaningful with the reuse filter
     return KvoffOffloadingManager(
         num_chunks,
         16,
         policy=cache_policy,
         enable_events=enable_events,
         info=info.as_config_info() if info is not None else None,
+        store_threshold=store_threshold,
+        max_tracker_size=max_tracker_size,
     )
 
 

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod pool;
 pub mod sink;
 pub mod stats;
+pub mod vllm_tier;
 
 pub use direction::Direction;
 pub use error::{KvoffError, Result};

@@ -7,6 +7,7 @@ mod manager;
 mod stats;
 mod stats_args;
 mod stats_plain;
+mod vllm_manager;
 
 use pyo3::prelude::*;
 
@@ -17,5 +18,6 @@ fn kvoff_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     manager::register(m)?;
     stats::register(m)?;
     jobs::register(m)?;
+    vllm_manager::register(m)?;
     Ok(())
 }

@@ -1,0 +1,588 @@
+//! The CPU tier with vLLM 0.33's `CPUOffloadingManager` semantics, step for step: chunk ids
+//! (fresh first, then a LIFO of freed ids), per-request access records, `lru` and `arc` as
+//! 0.33 rank them, the reuse filter (`store_threshold`), failed stores, `reset_cache` and the
+//! tier gauges. kvoff's own [`crate::OffloadingManager`] keeps its 0.16-shaped contract; this
+//! is the second contract, held to vLLM's (`docs/VLLM_NOTES.md` §4 lists the rules).
+
+mod arc;
+mod lru;
+mod ordered;
+mod request;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::{KvoffError, Result};
+use arc::ArcPolicy;
+use lru::{LruPolicy, Rank};
+use ordered::OrderedKeys;
+pub use request::RequestAccess;
+
+/// vLLM's `OffloadKey`: block hash bytes followed by a 4-byte big-endian group index.
+pub type Key = Arc<[u8]>;
+pub(crate) type KeyMap<V> = hashbrown::HashMap<Key, V, foldhash::fast::FixedState>;
+pub(crate) type KeySet = hashbrown::HashSet<Key, foldhash::fast::FixedState>;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk {
+    id: u32,
+    /// -1 while its store is in flight, else the number of loads reading it.
+    ref_cnt: i32,
+    rank: Rank,
+}
+pub(crate) type Chunks = KeyMap<Chunk>;
+
+/// The KV-cache group index of a key (its last four bytes, big-endian).
+pub(crate) fn group_index(key: &[u8]) -> u32 {
+    let tail = &key[key.len().saturating_sub(4)..];
+    tail.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VllmPolicy {
+    Lru,
+    Arc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Miss,
+    Hit,
+    HitPending,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierEvent {
+    pub keys: Vec<Key>,
+    pub removed: bool,
+    pub metadata_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreOutput {
+    pub keys: Vec<Key>,
+    pub ids: Vec<u32>,
+    pub evicted: Vec<Key>,
+}
+
+/// What the gauges of `get_stats` are computed from, and the interval's histogram/counter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TierUsage {
+    pub capacity: u32,
+    pub in_use: u32,
+    pub write_pending: u32,
+    pub allocation_sizes: Vec<u32>,
+    pub stores_skipped: u64,
+}
+
+// Both policies are per tier, one of each at most: their size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Policy {
+    Lru(LruPolicy),
+    Arc(ArcPolicy),
+}
+
+/// Where a call's keys' positions come from: asked once per key, when a request first sees it,
+/// by the key's index in the call.
+pub type Positions<'a> = &'a mut dyn FnMut(usize) -> Option<i64>;
+
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
+pub struct VllmTier {
+    owner: u64,
+    generation: u64,
+    num_chunks: u32,
+    allocated: u32,
+    free: Vec<u32>,
+    chunks: Chunks,
+    policy: Policy,
+    evictable: u32,
+    write_pending: u32,
+    events: Option<Vec<TierEvent>>,
+    store_threshold: u32,
+    max_tracker_size: usize,
+    counts: Option<OrderedKeys<u64>>,
+    stores_skipped: u64,
+    allocation_sizes: Vec<u32>,
+    counters: TierCounters,
+}
+
+/// kvoff's own interval counts (its `OffloadingConnectorStats`), drained by `take_counters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TierCounters {
+    pub lookups: u64,
+    pub lookup_hits: u64,
+    pub stored: u64,
+    pub evicted: u64,
+    pub allocation_failures: u64,
+}
+
+impl VllmTier {
+    #[must_use]
+    pub fn new(
+        num_chunks: u32,
+        policy: VllmPolicy,
+        enable_events: bool,
+        store_threshold: u32,
+        max_tracker_size: usize,
+    ) -> Self {
+        VllmTier {
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            generation: 0,
+            num_chunks,
+            allocated: 0,
+            free: Vec::new(),
+            chunks: Chunks::default(),
+            policy: match policy {
+                VllmPolicy::Lru => Policy::Lru(LruPolicy::default()),
+                VllmPolicy::Arc => Policy::Arc(ArcPolicy::new(num_chunks as usize)),
+            },
+            evictable: 0,
+            write_pending: 0,
+            events: enable_events.then(Vec::new),
+            store_threshold,
+            max_tracker_size,
+            counts: (store_threshold >= 2).then(OrderedKeys::default),
+            stores_skipped: 0,
+            allocation_sizes: Vec::new(),
+            counters: TierCounters::default(),
+        }
+    }
+
+    #[must_use]
+    pub fn num_chunks(&self) -> u32 {
+        self.num_chunks
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    #[must_use]
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.chunks.contains_key(key)
+    }
+
+    /// ARC's target size for T1 (`None` under LRU).
+    #[must_use]
+    pub fn arc_target(&self) -> Option<f64> {
+        match &self.policy {
+            Policy::Arc(a) => Some(a.target_t1),
+            Policy::Lru(_) => None,
+        }
+    }
+
+    /// Bind `req` to this tier: a record from another tier or from before a reset starts over.
+    fn bind(&self, req: &mut RequestAccess) {
+        if req.owner != self.owner || req.generation != self.generation {
+            *req = RequestAccess {
+                owner: self.owner,
+                generation: self.generation,
+                ..RequestAccess::default()
+            };
+        }
+    }
+
+    pub fn on_new_request(&self, req: &mut RequestAccess) {
+        self.bind(req);
+    }
+
+    #[must_use]
+    pub fn lookup(&mut self, key: &[u8]) -> Lookup {
+        self.counters.lookups += 1;
+        match self.chunks.get(key) {
+            None => Lookup::Miss,
+            Some(c) if c.ref_cnt < 0 => Lookup::HitPending,
+            Some(_) => {
+                self.counters.lookup_hits += 1;
+                Lookup::Hit
+            }
+        }
+    }
+
+    pub fn take_counters(&mut self) -> TierCounters {
+        std::mem::take(&mut self.counters)
+    }
+
+    /// Chunks pinned by a load or a store in flight.
+    #[must_use]
+    pub fn pinned(&self) -> u32 {
+        self.allocated - self.free.len() as u32 - self.evictable
+    }
+
+    /// Record `keys` (those `record` selects) as accessed by `req`; new ones get their
+    /// positions and, under LRU, the request's running rank.
+    fn record(
+        &mut self,
+        keys: &[Key],
+        record: &dyn Fn(usize) -> bool,
+        req: &mut RequestAccess,
+        positions: Positions<'_>,
+    ) -> Result<()> {
+        let mut new_keys = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if !record(i) || req.seen.contains_key(&**key) {
+                continue;
+            }
+            if req.finished {
+                return Err(KvoffError::InvalidState(
+                    "a request offered or loaded new keys after it finished".into(),
+                ));
+            }
+            let pos = positions(i);
+            req.seen.insert(key.clone(), pos);
+            req.groups
+                .entry(group_index(key))
+                .or_default()
+                .push(key.clone());
+            new_keys.push((key.clone(), pos));
+        }
+        if !new_keys.is_empty() {
+            if let Policy::Lru(l) = &mut self.policy {
+                l.on_request_access(&mut self.chunks, &new_keys, req);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn prepare_load(
+        &mut self,
+        keys: &[Key],
+        req: &mut RequestAccess,
+        positions: Positions<'_>,
+    ) -> Result<Vec<u32>> {
+        for key in keys {
+            match self.chunks.get(&**key) {
+                None => return Err(KvoffError::UnknownHash(format!("{key:?}"))),
+                Some(c) if c.ref_cnt < 0 => {
+                    return Err(KvoffError::InvalidState(format!(
+                        "key {key:?} is not ready for reading (its store is in flight)"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        self.bind(req);
+        if req.finished && keys.iter().any(|k| !req.seen.contains_key(&**k)) {
+            return Err(KvoffError::InvalidState(
+                "a request loaded new keys after it finished".into(),
+            ));
+        }
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in keys {
+            let c = self.chunks.get_mut(&**key).expect("checked above");
+            if c.ref_cnt == 0 {
+                self.evictable -= 1;
+                if let Policy::Lru(l) = &mut self.policy {
+                    l.mark_non_evictable(&self.chunks, key);
+                }
+            }
+            let c = self.chunks.get_mut(&**key).expect("checked above");
+            c.ref_cnt += 1;
+            ids.push(c.id);
+        }
+        self.record(keys, &|_| true, req, positions)?;
+        for key in keys {
+            if !req.inserted.contains(&**key) {
+                req.reused.insert(key.clone());
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn touch(&mut self, keys: &[Key]) {
+        match &mut self.policy {
+            Policy::Lru(l) => l.refresh_reversed(&mut self.chunks, keys.iter()),
+            Policy::Arc(a) => a.touch(&self.chunks, keys.iter()),
+        }
+    }
+
+    pub fn complete_load(&mut self, keys: &[Key]) -> Result<()> {
+        // Check first so that a bad call changes nothing; repeats must fit the pin count.
+        let mut need: KeyMap<i32> = KeyMap::default();
+        for key in keys {
+            *need.entry(key.clone()).or_default() += 1;
+        }
+        for (key, n) in &need {
+            match self.chunks.get(&**key) {
+                None => return Err(KvoffError::UnknownHash(format!("{key:?}"))),
+                Some(c) if c.ref_cnt < *n => {
+                    return Err(KvoffError::InvalidState(format!(
+                        "key {key:?} is not being loaded (ref count {})",
+                        c.ref_cnt
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        for key in keys {
+            let c = self.chunks.get_mut(&**key).expect("checked above");
+            c.ref_cnt -= 1;
+            if c.ref_cnt == 0 {
+                self.evictable += 1;
+                if let Policy::Lru(l) = &mut self.policy {
+                    l.mark_evictable(&self.chunks, key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn free_chunks(&self) -> u32 {
+        self.free.len() as u32 + self.num_chunks - self.allocated
+    }
+
+    fn count_offers(&mut self, keys: &[Key]) {
+        let Some(counts) = &mut self.counts else {
+            return;
+        };
+        let mut protected = KeySet::default();
+        for key in keys {
+            if let Some(n) = counts.get_mut(key) {
+                *n += 1;
+                counts.move_to_back(key);
+                protected.insert(key.clone());
+            }
+        }
+        let mut unprotected = counts.len() - protected.len();
+        for key in keys {
+            if counts.contains(key) {
+                continue;
+            }
+            if counts.len() >= self.max_tracker_size {
+                if unprotected == 0 {
+                    continue;
+                }
+                counts.pop_front();
+                unprotected -= 1;
+            }
+            counts.push_back(key.clone(), 1);
+        }
+    }
+
+    #[allow(clippy::too_many_lines)] // one step of vLLM's prepare_store after another
+    pub fn prepare_store(
+        &mut self,
+        keys: &[Key],
+        req: &mut RequestAccess,
+        positions: Positions<'_>,
+    ) -> Result<Option<StoreOutput>> {
+        self.bind(req);
+        self.count_offers(keys);
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut ready: Vec<usize> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.chunks.get(&**key) {
+                None => candidates.push(i),
+                Some(c) if c.ref_cnt >= 0 => ready.push(i),
+                Some(_) => {}
+            }
+        }
+        if let Some(counts) = &mut self.counts {
+            let before = candidates.len();
+            let threshold = u64::from(self.store_threshold);
+            candidates.retain(|&i| counts.get_mut(&keys[i]).is_some_and(|n| *n >= threshold));
+            self.stores_skipped += (before - candidates.len()) as u64;
+        }
+        let new_misses: Vec<Key> = candidates
+            .iter()
+            .map(|&i| keys[i].clone())
+            .filter(|k| !req.store_misses.contains(&**k))
+            .collect();
+        if !new_misses.is_empty() {
+            if let Policy::Arc(a) = &mut self.policy {
+                a.on_store_miss(new_misses.iter());
+            }
+            req.store_misses.extend(new_misses);
+        }
+        // A key offered twice is recorded wherever it appears, as vLLM's set test does.
+        let recorded_keys: KeySet = candidates
+            .iter()
+            .chain(&ready)
+            .map(|&i| keys[i].clone())
+            .collect();
+        self.record(keys, &|i| recorded_keys.contains(&*keys[i]), req, positions)?;
+        for &i in &ready {
+            if !req.inserted.contains(&*keys[i]) {
+                req.reused.insert(keys[i].clone());
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(Some(StoreOutput::default()));
+        }
+        let want = candidates.len() as u32;
+        self.allocation_sizes.push(want);
+        let need = want.saturating_sub(self.free_chunks());
+        let mut evicted = Vec::new();
+        if need > 0 {
+            if need > self.evictable {
+                self.counters.allocation_failures += 1;
+                return Ok(None);
+            }
+            let offered: KeySet = keys.iter().cloned().collect();
+            let protected = |k: &[u8]| offered.contains(k);
+            let victims = match &mut self.policy {
+                Policy::Lru(l) => l.evict(need as usize, &protected),
+                Policy::Arc(a) => a.evict(need as usize, &self.chunks, &protected),
+            };
+            let Some(victims) = victims else {
+                self.counters.allocation_failures += 1;
+                return Ok(None);
+            };
+            self.evictable -= victims.len() as u32;
+            self.counters.evicted += victims.len() as u64;
+            for key in &victims {
+                let c = self.chunks.remove(&**key).expect("a victim is resident");
+                self.free.push(c.id);
+            }
+            evicted = victims;
+        }
+        if !evicted.is_empty() {
+            if let Some(ev) = &mut self.events {
+                ev.push(TierEvent {
+                    keys: evicted.clone(),
+                    removed: true,
+                    metadata_only: false,
+                });
+            }
+        }
+        let mut out = StoreOutput {
+            keys: Vec::with_capacity(candidates.len()),
+            ids: Vec::with_capacity(candidates.len()),
+            evicted,
+        };
+        for &i in &candidates {
+            let key = &keys[i];
+            let id = if self.allocated < self.num_chunks {
+                self.allocated += 1;
+                self.allocated - 1
+            } else {
+                self.free.pop().expect("room was made above")
+            };
+            self.chunks.insert(
+                key.clone(),
+                Chunk {
+                    id,
+                    ref_cnt: -1,
+                    rank: (0, 0),
+                },
+            );
+            match &mut self.policy {
+                Policy::Lru(l) => {
+                    let pos = req.position_of(key);
+                    l.insert(&mut self.chunks, key, pos, req);
+                }
+                Policy::Arc(a) => a.insert(key),
+            }
+            req.inserted.insert(key.clone());
+            out.keys.push(key.clone());
+            out.ids.push(id);
+        }
+        self.write_pending += want;
+        Ok(Some(out))
+    }
+
+    /// Keys absent or already stored are skipped. Success makes the rest readable ("stored"
+    /// event); failure drops them (a `metadata_only` removal event).
+    pub fn complete_store(&mut self, keys: &[Key], success: bool) {
+        let mut done = Vec::new();
+        for key in keys {
+            let Some(c) = self.chunks.get_mut(&**key) else {
+                continue;
+            };
+            if c.ref_cnt >= 0 {
+                continue;
+            }
+            self.write_pending -= 1;
+            if success {
+                c.ref_cnt = 0;
+                self.evictable += 1;
+                self.counters.stored += 1;
+                if let Policy::Lru(l) = &mut self.policy {
+                    l.mark_evictable(&self.chunks, key);
+                }
+            } else {
+                let id = c.id;
+                self.chunks.remove(&**key);
+                if let Policy::Arc(a) = &mut self.policy {
+                    a.remove(key);
+                }
+                self.free.push(id);
+            }
+            done.push(key.clone());
+        }
+        if let (Some(ev), false) = (&mut self.events, done.is_empty()) {
+            ev.push(TierEvent {
+                keys: done,
+                removed: !success,
+                metadata_only: !success,
+            });
+        }
+    }
+
+    pub fn on_request_finished(&mut self, req: &mut RequestAccess) {
+        if req.owner != self.owner || req.generation != self.generation || req.finished {
+            return;
+        }
+        req.finished = true;
+        let ordered = req.prefix_order();
+        match &mut self.policy {
+            Policy::Lru(l) => {
+                l.refresh_reversed(&mut self.chunks, ordered.iter().map(|(k, _)| k));
+            }
+            Policy::Arc(a) => a.on_request_finished(&ordered, &req.inserted, &req.reused),
+        }
+    }
+
+    pub fn reset_cache(&mut self) {
+        self.chunks.clear();
+        match &mut self.policy {
+            Policy::Lru(l) => l.clear(),
+            Policy::Arc(a) => a.clear(),
+        }
+        self.generation += 1;
+        self.evictable = 0;
+        self.write_pending = 0;
+        self.free.clear();
+        self.allocated = 0;
+    }
+
+    /// Drain the events; a failed store's removal drops keys stored again since.
+    pub fn take_events(&mut self) -> Vec<TierEvent> {
+        let Some(ev) = &mut self.events else {
+            return Vec::new();
+        };
+        let mut out = std::mem::take(ev);
+        out.retain_mut(|e| {
+            if e.metadata_only {
+                e.keys.retain(|k| !self.chunks.contains_key(&**k));
+                !e.keys.is_empty()
+            } else {
+                true
+            }
+        });
+        out
+    }
+
+    /// The gauges' inputs now; drains the allocation sizes and the skipped count.
+    pub fn take_usage(&mut self) -> TierUsage {
+        TierUsage {
+            capacity: self.num_chunks,
+            in_use: self.allocated - self.free.len() as u32 - self.evictable,
+            write_pending: self.write_pending,
+            allocation_sizes: std::mem::take(&mut self.allocation_sizes),
+            stores_skipped: std::mem::take(&mut self.stores_skipped),
+        }
+    }
+
+    #[must_use]
+    pub fn store_threshold(&self) -> u32 {
+        self.store_threshold
+    }
+}

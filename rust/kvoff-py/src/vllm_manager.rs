@@ -1,0 +1,346 @@
+//! `VllmOffloadingManager`: vLLM 0.33's `OffloadingManager` contract, one Rust call per vLLM
+//! call, over `kvoff_core::vllm_tier::VllmTier`. The extension never imports vLLM: the value
+//! classes it returns (`LookupResult` members, `CPULoadStoreSpec`, `PrepareStoreOutput`,
+//! `OffloadingEvent`, `Medium.CPU`) are handed in by `kvoff.vllm.manager` at construction.
+//! A request's record lives in a `VllmRequestState` kept in the request's `ReqContext`, so it
+//! goes when the request does, as vLLM's own record does.
+
+use std::sync::Arc;
+
+use kvoff_core::vllm_tier::{Key, Lookup, RequestAccess, TierEvent, VllmPolicy, VllmTier};
+use kvoff_core::KvoffError;
+use numpy::PyArray1;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::errors::to_py;
+
+/// One request's record, stored in its `ReqContext` (`set_state`, keyed by this type).
+#[pyclass(module = "kvoff._core", name = "VllmRequestState")]
+#[derive(Default)]
+pub(crate) struct PyRequestState {
+    inner: RequestAccess,
+}
+
+#[pyclass(module = "kvoff._core", name = "VllmOffloadingManager")]
+pub(crate) struct PyVllmManager {
+    tier: VllmTier,
+    lookup_results: [Py<PyAny>; 3],
+    load_store_spec: Py<PyAny>,
+    prepare_store_output: Py<PyAny>,
+    offloading_event: Py<PyAny>,
+    medium: Py<PyAny>,
+}
+
+fn keys_of<'py>(keys: &Bound<'py, PyAny>) -> PyResult<(Vec<Key>, Vec<Bound<'py, PyAny>>)> {
+    let mut owned = Vec::new();
+    let mut objs = Vec::new();
+    for item in keys.try_iter()? {
+        let item = item?;
+        let Ok(bytes) = item.cast::<PyBytes>() else {
+            let name = item
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+            return to_py(Err(KvoffError::InvalidArgument(format!(
+                "an OffloadKey must be bytes, got {name}"
+            ))));
+        };
+        owned.push(Arc::<[u8]>::from(bytes.as_bytes()));
+        objs.push(item);
+    }
+    Ok((owned, objs))
+}
+
+fn key_list<'py>(py: Python<'py>, keys: &[Key]) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
+}
+
+/// The request's record in `ctx`, made and stored there on first use.
+fn state_of<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRequestState>> {
+    let py = ctx.py();
+    let cls = py.get_type::<PyRequestState>();
+    let got = ctx.call_method1(intern!(py, "get_state"), (&cls,))?;
+    if let Ok(s) = got.cast_into::<PyRequestState>() {
+        return Ok(s);
+    }
+    let s = Bound::new(py, PyRequestState::default())?;
+    ctx.call_method1(intern!(py, "set_state"), (&s,))?;
+    Ok(s)
+}
+
+/// Reads a key's position from `ctx` (`get_offload_key_position`), by the key's index.
+fn position_reader<'a, 'py>(
+    ctx: &'a Bound<'py, PyAny>,
+    objs: &'a [Bound<'py, PyAny>],
+) -> impl FnMut(usize) -> Option<i64> + 'a {
+    move |i| {
+        ctx.call_method1(intern!(ctx.py(), "get_offload_key_position"), (&objs[i],))
+            .ok()
+            .and_then(|v| v.extract::<Option<i64>>().ok())
+            .flatten()
+    }
+}
+
+impl PyVllmManager {
+    fn spec<'py>(&self, py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyAny>> {
+        // Chunk ids are below the tier's size, itself a u32 that vLLM's int32 spec must hold.
+        #[allow(clippy::cast_possible_wrap)]
+        let ids: Vec<i32> = ids.into_iter().map(|i| i as i32).collect();
+        self.load_store_spec
+            .bind(py)
+            .call1((PyArray1::from_vec(py, ids),))
+    }
+
+    fn event<'py>(&self, py: Python<'py>, e: &TierEvent) -> PyResult<Bound<'py, PyAny>> {
+        let kw = PyDict::new(py);
+        kw.set_item("keys", key_list(py, &e.keys)?)?;
+        kw.set_item("medium", self.medium.bind(py))?;
+        kw.set_item("removed", e.removed)?;
+        kw.set_item("metadata_only", e.metadata_only)?;
+        self.offloading_event.bind(py).call((), Some(&kw))
+    }
+}
+
+#[pymethods]
+impl PyVllmManager {
+    #[new]
+    #[pyo3(signature = (num_chunks, policy, enable_events, store_threshold, max_tracker_size,
+                        lookup_results, load_store_spec, prepare_store_output, offloading_event,
+                        medium))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        num_chunks: i64,
+        policy: &str,
+        enable_events: bool,
+        store_threshold: i64,
+        max_tracker_size: i64,
+        lookup_results: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
+        load_store_spec: Py<PyAny>,
+        prepare_store_output: Py<PyAny>,
+        offloading_event: Py<PyAny>,
+        medium: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let bad = |m: String| to_py::<Self>(Err(KvoffError::InvalidArgument(m)));
+        let Ok(n) = u32::try_from(num_chunks) else {
+            return bad(format!(
+                "num_chunks must be between 0 and {}, got {num_chunks}",
+                u32::MAX
+            ));
+        };
+        let policy = match policy {
+            "lru" => VllmPolicy::Lru,
+            "arc" => VllmPolicy::Arc,
+            other => return bad(format!("policy must be 'lru' or 'arc', got {other:?}")),
+        };
+        let Ok(threshold) = u32::try_from(store_threshold) else {
+            return bad(format!(
+                "store_threshold must be >= 0, got {store_threshold}"
+            ));
+        };
+        let tracker = match usize::try_from(max_tracker_size) {
+            Ok(t) if t > 0 || threshold < 2 => t,
+            _ => {
+                return bad(format!(
+                    "max_tracker_size must be positive, got {max_tracker_size}"
+                ))
+            }
+        };
+        Ok(PyVllmManager {
+            tier: VllmTier::new(n, policy, enable_events, threshold, tracker),
+            lookup_results: [lookup_results.0, lookup_results.1, lookup_results.2],
+            load_store_spec,
+            prepare_store_output,
+            offloading_event,
+            medium,
+        })
+    }
+
+    #[getter]
+    fn num_chunks(&self) -> u32 {
+        self.tier.num_chunks()
+    }
+
+    #[getter]
+    fn store_threshold(&self) -> u32 {
+        self.tier.store_threshold()
+    }
+
+    #[getter]
+    fn arc_target(&self) -> Option<f64> {
+        self.tier.arc_target()
+    }
+
+    /// Chunks pinned by loads or stores in flight.
+    #[getter]
+    fn pinned(&self) -> u32 {
+        self.tier.pinned()
+    }
+
+    #[getter]
+    fn policy(&self) -> &'static str {
+        if self.tier.arc_target().is_some() {
+            "arc"
+        } else {
+            "lru"
+        }
+    }
+
+    /// `(lookups, lookup_hits, stored, evicted, allocation_failures)` since the last call.
+    fn take_counters(&mut self) -> (u64, u64, u64, u64, u64) {
+        let c = self.tier.take_counters();
+        (
+            c.lookups,
+            c.lookup_hits,
+            c.stored,
+            c.evicted,
+            c.allocation_failures,
+        )
+    }
+
+    fn __len__(&self) -> usize {
+        self.tier.len()
+    }
+
+    fn __contains__(&self, key: &[u8]) -> bool {
+        self.tier.contains(key)
+    }
+
+    fn on_new_request(&self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
+        let st = state_of(ctx)?;
+        self.tier.on_new_request(&mut st.borrow_mut().inner);
+        Ok(())
+    }
+
+    /// `MISS` / `HIT` / `HIT_PENDING`, as the `lookup_results` given at construction.
+    #[pyo3(signature = (key, ctx=None))]
+    fn lookup(&mut self, py: Python<'_>, key: &[u8], ctx: Option<&Bound<'_, PyAny>>) -> Py<PyAny> {
+        let _ = ctx;
+        let i = match self.tier.lookup(key) {
+            Lookup::Miss => 0,
+            Lookup::Hit => 1,
+            Lookup::HitPending => 2,
+        };
+        self.lookup_results[i].clone_ref(py)
+    }
+
+    fn prepare_load<'py>(
+        &mut self,
+        keys: &Bound<'py, PyAny>,
+        ctx: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (owned, objs) = keys_of(keys)?;
+        let st = state_of(ctx)?;
+        let mut pos = position_reader(ctx, &objs);
+        let ids = to_py(
+            self.tier
+                .prepare_load(&owned, &mut st.borrow_mut().inner, &mut pos),
+        )?;
+        self.spec(keys.py(), ids)
+    }
+
+    #[pyo3(signature = (keys, ctx=None))]
+    fn touch(&mut self, keys: &Bound<'_, PyAny>, ctx: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let _ = ctx;
+        let (owned, _) = keys_of(keys)?;
+        self.tier.touch(&owned);
+        Ok(())
+    }
+
+    #[pyo3(signature = (keys, ctx=None))]
+    fn complete_load(
+        &mut self,
+        keys: &Bound<'_, PyAny>,
+        ctx: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let _ = ctx;
+        let (owned, _) = keys_of(keys)?;
+        to_py(self.tier.complete_load(&owned))
+    }
+
+    /// vLLM's `PrepareStoreOutput`, or `None` when the keys cannot fit (nothing changed).
+    fn prepare_store<'py>(
+        &mut self,
+        keys: &Bound<'py, PyAny>,
+        ctx: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = keys.py();
+        let (owned, objs) = keys_of(keys)?;
+        let st = state_of(ctx)?;
+        let mut pos = position_reader(ctx, &objs);
+        let out = to_py(
+            self.tier
+                .prepare_store(&owned, &mut st.borrow_mut().inner, &mut pos),
+        )?;
+        let Some(out) = out else {
+            return Ok(None);
+        };
+        let kw = PyDict::new(py);
+        kw.set_item("keys_to_store", key_list(py, &out.keys)?)?;
+        kw.set_item("store_spec", self.spec(py, out.ids)?)?;
+        kw.set_item("evicted_keys", key_list(py, &out.evicted)?)?;
+        self.prepare_store_output
+            .bind(py)
+            .call((), Some(&kw))
+            .map(Some)
+    }
+
+    #[pyo3(signature = (keys, ctx=None, success=true))]
+    fn complete_store(
+        &mut self,
+        keys: &Bound<'_, PyAny>,
+        ctx: Option<&Bound<'_, PyAny>>,
+        success: bool,
+    ) -> PyResult<()> {
+        let _ = ctx;
+        let (owned, _) = keys_of(keys)?;
+        self.tier.complete_store(&owned, success);
+        Ok(())
+    }
+
+    fn on_request_finished(&mut self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = ctx.py();
+        let got = ctx.call_method1(intern!(py, "get_state"), (py.get_type::<PyRequestState>(),))?;
+        if let Ok(st) = got.cast_into::<PyRequestState>() {
+            self.tier.on_request_finished(&mut st.borrow_mut().inner);
+        }
+        Ok(())
+    }
+
+    fn reset_cache(&mut self) {
+        self.tier.reset_cache();
+    }
+
+    /// The events since the last call, as vLLM's `OffloadingEvent`s.
+    fn take_events<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.tier.take_events();
+        let list = PyList::empty(py);
+        for e in &events {
+            list.append(self.event(py, e)?)?;
+        }
+        Ok(list)
+    }
+
+    /// `(capacity, in_use, write_pending, allocation_sizes, stores_skipped)`: what vLLM's tier
+    /// gauges, allocation histogram and skipped-store counter are made of; drains the last two.
+    fn take_usage<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let u = self.tier.take_usage();
+        PyTuple::new(
+            py,
+            [
+                u.capacity.into_pyobject(py)?.into_any(),
+                u.in_use.into_pyobject(py)?.into_any(),
+                u.write_pending.into_pyobject(py)?.into_any(),
+                PyList::new(py, u.allocation_sizes)?.into_any(),
+                u.stores_skipped.into_pyobject(py)?.into_any(),
+            ],
+        )
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyVllmManager>()?;
+    m.add_class::<PyRequestState>()?;
+    Ok(())
+}
