@@ -420,3 +420,34 @@ def test_progress_bar_draws_one_line_and_only_when_enabled() -> None:
     bar.update(5, "x")
     bar.close()
     assert hidden.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "redis://user:pw-Secret1@cache:x/0",
+            "--remote: remote URL 'redis://user:***@cache:x/0': the port is not a number",
+        ),
+        (
+            "http://:pw-Secret1@cache:6379",
+            "--remote: remote URL 'http://:***@cache:6379': scheme must be one of ['redis', "
+            "'redis+cluster', 'rediss', 'rediss+cluster'], got 'http'",
+        ),
+        (
+            "redis+cluster://:pw-Secret1@cache:7000/3",
+            "--remote: remote URL 'redis+cluster://:***@cache:7000/3': a cluster has only "
+            "database 0, got /3",
+        ),
+        (
+            "redis://:pw-Secret1@cache/0?colour=blue",
+            "--remote: remote URL 'redis://:***@cache/0': unknown parameter 'colour'",
+        ),
+        ("redis://:pw-Secret1@[::1", "--remote: not a URL of the form redis://host:port/db"),
+    ],
+)
+def test_a_bad_remote_url_is_one_line_naming_the_option_without_the_password(
+    url: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("redis", reason="--remote needs the remote extra")
+    assert one_error_line(["--remote", url], capsys) == message

@@ -24,6 +24,7 @@ from kvoff.cli_options import (
     float_option,
     int_option,
     preset_option,
+    remote_option,
 )
 from kvoff.errors import KvoffError
 
@@ -118,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         "and --device is not cuda); the preset's KV heads must divide (default 1: the worker "
         "half runs in this process)",
     )
+    b.add_argument(
+        "--remote",
+        metavar="URL",
+        default=None,
+        help="a remote tier behind the CPU tier, shared with every bench (or engine) using "
+        "the same server: redis://[user:password@]host:port/db, rediss:// (TLS), "
+        "redis+cluster://host:port; needs pip install 'kvoff[remote]'",
+    )
     b.add_argument("--json", metavar="PATH", help="also write the summary as JSON ('-': stdout)")
     b.add_argument(
         "--metrics-port",
@@ -174,6 +183,9 @@ class _Plan:
     cpu_block_bytes: int
     num_requests: int | None
     tp: int
+    # --remote, parsed; its redacted form is the only one ever shown.
+    remote_url: str | None = None
+    remote_shown: str | None = None
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -218,10 +230,13 @@ def _plan(args: argparse.Namespace) -> _Plan:
             else None
         ),
     )
+    remote_shown = None if args.remote is None else remote_option(args.remote)
     if args.json is not None:
         check_json_path(args.json)  # last: it creates (and removes) the file
     num_requests = args.requests if args.requests or args.duration else 400
-    return _Plan(shape, device, num_cpu_blocks, cpu_block_bytes, num_requests, tp)
+    return _Plan(
+        shape, device, num_cpu_blocks, cpu_block_bytes, num_requests, tp, args.remote, remote_shown
+    )
 
 
 def _start_server(args: argparse.Namespace, registry: CollectorRegistry) -> MetricsServer | None:
@@ -311,6 +326,7 @@ def _bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         tp=plan.tp,
         exit_hook=parse_exit_hook(os.environ.get(RANK_EXIT_ENV)) if plan.tp > 1 else None,
+        remote_url=plan.remote_url,
     )
     try:
         engine = SimulatedEngine(cfg, on_snapshot=on_snapshot)
@@ -380,6 +396,8 @@ def _run(
     )
     if server is not None:
         print(f"metrics: {server.url}", file=sys.stderr)
+    if plan.remote_shown is not None:
+        print(f"remote tier: {plan.remote_shown}", file=sys.stderr)
     workload = generate(
         WorkloadConfig(concurrency=args.conversations), plan.num_requests, seed=args.seed
     )
@@ -404,6 +422,19 @@ def _run(
         link = single_copy_gb_per_s(torch.device(device))
     totals = engine.run(workload, deadline, progress)
     bar.close()
+    remote = None
+    if plan.remote_shown is not None and totals.remote is not None:
+        from kvoff.bench.remote import summarize_remote
+
+        path = engine.scheduler.remote
+        assert path is not None
+        remote = summarize_remote(
+            plan.remote_shown,
+            engine.scheduler.tier_hits(),
+            path,
+            totals.remote,
+            totals.remote_unsettled_at_exit,
+        )
     return summarize(
         total.to_dict(),
         totals,
@@ -415,6 +446,7 @@ def _run(
         rank_stats={r: s.to_dict() for r, s in rank_totals.items()} or {0: total.to_dict()},
         rank_infos=engine.rank_infos,
         rank_results=engine.rank_results,
+        remote=remote,
     )
 
 

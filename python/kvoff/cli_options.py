@@ -117,6 +117,25 @@ def preset_option(text: str) -> str:
     return text
 
 
+def remote_option(text: str) -> str:
+    """Check a ``--remote`` URL (nothing connects yet); its redacted form, the only one to
+    show. Every message is built from the redacted form: the password is never printed."""
+    try:
+        from kvoff.remote import RemoteConfig
+    except ImportError as e:  # the optional extra: redis-py and xxhash
+        raise UsageError(
+            f"--remote needs the remote extra (pip install 'kvoff[remote]'): {e.msg}"
+        ) from None
+    from kvoff.errors import KvoffError
+
+    try:
+        return RemoteConfig.from_url(text).redacted_url
+    except KvoffError as e:
+        raise UsageError(f"--remote: {e}") from None
+    except ValueError:  # urllib's own refusals (e.g. an unclosed IPv6 bracket)
+        raise UsageError("--remote: not a URL of the form redis://host:port/db") from None
+
+
 def check_json_path(text: str) -> None:
     """Refuse a ``--json`` path that cannot be written, before the run rather than after it.
 

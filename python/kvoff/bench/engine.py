@@ -15,15 +15,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kvoff._core import OffloadingConnectorStats, OffloadingManager, StatsAccumulator
 from kvoff.bench.presets import ModelShape
 from kvoff.bench.ranks import LocalRanks, ProcessRanks, RankFailure, RankInfo, RankResult
+from kvoff.bench.remote import DRAIN_SECONDS, RemoteTally, remote_layout
 from kvoff.bench.shard import Blocks, ShardConfig, StepReply
 from kvoff.bench.workload import Request, block_hashes
 from kvoff.connector import OffloadingScheduler, RequestStep, StepMetadata
+
+if TYPE_CHECKING:
+    from kvoff.remote import RemoteTier
 
 # (rank, that rank's interval snapshot) for each rank with an accumulator of its own.
 RankSnapshots = list[tuple[int, OffloadingConnectorStats]]
@@ -44,6 +49,8 @@ class EngineConfig:
     tp: int = 1
     # Test hook (--tp N only): (rank, steps) makes that rank exit after that many steps.
     exit_hook: tuple[int, int] | None = None
+    # --remote: the remote tier behind the CPU tier (kvoff.bench.remote).
+    remote_url: str | None = None
 
 
 @dataclass
@@ -92,6 +99,9 @@ class EngineTotals:
     # Per rank: transfer durations (--tp N only; with one rank they are transfer_times).
     rank_transfer_times: dict[int, dict[str, list[float]]] = field(default_factory=dict)
     rank_failures: list[RankFailed] = field(default_factory=list)
+    # --remote: the remote tier's counters (scheduler and ranks) and what was left unwritten.
+    remote: RemoteTally | None = None
+    remote_unsettled_at_exit: int = 0
 
 
 class SimulatedEngine:
@@ -113,8 +123,20 @@ class SimulatedEngine:
         self.manager = OffloadingManager(
             cfg.num_cpu_blocks, block_size=cfg.cpu_block_size, policy=cfg.policy, stats=self.stats
         )
+        # With --remote the scheduler asks the remote tier (lookups) from this process; each
+        # rank fetches and writes its shard's blocks from its own.
+        self.remote: RemoteTier | None = None
+        if cfg.remote_url is not None:
+            from kvoff.remote import RemoteTier  # needs the remote extra (redis-py, xxhash)
+
+            layout = remote_layout(cfg.shape, cfg.cpu_block_size, cfg.gpu_block_size, cfg.tp)
+            self.remote = RemoteTier.for_scheduler(cfg.remote_url, layout)
         self.scheduler = OffloadingScheduler(
-            self.manager, cfg.gpu_block_size, cfg.cpu_block_size, num_workers=cfg.tp
+            self.manager,
+            cfg.gpu_block_size,
+            cfg.cpu_block_size,
+            num_workers=cfg.tp,
+            remote=self.remote,
         )
         shard = ShardConfig(
             cfg.shape,
@@ -125,6 +147,7 @@ class SimulatedEngine:
             cfg.device,
             rank=0,
             tp=cfg.tp,
+            remote_url=cfg.remote_url,
         )
         # One rank shares this process and its accumulator, as an engine without tensor
         # parallelism would; N ranks are N processes, each recording into its own.
@@ -133,7 +156,7 @@ class SimulatedEngine:
         )
         self.rank_infos: list[RankInfo] = self.ranks.infos
         self.rank_results: list[RankResult] = []
-        self.totals = EngineTotals()
+        self.totals = EngineTotals(remote=RemoteTally() if self.remote is not None else None)
         self.on_snapshot = on_snapshot
         rng = np.random.default_rng(cfg.seed)
         # Shuffled so a request's GPU blocks are scattered, as in a long-running engine.
@@ -152,9 +175,12 @@ class SimulatedEngine:
         self._recent: deque[list[bytes]] = deque(maxlen=64)
 
     def close(self) -> None:
-        """Stop the rank processes (after an error; :meth:`run` closes them itself)."""
+        """Stop the rank processes (after an error; :meth:`run` closes them itself) and the
+        scheduler's remote tier."""
         if isinstance(self.ranks, ProcessRanks):
             self.ranks.terminate()
+        if self.remote is not None:
+            self.remote.close()
 
     # -- workload -------------------------------------------------------------------------
 
@@ -319,6 +345,7 @@ class SimulatedEngine:
         book += time.perf_counter() - t0
         t.bookkeeping_seconds += book
         rank_snaps: RankSnapshots = []
+        self._tally_remote(replies)
         for reply in replies:
             for d, times in reply.transfer_times.items():
                 t.transfer_times[d].extend(times)
@@ -334,18 +361,54 @@ class SimulatedEngine:
                 snap.aggregate(rank_snap)
             self.on_snapshot(snap, rank_snaps)
 
+    def _tally_remote(self, replies: list[StepReply]) -> None:
+        tally = self.totals.remote
+        if tally is None or self.remote is None:
+            return
+        tally.add("scheduler", self.remote.stats.take())
+        for reply in replies:
+            if reply.remote_stats is not None:
+                tally.add(f"rank{reply.output.rank}", reply.remote_stats)
+
+    def _remote_busy(self) -> bool:
+        """Fetches not yet reported, blocks pinned for writing, or blocks in a rank's
+        write-behind queue (as of the ranks' last replies)."""
+        path, tally = self.scheduler.remote, self.totals.remote
+        if path is None or tally is None:
+            return False
+        return bool(path.num_fetches_in_flight or path.num_write_pins or not tally.writes_settled())
+
     def flush(self) -> None:
-        """Wait for every transfer still in flight and apply its result, then close the
-        ranks (collecting what each verified)."""
-        while self._jobs_in_flight or self.delayed:
-            replies, failures = self.ranks.poll(list(self.delayed))
+        """Wait for every transfer still in flight and apply its result (and, with
+        --remote, for write-behind to empty, at most DRAIN_SECONDS), then close the ranks
+        (collecting what each verified)."""
+        drain_until = time.perf_counter() + DRAIN_SECONDS
+        while (
+            self._jobs_in_flight
+            or self.delayed
+            or (self._remote_busy() and time.perf_counter() < drain_until)
+        ):
+            if self._jobs_in_flight or self.delayed:
+                replies, failures = self.ranks.poll(list(self.delayed))
+            else:
+                # Only the remote tier is busy: an empty step carries the writes the scheduler
+                # offered since the last one (stores completed during this flush).
+                replies, failures = self.ranks.step(self.scheduler.build_step([]), [], [])
             self._apply(replies, failures)
             loaded = self.scheduler.take_finished_loading()
             failed = self.scheduler.take_failed_loads()
             self._after_output(loaded, failed, [], 0.0, replies)
             if not any(r.output.transfers for r in replies) and self._jobs_in_flight:
                 time.sleep(0.0005)
+            elif not self._jobs_in_flight and not self.delayed:
+                time.sleep(0.005)  # only the remote tier's threads are still at work
+        if self.scheduler.remote is not None:
+            self.totals.remote_unsettled_at_exit = self.scheduler.remote.num_write_pins
         self.rank_results = self.ranks.close()
+        if self.totals.remote is not None:
+            for result in self.rank_results:
+                if result.remote_stats is not None:
+                    self.totals.remote.add(f"rank{result.rank}", result.remote_stats)
         t = self.totals
         t.verify_failures = sum(r.verify_failures or 0 for r in self.rank_results)
         if t.rank_failures:

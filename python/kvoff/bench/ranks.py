@@ -8,7 +8,8 @@ back in rank order. A rank process that dies (or raises) is reported as a
 
 The protocol over each rank's pipe is a request, then one reply:
 ``("step", verify, meta, computing, finished)`` and ``("poll", verify, preempted)`` answer
-``("ok", StepReply)``; ``("close", verify)`` answers ``("closed", mismatches, verified)``; any
+``("ok", StepReply)``; ``("close", verify)`` answers ``("closed", mismatches, verified,
+remote counters)``; any
 error in the rank answers ``("error", message)`` and the rank exits.
 """
 
@@ -57,6 +58,8 @@ class RankResult:
     rank: int
     blocks_verified: int | None
     verify_failures: int | None
+    # --remote: the rank's remote-tier counters since its last reply, taken as it closed.
+    remote_stats: dict[str, Any] | None = None
 
 
 class LocalRanks:
@@ -79,7 +82,8 @@ class LocalRanks:
         self.shard.verify(blocks)
 
     def close(self) -> list[RankResult]:
-        return [RankResult(0, self.shard.blocks_verified, self.shard.mismatches())]
+        remote = self.shard.close_remote()
+        return [RankResult(0, self.shard.blocks_verified, self.shard.mismatches(), remote)]
 
 
 class ProcessRanks:
@@ -138,7 +142,7 @@ class ProcessRanks:
         for rank, conn in list(self._conns.items()):
             msg = self._send_recv(rank, conn, ("close", verify))
             if not isinstance(msg, RankFailure):
-                self._results[rank] = RankResult(rank, msg[2], msg[1])
+                self._results[rank] = RankResult(rank, msg[2], msg[1], msg[3])
         for proc in self._procs.values():
             proc.join(timeout=10)
         self.terminate()
@@ -249,7 +253,8 @@ def _rank_main(conn: Connection, cfg: ShardConfig, exit_after: int | None) -> No
             for blocks in verify:
                 shard.verify(blocks)
             if kind == "close":
-                conn.send(("closed", shard.mismatches(), shard.blocks_verified))
+                remote = shard.close_remote()
+                conn.send(("closed", shard.mismatches(), shard.blocks_verified, remote))
                 return
             if kind == "step":
                 if exit_after is not None and steps >= exit_after:

@@ -11,6 +11,7 @@ import numpy as np
 
 from kvoff.bench.engine import EngineTotals, RankFailed
 from kvoff.bench.ranks import RankInfo, RankResult
+from kvoff.bench.remote import RemoteSummary, render_remote
 
 DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
 
@@ -76,6 +77,8 @@ class Summary:
     tp: int
     ranks: list[RankSummary]
     rank_failures: list[RankFailed]
+    # --remote only: which tier served the hits, and what the remote tier did.
+    remote: RemoteSummary | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -121,6 +124,7 @@ def summarize(
     rank_stats: dict[int, dict[str, Any]],
     rank_infos: list[RankInfo],
     rank_results: list[RankResult],
+    remote: RemoteSummary | None = None,
 ) -> Summary:
     """``stats`` is the ``to_dict()`` of all interval snapshots aggregated, ``rank_stats``
     the same per rank (with one rank, ``stats`` itself)."""
@@ -174,6 +178,7 @@ def summarize(
         tp=len(rank_infos),
         ranks=ranks,
         rank_failures=list(totals.rank_failures),
+        remote=remote,
     )
 
 
@@ -195,6 +200,8 @@ def render(s: Summary) -> str:
             f" ({s.tokens_from_cpu / max(s.tokens_prompt, 1):.1%})",
         ),
     ]
+    if s.remote is not None:
+        rows += render_remote(s.remote)
     for d, t in s.transfers.items():
         link = (
             f" ({t.fraction_of_link:.2f} of the link's {t.link_gb_per_s:.1f} GB/s)"
@@ -213,7 +220,11 @@ def render(s: Summary) -> str:
         ("blocks stored", str(s.blocks_stored)),
         ("evictions", str(s.evictions)),
         ("allocation failures", str(s.allocation_failures)),
-        ("lookups deferred", f"{s.lookups_deferred} (blocks being loaded for another request)"),
+        (
+            "lookups deferred",
+            f"{s.lookups_deferred} (blocks being loaded for another request"
+            + (", or looked up / fetched in the remote tier)" if s.remote else ")"),
+        ),
         ("loads verified", f"{s.blocks_verified} GPU blocks, {s.verify_failures} mismatched"),
         ("bookkeeping", f"{s.bookkeeping_us_per_step:.1f} us per step"),
     ]

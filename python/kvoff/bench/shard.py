@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from kvoff._core import JobTracker, OffloadingConnectorStats, StatsAccumulator
 from kvoff.bench.presets import ModelShape
 from kvoff.connector import OffloadingWorker, StepMetadata, WorkerOutput
 from kvoff.transfer import CpuGpuTransfer, TransferResult
+
+if TYPE_CHECKING:
+    from kvoff.remote import RemoteTier
 
 # Fingerprints stay below 256 so they are exact in every float dtype, bf16 included.
 _FP_MODULUS = 251
@@ -37,6 +41,8 @@ class ShardConfig:
     device: str
     rank: int = 0
     tp: int = 1
+    # --remote: the remote tier's URL (this rank fetches and writes its shard's keys).
+    remote_url: str | None = None
 
 
 @dataclass
@@ -49,6 +55,8 @@ class StepReply:
     transfer_times: dict[str, list[float]] = field(default_factory=dict)
     # The rank's interval snapshot, where the rank has an accumulator of its own (--tp N).
     snapshot: OffloadingConnectorStats | None = None
+    # --remote: the rank's remote-tier counters since its last reply (RemoteStats.take()).
+    remote_stats: dict[str, Any] | None = None
 
 
 class KvShard:
@@ -79,8 +87,21 @@ class KvShard:
         self.transfer = CpuGpuTransfer(
             self.kv, cfg.gpu_block_size, cfg.cpu_block_size, cfg.num_cpu_blocks, layout="kv_split"
         )
+        self.remote: RemoteTier | None = None
+        if cfg.remote_url is not None:
+            from kvoff.bench.remote import remote_layout
+            from kvoff.remote import RemoteTier
+
+            layout = remote_layout(
+                shape, cfg.cpu_block_size, cfg.gpu_block_size, cfg.tp, rank=cfg.rank
+            )
+            self.remote = RemoteTier.for_worker(cfg.remote_url, layout, rank=cfg.rank)
         self.worker = OffloadingWorker(
-            self.transfer, JobTracker(stats=stats), rank=cfg.rank, on_result=self._on_result
+            self.transfer,
+            JobTracker(stats=stats),
+            rank=cfg.rank,
+            on_result=self._on_result,
+            remote=self.remote,
         )
         self.blocks_verified = 0
         self._mismatch = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -99,6 +120,14 @@ class KvShard:
         """Flush the stores of ``preempted`` requests and report what finished."""
         self.worker.handle_preemptions(preempted)
         return self._reply(self.worker.get_finished())
+
+    def close_remote(self) -> dict[str, Any] | None:
+        """Close the remote tier (what its writers still queue is dropped) and return its
+        counters since the last reply."""
+        if self.remote is None:
+            return None
+        self.remote.close()
+        return self.remote.stats.take()
 
     def mismatches(self) -> int:
         """GPU blocks (counted once per layer and K/V) that failed verification so far."""
@@ -144,4 +173,5 @@ class KvShard:
 
     def _reply(self, out: WorkerOutput) -> StepReply:
         times, self._times = self._times, {"GPU_to_CPU": [], "CPU_to_GPU": []}
-        return StepReply(out, self.worker.num_jobs_in_flight, times)
+        remote = self.remote.stats.take() if self.remote is not None else None
+        return StepReply(out, self.worker.num_jobs_in_flight, times, remote_stats=remote)
