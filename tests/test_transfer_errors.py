@@ -157,10 +157,27 @@ class _Boom(RuntimeError):
 
 
 def _fail_on_call(
-    t: CpuGpuTransfer, method: str, nth: int, monkeypatch: pytest.MonkeyPatch
+    t: CpuGpuTransfer, store: bool, nth: int, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, int]:
-    real = getattr(t._copier, method)
+    """Make the ``nth`` copy step of the job's direction raise: a staged pipeline's gather
+    (store) or scatter (load) of one piece, or the host copier's copy of one run."""
     calls = {"n": 0}
+    if t.copier == "host":
+        host = t._host
+        assert host is not None
+        real_run = host.copy_run
+
+        def flaky_run(store_: bool, ids: Any, chunk: int, slot: int) -> None:
+            if store_ == store:
+                calls["n"] += 1
+                if calls["n"] == nth:
+                    raise _Boom("injected copy failure")
+            real_run(store_, ids, chunk, slot)
+
+        monkeypatch.setattr(host, "copy_run", flaky_run)
+        return calls
+    method = "gather" if store else "scatter"
+    real = getattr(t._copier, method)
 
     def flaky(ids: torch.Tensor, staging: torch.Tensor) -> None:
         calls["n"] += 1
@@ -174,24 +191,27 @@ def _fail_on_call(
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("direction", ["GPU_to_CPU", "CPU_to_GPU"])
+@pytest.mark.parametrize("copier", ["auto", "torch"])
 def test_a_copy_that_raises_fails_only_its_job(
-    device: str, direction: str, monkeypatch: pytest.MonkeyPatch
+    device: str, direction: str, copier: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nb = 24
     kv, _ = make_kv("kv_split", device=device, num_blocks=nb, seed=4)
     probe = CpuGpuTransfer(kv, BS, BS, 1, layout="kv_split")
-    # Two slots per buffer: a 6-block job is three pieces, the second one fails.
-    t = CpuGpuTransfer(kv, BS, BS, 12, layout="kv_split", staging_bytes=4 * probe.gpu_block_bytes)
+    # Two slots per buffer: a 6-block job is three pieces, the second one fails. The host
+    # copier has no pieces: CPU ids that are never adjacent make six runs, the second fails.
+    t = CpuGpuTransfer(
+        kv, BS, BS, 12, layout="kv_split", staging_bytes=4 * probe.gpu_block_bytes, copier=copier
+    )
     g = t.gpu_block_bytes
     original = all_blocks(kv, "kv_split", nb)
     t.transfer_async(1, "GPU_to_CPU", list(range(6)), list(range(6)))
     t.wait([1])
-    method = "gather" if direction == "GPU_to_CPU" else "scatter"
-    calls = _fail_on_call(t, method, 2, monkeypatch)
+    calls = _fail_on_call(t, direction == "GPU_to_CPU", 2, monkeypatch)
     if direction == "GPU_to_CPU":
-        t.transfer_async(2, direction, list(range(12, 18)), list(range(6, 12)))
+        t.transfer_async(2, direction, list(range(12, 18)), [6, 8, 10, 7, 9, 11])
     else:
-        t.transfer_async(2, direction, list(range(12, 18)), list(range(6)))
+        t.transfer_async(2, direction, list(range(12, 18)), [0, 2, 4, 1, 3, 5])
     # the job that did not fail, in the other direction, is unaffected
     other = "CPU_to_GPU" if direction == "GPU_to_CPU" else "GPU_to_CPU"
     if other == "CPU_to_GPU":
@@ -202,7 +222,7 @@ def test_a_copy_that_raises_fails_only_its_job(
     assert (bad.job_id, bad.success, bad.transfer_size, bad.transfer_time) == (2, False, 6 * g, 0.0)
     assert bad.transfer_type == direction
     assert good.success and good.transfer_size == 6 * g
-    assert calls["n"] == 2  # the failed job stopped at its failing piece
+    assert calls["n"] == 2  # the failed job stopped at its failing piece (or run)
     now = all_blocks(kv, "kv_split", nb)
     if other == "CPU_to_GPU":
         assert all(torch.equal(now[18 + i], original[i]) for i in range(6))

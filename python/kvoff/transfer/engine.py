@@ -8,8 +8,11 @@ piece ``p``'s DMA, and the only host work per piece is one launch and one copy p
 adjacent CPU slots. The two lanes share nothing, so stores and loads run at the same time, one
 on each direction of the link.
 
-Without CUDA the same code runs on CPU tensors with no streams: every step is synchronous, the
-job is finished when ``transfer_async`` returns, and its time is wall-clock.
+Without CUDA (CPU tensors) there is nothing to overlap: the default copier moves each run of
+adjacent CPU slots straight between the KV rows and the tier (``host_copy.py``), the job is
+finished when ``transfer_async`` returns, and its time is wall-clock. ``copier="torch"`` or
+``"triton"`` (under ``TRITON_INTERPRET=1``) runs the staged pipeline on CPU instead, which is how
+CI checks the pipeline and the kernel without a GPU.
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ import torch
 from kvoff._sysmem import format_gib, physical_memory_bytes
 from kvoff.errors import InvalidArgumentError, InvalidStateError, UnknownJobError
 from kvoff.transfer.cpu_tier import CpuTier
+from kvoff.transfer.host_copy import HostCopier
 from kvoff.transfer.ids import IdUploader
 from kvoff.transfer.kernels import Copier, TorchCopier, TritonCopier, triton_usable
 from kvoff.transfer.layout import KvLayout, parse_layout, positive_int
+from kvoff.transfer.numa import allocation_cpus, pci_bus_id
 from kvoff.transfer.plan import Plan, as_block_ids, plan_job
 from kvoff.transfer.result import CPU_TO_GPU, DIRECTIONS, GPU_TO_CPU, TransferResult
 
 __all__ = ["CpuGpuTransfer"]
 
 _Event = Any  # torch.cuda.Event on CUDA; unused on CPU
+_COPIERS = ("auto", "triton", "torch", "host")
 
 
 @dataclass
@@ -109,8 +115,13 @@ class CpuGpuTransfer:
             ``num_staging_buffers`` buffers; each buffer holds whole GPU-block slots.
         num_staging_buffers: buffers per direction (2 = double buffering).
         pin_chunk_bytes: the CPU tier is allocated and pinned in chunks of about this size.
-        copier: ``"auto"`` (Triton on CUDA when importable, else torch), ``"triton"`` or
-            ``"torch"``.
+        copier: ``"auto"`` (CUDA: Triton when importable, else torch; CPU: ``"host"``),
+            ``"triton"``, ``"torch"`` (both: the staged pipeline) or ``"host"`` (CPU tensors
+            only: direct copies, no staging).
+        alloc_in_background: return before the CPU tier is allocated; chunks become usable
+            one by one (see :attr:`ready_cpu_blocks`). Default: allocate it all first.
+        numa: on a machine with several NUMA nodes, allocate the tier from a thread running
+            on the GPU's node's CPUs (first touch places the pages there).
 
     Raises:
         InvalidArgumentError: for any malformed argument (layers whose bytes overlap, a CPU
@@ -129,6 +140,8 @@ class CpuGpuTransfer:
         num_staging_buffers: int = 2,
         pin_chunk_bytes: int = 256 << 20,
         copier: str = "auto",
+        alloc_in_background: bool = False,
+        numa: bool = True,
     ) -> None:
         gpu_bs = positive_int("gpu_block_size", gpu_block_size)
         cpu_bs = positive_int("cpu_block_size", cpu_block_size)
@@ -140,9 +153,9 @@ class CpuGpuTransfer:
         staging = positive_int("staging_bytes", staging_bytes)
         nbuf = positive_int("num_staging_buffers", num_staging_buffers)
         pin_chunk = positive_int("pin_chunk_bytes", pin_chunk_bytes)
-        if copier not in ("auto", "triton", "torch"):
+        if copier not in _COPIERS:
             raise InvalidArgumentError(
-                f"unknown copier {copier!r}; expected 'auto', 'triton' or 'torch'"
+                f"unknown copier {copier!r}; expected 'auto', 'triton', 'torch' or 'host'"
             )
         kv = parse_layout(gpu_kv, layout)
         _check_fits_in_memory(self._num_cpu_blocks, cpu_bs // gpu_bs * kv.slot_bytes)
@@ -152,6 +165,10 @@ class CpuGpuTransfer:
             raise InvalidArgumentError(
                 f"copier='triton' needs triton and a CUDA device (or TRITON_INTERPRET=1); "
                 f"gpu_kv is on {kv.device}"
+            )
+        if copier == "host" and kv.device.type != "cpu":
+            raise InvalidArgumentError(
+                f"copier='host' copies CPU tensors only; gpu_kv is on {kv.device}"
             )
         slots_per_buffer = staging // nbuf // kv.slot_bytes
         if slots_per_buffer == 0:
@@ -165,23 +182,31 @@ class CpuGpuTransfer:
         # A piece never needs more slots than there are GPU blocks: no staging beyond that.
         self._slots_per_buffer = min(slots_per_buffer, kv.num_blocks)
         self._cuda = kv.device.type == "cuda"
-        use_triton = copier == "triton" or (
-            copier == "auto" and self._cuda and triton_usable(kv.device)
+        if copier == "auto":
+            copier = "host" if not self._cuda else "triton" if triton_usable(kv.device) else "torch"
+        self._copier_name = copier
+        self._numa_node, cpus = (
+            allocation_cpus(pci_bus_id(kv.device)) if self._cuda and numa else (None, None)
         )
-        self._copier: Copier = TritonCopier(kv) if use_triton else TorchCopier(kv)
-        self._copier_name = "triton" if use_triton else "torch"
         self._tier = CpuTier(
             self._num_cpu_blocks,
             self._ratio * kv.slot_bytes,
             pin=self._cuda,
             chunk_bytes=pin_chunk,
+            background=bool(alloc_in_background),
+            cpus=cpus,
+            device=kv.device if self._cuda else None,
         )
+        self._copier: Copier = TritonCopier(kv) if copier == "triton" else TorchCopier(kv)
+        self._host = HostCopier(kv, self._tier) if copier == "host" else None
         self._slots_per_chunk = self._tier.blocks_per_chunk * self._ratio
         self._lanes = {d: self._make_lane(nbuf) for d in DIRECTIONS}
         self._ids = IdUploader(kv.device, 4 * kv.num_blocks) if self._cuda else None
         self._jobs: dict[int, _Job] = {}
 
     def _make_lane(self, nbuf: int) -> _Lane:
+        if self._host is not None:  # direct copies: no staging
+            return _Lane(None, None, [], [])
         dev = self._kv.device
         size = self._slots_per_buffer * self._kv.slot_bytes
         bufs = [torch.empty(size, dtype=torch.uint8, device=dev) for _ in range(nbuf)]
@@ -226,13 +251,45 @@ class CpuGpuTransfer:
         return self._tier.pinned
 
     @property
-    def cpu_alloc_seconds(self) -> float:
-        """Seconds the CPU tier took to allocate (and pin) at construction."""
+    def cpu_alloc_seconds(self) -> float | None:
+        """Seconds from construction until the whole CPU tier was allocated (and pinned);
+        None while it is still being allocated in the background, or if allocating failed."""
         return self._tier.alloc_seconds
 
     @property
+    def cpu_first_ready_seconds(self) -> float | None:
+        """Seconds from construction until the first chunk of the tier was usable."""
+        return self._tier.first_chunk_seconds
+
+    @property
+    def ready_cpu_blocks(self) -> int:
+        """CPU blocks usable now: ids ``[0, ready_cpu_blocks)``. Grows (never shrinks) up to
+        ``num_cpu_blocks`` while the tier is allocated in the background; a transfer naming a
+        CPU block at or above it is refused. Cheap to read (one attribute), e.g. every step."""
+        return self._tier.ready_blocks
+
+    @property
+    def cpu_alloc_error(self) -> BaseException | None:
+        """What allocating the tier raised, if it stopped early: the tier then stays at
+        :attr:`ready_cpu_blocks` for good (a background allocation never raises anywhere
+        else)."""
+        return self._tier.error
+
+    @property
+    def cpu_numa_node(self) -> int | None:
+        """The NUMA node the tier was allocated from, or None (one node, or unknown)."""
+        return self._numa_node
+
+    def wait_cpu_blocks(self, num_blocks: int | None = None, timeout: float | None = None) -> int:
+        """Block until ``num_blocks`` CPU blocks (default: all) are ready, allocation stopped,
+        or ``timeout`` seconds passed; returns :attr:`ready_cpu_blocks`."""
+        if num_blocks is not None:
+            num_blocks = positive_int("num_blocks", num_blocks)
+        return self._tier.wait(num_blocks, timeout)
+
+    @property
     def copier(self) -> str:
-        """``"triton"`` or ``"torch"``: which gather/scatter implementation runs."""
+        """``"triton"``, ``"torch"`` (staged pipeline) or ``"host"`` (direct, CPU tensors)."""
         return self._copier_name
 
     def cpu_block(self, cpu_block_id: int) -> torch.Tensor:
@@ -241,7 +298,22 @@ class CpuGpuTransfer:
         j = operator.index(cpu_block_id)
         if not 0 <= j < self._num_cpu_blocks:
             raise InvalidArgumentError(f"cpu_block_id {j} outside [0, {self._num_cpu_blocks})")
+        self._check_ready(j)
         return self._tier.block(j)
+
+    def _check_ready(self, highest: int) -> None:
+        ready = self._tier.ready_blocks
+        if highest < ready:
+            return
+        why = (
+            f"allocating it stopped: {self._tier.error!r}"
+            if self._tier.error is not None
+            else "it is still being allocated"
+        )
+        raise InvalidStateError(
+            f"CPU block {highest} is not allocated yet: blocks [0, {ready}) of "
+            f"{self._num_cpu_blocks} are ready ({why}); see ready_cpu_blocks"
+        )
 
     # ----------------------------------------------------------------- jobs
 
@@ -281,15 +353,18 @@ class CpuGpuTransfer:
         store = direction == GPU_TO_CPU
         gpu = as_block_ids("gpu_block_ids", gpu_block_ids, self._kv.num_blocks)
         cpu = as_block_ids("cpu_block_ids", cpu_block_ids, self._num_cpu_blocks)
+        if cpu.size:
+            self._check_ready(int(cpu.max()))
+        whole_job = max(gpu.size, 1) if self._host is not None else None
         plan = plan_job(
             store=store,
             gpu_ids=gpu,
             cpu_ids=cpu,
             ratio=self._ratio,
             slot_bytes=self._kv.slot_bytes,
-            slots_per_piece=self._slots_per_buffer,
+            slots_per_piece=whole_job or self._slots_per_buffer,
             slots_per_chunk=self._slots_per_chunk,
-            edge_piece=max(1, self._slots_per_buffer // 4),
+            edge_piece=whole_job or max(1, self._slots_per_buffer // 4),
         )
         dir_name: Literal["GPU_to_CPU", "CPU_to_GPU"] = GPU_TO_CPU if store else CPU_TO_GPU
         job = _Job(jid, dir_name, plan.nbytes, success=True)
@@ -299,7 +374,10 @@ class CpuGpuTransfer:
                 self._enqueue_cuda(job, lane, plan, store)
             else:
                 job.start = time.perf_counter()
-                self._run_pieces(lane, plan, store, torch.from_numpy(plan.gpu_ids))
+                if self._host is not None:
+                    self._host.run_job(plan, store)
+                else:
+                    self._run_pieces(lane, plan, store, torch.from_numpy(plan.gpu_ids))
                 job.end = time.perf_counter()
         except Exception:
             job.success = False
@@ -429,6 +507,11 @@ class CpuGpuTransfer:
     def in_flight(self) -> Iterator[int]:
         """Ids of the jobs whose results have not been returned yet."""
         return iter(list(self._jobs))
+
+    def __del__(self) -> None:
+        tier = getattr(self, "_tier", None)
+        if tier is not None:
+            tier.close()  # a tier still being allocated for no one: stop after this chunk
 
     def __reduce__(self) -> Any:
         raise TypeError("CpuGpuTransfer holds pinned memory and CUDA streams; it cannot pickle")
