@@ -165,25 +165,25 @@ def _fail_on_call(
     if t.copier == "host":
         host = t._host
         assert host is not None
-        real_run = host.copy_run
+        real_rows = host.copy_rows
 
-        def flaky_run(store_: bool, ids: Any, chunk: int, slot: int) -> None:
+        def flaky_rows(store_: bool, ids: Any, chunk: int, slots: Any) -> None:
             if store_ == store:
                 calls["n"] += 1
                 if calls["n"] == nth:
                     raise _Boom("injected copy failure")
-            real_run(store_, ids, chunk, slot)
+            real_rows(store_, ids, chunk, slots)
 
-        monkeypatch.setattr(host, "copy_run", flaky_run)
+        monkeypatch.setattr(host, "copy_rows", flaky_rows)
         return calls
     method = "gather" if store else "scatter"
     real = getattr(t._copier, method)
 
-    def flaky(ids: torch.Tensor, staging: torch.Tensor) -> None:
+    def flaky(ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
         calls["n"] += 1
         if calls["n"] == nth:
             raise _Boom("injected copy failure")
-        real(ids, staging)
+        real(ids, first, count, staging)
 
     monkeypatch.setattr(t._copier, method, flaky)
     return calls
@@ -199,7 +199,7 @@ def test_a_copy_that_raises_fails_only_its_job(
     kv, _ = make_kv("kv_split", device=device, num_blocks=nb, seed=4)
     probe = CpuGpuTransfer(kv, BS, BS, 1, layout="kv_split")
     # Two slots per buffer: a 6-block job is three pieces, the second one fails. The host
-    # copier has no pieces: CPU ids that are never adjacent make six runs, the second fails.
+    # copier has no pieces: CPU ids in two runs of three make two copies, the second fails.
     t = CpuGpuTransfer(
         kv, BS, BS, 12, layout="kv_split", staging_bytes=4 * probe.gpu_block_bytes, copier=copier
     )
@@ -209,9 +209,9 @@ def test_a_copy_that_raises_fails_only_its_job(
     t.wait([1])
     calls = _fail_on_call(t, direction == "GPU_to_CPU", 2, monkeypatch)
     if direction == "GPU_to_CPU":
-        t.transfer_async(2, direction, list(range(12, 18)), [6, 8, 10, 7, 9, 11])
+        t.transfer_async(2, direction, list(range(12, 18)), [9, 10, 11, 6, 7, 8])
     else:
-        t.transfer_async(2, direction, list(range(12, 18)), [0, 2, 4, 1, 3, 5])
+        t.transfer_async(2, direction, list(range(12, 18)), [3, 4, 5, 0, 1, 2])
     # the job that did not fail, in the other direction, is unaffected
     other = "CPU_to_GPU" if direction == "GPU_to_CPU" else "GPU_to_CPU"
     if other == "CPU_to_GPU":

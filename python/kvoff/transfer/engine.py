@@ -1,18 +1,16 @@
 """``CpuGpuTransfer``: asynchronous block copies between GPU KV tensors and the CPU tier.
 
-Each direction owns a *lane*: a kernel stream (gather or scatter), a DMA stream, and a ring of
-staging buffers. A store runs, per piece: gather (kernel stream) -> event -> DMA to the CPU tier
-(DMA stream) -> "buffer free" event. A load is the mirror: DMA into staging -> event -> scatter
--> "buffer free". Consecutive pieces use different buffers, so piece ``p + 1``'s gather overlaps
-piece ``p``'s DMA, and the only host work per piece is one launch and one copy per run of
-adjacent CPU slots. The two lanes share nothing, so stores and loads run at the same time, one
-on each direction of the link.
+On CUDA each direction owns a lane (``pipeline.py``): two streams with a staging buffer each; a
+store's piece is a gather into staging then DMAs to the tier, a load's piece DMAs into staging
+then a scatter, and consecutive pieces alternate streams so that one piece's kernel overlaps the
+other's DMA. The two lanes share nothing, so stores and loads run at the same time, one on each
+direction of the link.
 
 Without CUDA (CPU tensors) there is nothing to overlap: the default copier moves each run of
 adjacent CPU slots straight between the KV rows and the tier (``host_copy.py``), the job is
 finished when ``transfer_async`` returns, and its time is wall-clock. ``copier="torch"`` or
-``"triton"`` (under ``TRITON_INTERPRET=1``) runs the staged pipeline on CPU instead, which is how
-CI checks the pipeline and the kernel without a GPU.
+``"triton"`` (under ``TRITON_INTERPRET=1``) runs the staged pieces on CPU instead, one after
+the other, which is how CI checks the pieces and the kernel without a GPU.
 """
 
 from __future__ import annotations
@@ -29,28 +27,17 @@ from kvoff._sysmem import format_gib, physical_memory_bytes
 from kvoff.errors import InvalidArgumentError, InvalidStateError, UnknownJobError
 from kvoff.transfer.cpu_tier import CpuTier
 from kvoff.transfer.host_copy import HostCopier
-from kvoff.transfer.ids import IdUploader
+from kvoff.transfer.ids import PinnedIdRing
 from kvoff.transfer.kernels import Copier, TorchCopier, TritonCopier, triton_usable
 from kvoff.transfer.layout import KvLayout, parse_layout, positive_int
 from kvoff.transfer.numa import allocation_cpus, pci_bus_id
+from kvoff.transfer.pipeline import CudaLane
 from kvoff.transfer.plan import Plan, as_block_ids, plan_job
 from kvoff.transfer.result import CPU_TO_GPU, DIRECTIONS, GPU_TO_CPU, TransferResult
 
 __all__ = ["CpuGpuTransfer"]
 
-_Event = Any  # torch.cuda.Event on CUDA; unused on CPU
 _COPIERS = ("auto", "triton", "torch", "host")
-
-
-@dataclass
-class _Lane:
-    """One direction's streams and staging ring."""
-
-    kernel_stream: Any  # torch.cuda.Stream, or None on CPU
-    dma_stream: Any
-    staging: list[torch.Tensor]
-    free: list[_Event | None]  # per buffer: the event after which it may be overwritten
-    next_buffer: int = 0
 
 
 @dataclass
@@ -61,6 +48,7 @@ class _Job:
     success: bool
     start: Any = None  # timing event (CUDA) or perf_counter seconds (CPU)
     end: Any = None  # event to poll (CUDA) or perf_counter seconds (CPU); None: already done
+    keep: Any = None  # what must outlive the job's copies (device ids of the torch copier)
 
 
 def _check_fits_in_memory(num_blocks: int, block_bytes: int) -> None:
@@ -113,7 +101,7 @@ class CpuGpuTransfer:
             whose ``shape[0]`` is 2 must be declared).
         staging_bytes: device memory per direction for staging, split over
             ``num_staging_buffers`` buffers; each buffer holds whole GPU-block slots.
-        num_staging_buffers: buffers per direction (2 = double buffering).
+        num_staging_buffers: buffers (and CUDA streams) per direction (2 = double buffering).
         pin_chunk_bytes: the CPU tier is allocated and pinned in chunks of about this size.
         copier: ``"auto"`` (CUDA: Triton when importable, else torch; CPU: ``"host"``),
             ``"triton"``, ``"torch"`` (both: the staged pipeline) or ``"host"`` (CPU tensors
@@ -200,20 +188,17 @@ class CpuGpuTransfer:
         self._copier: Copier = TritonCopier(kv) if copier == "triton" else TorchCopier(kv)
         self._host = HostCopier(kv, self._tier) if copier == "host" else None
         self._slots_per_chunk = self._tier.blocks_per_chunk * self._ratio
-        self._lanes = {d: self._make_lane(nbuf) for d in DIRECTIONS}
-        self._ids = IdUploader(kv.device, 4 * kv.num_blocks) if self._cuda else None
+        buffer_bytes = self._slots_per_buffer * kv.slot_bytes
+        self._lanes: dict[str, CudaLane] = {}
+        self._rings: dict[str, PinnedIdRing] = {}
+        self._staging: list[torch.Tensor] = []  # the staged pieces on CPU tensors
+        if self._cuda:
+            for d in DIRECTIONS:
+                self._lanes[d] = CudaLane(kv.device, buffer_bytes, nbuf)
+                self._rings[d] = PinnedIdRing(4 * kv.num_blocks)
+        elif self._host is None:
+            self._staging = [torch.empty(buffer_bytes, dtype=torch.uint8)]
         self._jobs: dict[int, _Job] = {}
-
-    def _make_lane(self, nbuf: int) -> _Lane:
-        if self._host is not None:  # direct copies: no staging
-            return _Lane(None, None, [], [])
-        dev = self._kv.device
-        size = self._slots_per_buffer * self._kv.slot_bytes
-        bufs = [torch.empty(size, dtype=torch.uint8, device=dev) for _ in range(nbuf)]
-        if not self._cuda:
-            return _Lane(None, None, bufs, [None] * nbuf)
-        streams = (torch.cuda.Stream(dev), torch.cuda.Stream(dev))  # type: ignore[no-untyped-call]
-        return _Lane(streams[0], streams[1], bufs, [None] * nbuf)
 
     # ----------------------------------------------------------------- description
 
@@ -368,97 +353,53 @@ class CpuGpuTransfer:
         )
         dir_name: Literal["GPU_to_CPU", "CPU_to_GPU"] = GPU_TO_CPU if store else CPU_TO_GPU
         job = _Job(jid, dir_name, plan.nbytes, success=True)
-        lane = self._lanes[dir_name]
-        try:
-            if self._cuda:
-                self._enqueue_cuda(job, lane, plan, store)
-            else:
+        if self._cuda:
+            self._enqueue_cuda(job, plan, store)
+        else:
+            try:
                 job.start = time.perf_counter()
                 if self._host is not None:
                     self._host.run_job(plan, store)
                 else:
-                    self._run_pieces(lane, plan, store, torch.from_numpy(plan.gpu_ids))
+                    self._run_staged_on_cpu(plan, store)
                 job.end = time.perf_counter()
-        except Exception:
-            job.success = False
-            job.end = self._drain_after_failure(lane)
+            except Exception:
+                job.success = False
         self._jobs[jid] = job
 
-    def _enqueue_cuda(self, job: _Job, lane: _Lane, plan: Plan, store: bool) -> None:
-        compute = torch.cuda.current_stream(self._kv.device)
-        first = lane.kernel_stream if store else lane.dma_stream
-        last = lane.dma_stream if store else lane.kernel_stream
-        # Stores read blocks the compute stream may still be writing; loads overwrite blocks it
-        # may still be reading (a block freed last step can be reused this step).
-        assert self._ids is not None
-        ids = self._ids.upload(plan.gpu_ids, lane.kernel_stream)  # before the clock starts
-        first.wait_stream(compute)
-        job.start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        job.start.record(first)
+    def _enqueue_cuda(self, job: _Job, plan: Plan, store: bool) -> None:
+        lane, ring = self._lanes[job.direction], self._rings[job.direction]
+        n = plan.gpu_ids.size
+        at = ring.put(plan.gpu_ids)
+        ids, first = ring.ids, at
         try:
-            self._run_pieces(lane, plan, store, ids)
-        finally:
-            torch.cuda.set_stream(compute)
-        job.end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        job.end.record(last)
+            if self._copier.needs_device_ids:
+                # Uploaded on the compute stream, which the lane waits for anyway.
+                ids, first = ring.ids[at : at + n].to(self._kv.device, non_blocking=True), 0
+                for s in lane.streams:
+                    ids.record_stream(s)
+                job.keep = ids
+            job.start, job.end = lane.enqueue(
+                plan, store, self._copier, ids, first, self._tier.chunks
+            )
+        except Exception:
+            job.success = False
+            job.end = lane.drain()
+        if job.end is not None:
+            ring.hold(at, n, job.end)
 
-    def _run_pieces(self, lane: _Lane, plan: Plan, store: bool, ids: torch.Tensor) -> None:
-        chunks = self._tier.chunks
-        nbuf = len(lane.staging)
+    def _run_staged_on_cpu(self, plan: Plan, store: bool) -> None:
+        chunks, buf = self._tier.chunks, self._staging[0]
+        ids = torch.from_numpy(plan.gpu_ids)
         for piece in plan.pieces:
-            b = lane.next_buffer
-            lane.next_buffer = (b + 1) % nbuf
-            buf = lane.staging[b]
-            block_ids = ids[piece.first : piece.first + piece.count]
             if store:
-                self._wait(lane.kernel_stream, lane.free[b])
-                self._use(lane.kernel_stream)
-                self._copier.gather(block_ids, buf)
-                self._wait(lane.dma_stream, self._record(lane.kernel_stream))
-                self._use(lane.dma_stream)
+                self._copier.gather(ids, piece.first, piece.count, buf)
                 for so, c, co, nb in piece.runs:
-                    chunks[c][co : co + nb].copy_(buf[so : so + nb], non_blocking=True)
-                lane.free[b] = self._record(lane.dma_stream)
+                    chunks[c][co : co + nb].copy_(buf[so : so + nb])
             else:
-                self._wait(lane.dma_stream, lane.free[b])
-                self._use(lane.dma_stream)
                 for so, c, co, nb in piece.runs:
-                    buf[so : so + nb].copy_(chunks[c][co : co + nb], non_blocking=True)
-                self._wait(lane.kernel_stream, self._record(lane.dma_stream))
-                self._use(lane.kernel_stream)
-                self._copier.scatter(block_ids, buf)
-                lane.free[b] = self._record(lane.kernel_stream)
-
-    def _drain_after_failure(self, lane: _Lane) -> Any:
-        """After a failed enqueue: one event after everything either stream holds, which frees
-        every staging buffer and marks when the failed job's partial copies are done."""
-        if not self._cuda:
-            return None
-        try:
-            lane.dma_stream.wait_stream(lane.kernel_stream)
-            done = lane.dma_stream.record_event()
-            lane.kernel_stream.wait_event(done)
-            lane.free = [done] * len(lane.free)
-            return done
-        except Exception:  # the device itself is failing; nothing left to order
-            lane.free = [None] * len(lane.free)
-            return None
-
-    @staticmethod
-    def _use(stream: Any) -> None:
-        # set_stream rather than the `torch.cuda.stream` context: the context costs tens of
-        # microseconds of host time, twice per piece; the caller restores the compute stream.
-        if stream is not None:
-            torch.cuda.set_stream(stream)
-
-    @staticmethod
-    def _record(stream: Any) -> Any:
-        return stream.record_event() if stream is not None else None
-
-    @staticmethod
-    def _wait(stream: Any, event: Any) -> None:
-        if stream is not None and event is not None:
-            stream.wait_event(event)
+                    buf[so : so + nb].copy_(chunks[c][co : co + nb])
+                self._copier.scatter(ids, piece.first, piece.count, buf)
 
     # ----------------------------------------------------------------- completion
 
@@ -467,6 +408,7 @@ class CpuGpuTransfer:
             seconds = 0.0
         elif self._cuda:
             seconds = job.start.elapsed_time(job.end) / 1000.0
+            self._lanes[job.direction].release(job.start, job.end)
         else:
             seconds = job.end - job.start
         return TransferResult(job.job_id, job.success, job.nbytes, seconds, job.direction)

@@ -1,9 +1,10 @@
-"""Getting each job's GPU block ids onto the device without ever blocking the host.
+"""A pinned ring holding each in-flight job's GPU block ids where the gather/scatter kernel can
+read them.
 
-``Tensor.pin_memory()`` per job can fall back to ``cudaHostAlloc``, which waits for the device,
-and a pageable ``non_blocking`` copy waits for its stream; either would stall ``transfer_async``
-behind the compute stream. Instead the ids go through a pinned ring, copied on a stream of their
-own that nothing else uses, so a ring slot is reusable microseconds after its copy is issued.
+The kernel reads a job's ids straight from pinned host memory (one 8-byte read per program over
+the link, mapped through unified addressing), so a job needs no upload: no copy, no event, no
+device allocation, nothing that could wait for the device. A job's range of the ring is held
+until the job's end event has completed, then reused.
 """
 
 from __future__ import annotations
@@ -15,46 +16,39 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["IdUploader"]
+__all__ = ["PinnedIdRing"]
 
 
-class IdUploader:
-    def __init__(self, device: torch.device, capacity: int) -> None:
-        self._device = device
-        self._stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-        self._host = torch.empty(max(capacity, 1), dtype=torch.int64, pin_memory=True)
+class PinnedIdRing:
+    def __init__(self, capacity: int, *, pin: bool = True) -> None:
+        self._pin = pin
+        self.ids = torch.empty(max(capacity, 1), dtype=torch.int64, pin_memory=pin)
+        self._np = self.ids.numpy()
         self._pos = 0
-        self._pending: deque[tuple[int, int, Any]] = deque()  # (start, end, copy-done event)
+        self._held: deque[tuple[int, int, Any]] = deque()  # (start, end, done event), in order
 
-    def _reserve(self, n: int) -> int:
-        if n > self._host.numel():
-            self._stream.synchronize()  # only the ring's own tiny copies: returns at once
-            self._pending.clear()
-            self._host = torch.empty(2 * n, dtype=torch.int64, pin_memory=True)
+    def put(self, ids: npt.NDArray[np.int64]) -> int:
+        """Copy ``ids`` into a free range; returns its start (hold it with :meth:`hold`)."""
+        n = ids.size
+        if n > self.ids.numel():
+            for _, _, ev in self._held:  # the old ring stays referenced until then
+                ev.synchronize()
+            self._held.clear()
+            self.ids = torch.empty(2 * n, dtype=torch.int64, pin_memory=self._pin)
+            self._np = self.ids.numpy()
             self._pos = 0
-        if self._pos + n > self._host.numel():
+        if self._pos + n > self.ids.numel():
             self._pos = 0
         start, end = self._pos, self._pos + n
-        keep: deque[tuple[int, int, Any]] = deque()
-        for lo, hi, ev in self._pending:
+        while self._held and self._held[0][2].query():
+            self._held.popleft()
+        for lo, hi, ev in self._held:
             if lo < end and start < hi:
-                ev.synchronize()  # the ring's own stream: at most a few microseconds
-            elif not ev.query():
-                keep.append((lo, hi, ev))
-        self._pending = keep
+                ev.synchronize()  # only when the ring wrapped onto a job still in flight
+        self._np[start:end] = ids
         self._pos = end
         return start
 
-    def upload(self, ids: npt.NDArray[np.int64], consumer: Any) -> torch.Tensor:
-        """``ids`` on the device, ready for work enqueued on ``consumer`` from now on."""
-        n = ids.size
-        start = self._reserve(n)
-        host = self._host[start : start + n]
-        host.numpy()[:] = ids
-        with torch.cuda.stream(self._stream):
-            dev = host.to(self._device, non_blocking=True)
-        done = self._stream.record_event()
-        self._pending.append((start, start + n, done))
-        consumer.wait_event(done)
-        dev.record_stream(consumer)
-        return dev
+    def hold(self, start: int, n: int, done: Any) -> None:
+        """Keep ``[start, start + n)`` until ``done`` (a CUDA event) has completed."""
+        self._held.append((start, start + n, done))

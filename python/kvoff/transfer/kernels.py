@@ -45,15 +45,21 @@ def triton_usable(device: torch.device) -> bool:
 
 
 class Copier(Protocol):
-    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        """Copy each listed block's slot into ``staging`` (uint8), block ``i`` at slot ``i``."""
+    #: Whether the ids must be in device memory (else a pinned host tensor is read in place).
+    needs_device_ids: bool
 
-    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+    def gather(self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
+        """Copy the slots of blocks ``ids[first : first + count]`` into ``staging`` (uint8),
+        the ``i``-th of them at slot ``i``."""
+
+    def scatter(self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
         """The inverse of :meth:`gather`."""
 
 
 class TorchCopier:
     """One ``index_select`` / ``index_copy_`` per region."""
+
+    needs_device_ids = True
 
     def __init__(self, layout: KvLayout) -> None:
         self._layout = layout
@@ -70,27 +76,30 @@ class TorchCopier:
             )
         ]
 
-    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        for region, dst in self._views(staging, block_ids.numel()):
+    def gather(self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
+        block_ids = ids[first : first + count]
+        for region, dst in self._views(staging, count):
             if dst.is_contiguous():  # a single region: no temporary needed
                 torch.index_select(region, 0, block_ids, out=dst)
             else:
                 dst.copy_(region.index_select(0, block_ids))
 
-    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        for region, src in self._views(staging, block_ids.numel()):
+    def scatter(self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
+        block_ids = ids[first : first + count]
+        for region, src in self._views(staging, count):
             region.index_copy_(0, block_ids, src)
 
 
 if HAS_TRITON:
-
-    @triton.jit  # type: ignore[untyped-decorator]
+    # `first` changes with every piece: never specialize on it (one compiled kernel serves all).
+    @triton.jit(do_not_specialize=["first"])  # type: ignore[untyped-decorator]
     def _copy_rows(  # type: ignore[no-untyped-def]
         region_ptrs,
         region_strides,
         region_lens,
         region_offsets,
         block_ids,
+        first,
         staging,
         slot_len,
         num_regions,
@@ -104,7 +113,7 @@ if HAS_TRITON:
         row = tl.program_id(0)
         i = row // num_regions
         r = row % num_regions
-        block = tl.load(block_ids + i)
+        block = tl.load(block_ids + first + i)  # block_ids may be pinned host memory
         base = tl.load(region_ptrs + r).to(staging.dtype)
         gpu = tl.multiple_of(base + block * tl.load(region_strides + r), ALIGN)
         stage = staging + tl.multiple_of(
@@ -125,6 +134,8 @@ if HAS_TRITON:
 
 class TritonCopier:
     """One Triton launch per gather or scatter, whatever the number of layers."""
+
+    needs_device_ids = False
 
     def __init__(self, layout: KvLayout) -> None:
         if not HAS_TRITON:  # pragma: no cover
@@ -151,18 +162,34 @@ class TritonCopier:
         self._align = 16 if wide else w
         if layout.device.type == "cuda":
             # Compile now: a first-job compile would hold transfer_async for most of a second.
-            ids = torch.zeros(1, dtype=torch.int64, device=layout.device)
+            ids = torch.zeros(2, dtype=torch.int64, pin_memory=True)
             staging = torch.empty(self._slot_len, dtype=self._dtype, device=layout.device)
             for to_staging in (True, False):
-                _copy_rows.warmup(*self._args(ids, staging), **self._meta(to_staging), grid=(1,))
+                _copy_rows.warmup(*self._args(ids, 1, staging), **self._meta(to_staging), grid=(1,))
+            self.needs_device_ids = not self._reads_pinned_ids(layout, ids, staging)
 
-    def _args(self, block_ids: torch.Tensor, staging: torch.Tensor) -> tuple[object, ...]:
+    def _reads_pinned_ids(self, layout: KvLayout, ids: torch.Tensor, staging: torch.Tensor) -> bool:
+        """Whether the kernel can read block ids from pinned host memory here (it can wherever
+        unified addressing maps pinned memory, i.e. every 64-bit CUDA platform; checked, not
+        assumed: a gather of block 0 through pinned ids must give block 0's bytes)."""
+        try:
+            self._launch(ids, 1, 1, staging, True)
+            torch.cuda.synchronize(layout.device)
+        except (ValueError, RuntimeError):
+            return False
+        want = torch.cat([r[0] for r in layout.regions])
+        return bool(torch.equal(staging.view(torch.uint8), want))
+
+    def _args(
+        self, block_ids: torch.Tensor, first: int, staging: torch.Tensor
+    ) -> tuple[object, ...]:
         return (
             self._ptrs,
             self._strides,
             self._lens,
             self._offsets,
             block_ids,
+            first,
             staging,
             self._slot_len,
             self._num_regions,
@@ -176,17 +203,18 @@ class TritonCopier:
             "ALIGN": self._align,
         }
 
-    def _launch(self, block_ids: torch.Tensor, staging: torch.Tensor, to_staging: bool) -> None:
-        n = block_ids.numel()
-        if n == 0:
+    def _launch(
+        self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, to_staging: bool
+    ) -> None:
+        if count == 0:
             return
-        grid = (n * self._num_regions, self._tiles)
+        grid = (count * self._num_regions, self._tiles)
         _copy_rows[grid](
-            *self._args(block_ids, staging.view(self._dtype)), **self._meta(to_staging)
+            *self._args(ids, first, staging.view(self._dtype)), **self._meta(to_staging)
         )
 
-    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        self._launch(block_ids, staging, True)
+    def gather(self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
+        self._launch(ids, first, count, staging, True)
 
-    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        self._launch(block_ids, staging, False)
+    def scatter(self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
+        self._launch(ids, first, count, staging, False)
