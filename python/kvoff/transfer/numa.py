@@ -70,16 +70,21 @@ def num_nodes(sysfs: Path = SYSFS) -> int:
         return 1
 
 
-def pci_bus_id(device: torch.device) -> str:
+def pci_bus_id(device: torch.device) -> str | None:
+    """The device's PCI address as sysfs spells it, or None if this torch does not say."""
     props = torch.cuda.get_device_properties(device)
-    return f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    try:
+        domain, bus, dev = props.pci_domain_id, props.pci_bus_id, props.pci_device_id
+    except AttributeError:  # torch before 2.5
+        return None
+    return f"{domain:04x}:{bus:02x}:{dev:02x}.0"
 
 
-def allocation_cpus(bus_id: str, sysfs: Path = SYSFS) -> tuple[int | None, set[int] | None]:
+def allocation_cpus(bus_id: str | None, sysfs: Path = SYSFS) -> tuple[int | None, set[int] | None]:
     """(node, CPUs) to allocate the tier for the device at ``bus_id`` on: the node's CPUs that
     this process may run on. ``(None, None)`` on a one-node machine, where the kernel does not
     say, or where none of the node's CPUs is allowed to this process."""
-    if not hasattr(os, "sched_setaffinity") or num_nodes(sysfs) < 2:
+    if bus_id is None or not hasattr(os, "sched_setaffinity") or num_nodes(sysfs) < 2:
         return None, None
     node = gpu_numa_node(bus_id, sysfs)
     if node is None:
