@@ -48,6 +48,7 @@ GiB = 1 << 30
 JOB_BYTES = 128 * MiB
 # (chunk bytes, layers, blocks per job): every job is 128 MiB (layers x K/V x blocks x chunk).
 CONFIGS = [(4 << 10, 32, 512), (32 << 10, 32, 64), (2 << 20, 8, 4)]
+CAPPED_ROWS = 8  # max_copy_programs of the capped-grid variant
 GB = 1e9
 
 
@@ -203,8 +204,20 @@ class KvoffJobs:
         d, (gpu, cpu) = ("GPU_to_CPU", self.store_ids) if store else ("CPU_to_GPU", self.load_ids)
         return float(self.run(d, gpu, cpu).transfer_time)
 
+    def host_us_busy(self, store: bool) -> float:
+        """Host time inside transfer_async with the compute stream busy for ~2 ms (anything
+        in it that waited for the device would show here, not in host_us)."""
+        _behind_sleep()
+        d, (gpu, cpu) = ("GPU_to_CPU", self.store_ids) if store else ("CPU_to_GPU", self.load_ids)
+        jid = next(self._job)
+        t0 = time.perf_counter()
+        self.t.transfer_async(jid, d, gpu, cpu)
+        took = time.perf_counter() - t0
+        self.t.wait([jid])
+        return took * 1e6
+
     def measure(self, reps: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"copier": self.t.copier}
+        out: dict[str, Any] = {"copier": self.t.copier, "paths": self.t.cuda_paths}
         for name, fn in (
             ("store_host_us", lambda: self.host_us(True)),
             ("load_host_us", lambda: self.host_us(False)),
@@ -213,6 +226,8 @@ class KvoffJobs:
             ("both_wall", self.both_wall),
             ("store_dev", lambda: self.device_time(True)),
             ("load_dev", lambda: self.device_time(False)),
+            ("store_host_us_busy", lambda: self.host_us_busy(True)),
+            ("load_host_us_busy", lambda: self.host_us_busy(False)),
         ):
             fn()
             xs = [fn() for _ in range(reps)]
@@ -279,9 +294,10 @@ def matmul_slowdown(jobs: KvoffJobs, rounds: int = 8, reps: int = 5) -> dict[str
     }
 
 
-def startup(gib: int, pin_gib: int) -> dict[str, Any]:
-    """Pinning rate, and a ``gib`` GiB tier allocated in the background: time until its first
-    store and load are done, and transfer_async's host time while pinning continues."""
+def startup(gib: int, pin_gib: int, method: str, chunk_mib: int) -> dict[str, Any]:
+    """A ``gib`` GiB tier allocated in the background, pinned by ``method`` in chunks of
+    ``chunk_mib``: time until its first store and load are done, transfer_async's host time
+    while pinning goes on, and the pinning rate over the first ``pin_gib`` GiB."""
     slot = 2 * MiB  # llama-3-8b: 16 tokens x 32 layers x K/V x 8 heads x 128 x bf16
     kv = _kv_split(32, 64, 32 << 10)
     # Compile the kernels first, as an engine restarted with Triton's cache on disk finds them.
@@ -291,7 +307,14 @@ def startup(gib: int, pin_gib: int) -> dict[str, Any]:
     del warm
     began = time.perf_counter()
     t = CpuGpuTransfer(
-        kv, 16, 64, gib * GiB // (4 * slot), layout="kv_split", alloc_in_background=True
+        kv,
+        16,
+        64,
+        gib * GiB // (4 * slot),
+        layout="kv_split",
+        alloc_in_background=True,
+        pin_method=method,
+        pin_chunk_bytes=chunk_mib * MiB,
     )
     constructed = time.perf_counter() - began
     t.wait_cpu_blocks(16)
@@ -300,7 +323,7 @@ def startup(gib: int, pin_gib: int) -> dict[str, Any]:
     t.transfer_async(1, "CPU_to_GPU", list(range(64)), list(range(16)))
     assert all(r.success for r in t.wait([0, 1]))
     served = time.perf_counter() - began
-    # Host time of a job while the background thread pins.
+    # Host time of 128 MiB stores while the background thread pins.
     host = []
     for k in range(20):
         torch.cuda.synchronize()
@@ -315,45 +338,19 @@ def startup(gib: int, pin_gib: int) -> dict[str, Any]:
     t._tier.close()
     del t
     return {
+        "method": method,
+        "chunk_mib": chunk_mib,
         "tier_gib": gib,
         "cold_construct_1_block_s": cold,
         "construct_s": constructed,
         "first_blocks_ready_s": ready,
         "first_store_and_load_done_s": served,
         "host_us_while_pinning": _med(host),
+        "host_us_while_pinning_max": max(host),
         "pinned_gib_measured": pinned_bytes / GiB,
         "pin_gib_per_s": pinned_bytes / GiB / elapsed,
         "numa_node": numa,
     }
-
-
-def zero_copy_probe(kv: list[torch.Tensor], gpu_ids: list[int], reps: int) -> dict[str, float]:
-    """The same Triton kernel writing into (reading from) pinned host memory directly, no DMA:
-    wall-clock from an idle GPU for 2 MiB, 8 MiB and 128 MiB jobs. An experiment, not a path."""
-    t = CpuGpuTransfer(kv, 16, 16, len(gpu_ids), layout="kv_split")
-    copier, ring = t._copier, t._rings["GPU_to_CPU"]
-    if copier.needs_device_ids:
-        return {}
-    chunk = t._tier.chunks[0]
-    out = {}
-    for nblocks in (1, 4, len(gpu_ids)):
-        n = min(nblocks, len(gpu_ids))
-        nbytes = n * t.gpu_block_bytes
-        at = ring.put(np.asarray(gpu_ids[:n], dtype=np.int64))
-        for name, fn in (("store", copier.gather), ("load", copier.scatter)):
-            args = (ring.ids, at, n, chunk[:nbytes])
-
-            def once(fn: Callable[..., None] = fn, args: tuple[Any, ...] = args) -> float:
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fn(*args)
-                torch.cuda.synchronize()
-                return time.perf_counter() - t0
-
-            once()
-            rate = nbytes / _med([once() for _ in range(reps)]) / GB
-            out[f"{name}_{nbytes // MiB}MiB_GBps"] = rate
-    return out
 
 
 def _guarded(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
@@ -381,8 +378,13 @@ def cuda_main(args: argparse.Namespace) -> dict[str, Any]:
         "reps": args.reps,
     }
     torch.empty(1, device="cuda")  # context creation stays out of the start-up figures
-    _guarded(report, "startup", lambda: startup(args.tier_gib, args.pin_gib))
-    torch.cuda.empty_cache()
+    for method, chunk_mib in (("alloc", 256), ("register", 64)):
+        _guarded(
+            report,
+            f"startup_{method}",
+            partial(startup, args.tier_gib, args.pin_gib, method, chunk_mib),
+        )
+        torch.cuda.empty_cache()
     link = SingleCopy()
     first = link.measure(args.reps)
     rows: list[dict[str, Any]] = []
@@ -412,9 +414,19 @@ def cuda_main(args: argparse.Namespace) -> dict[str, Any]:
             if chunk == 32 << 10 and layout == "kv_split":
                 _guarded(report, "profile_32KiB", jobs.profile)
                 _guarded(report, "matmul", partial(matmul_slowdown, jobs))
-                _guarded(
-                    report, "zero_copy_probe", partial(zero_copy_probe, kv, gpu_ids, args.reps)
-                )
+        if chunk == 32 << 10:
+            # The copy kernels' grid capped: fewer SMs held beside compute, for longer.
+            name = f"kv_split, grid capped at {CAPPED_ROWS} rows"
+            capped = _guarded(
+                report,
+                "setup_capped",
+                partial(KvoffJobs, kv, "kv_split", gpu_ids, max_copy_programs=CAPPED_ROWS),
+            )
+            if capped is not None:
+                row = _guarded(report, "row_capped", partial(capped.measure, args.reps))
+                if row is not None:
+                    rows.append({**base, "layout": name, **row})
+                _guarded(report, "matmul_capped", partial(matmul_slowdown, capped))
         torch.cuda.empty_cache()
     last = link.measure(args.reps)
     # Ratios use the better link figure of the two (a slow moment cannot flatter kvoff).
@@ -528,9 +540,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"both at once {2 * JOB_BYTES / link['both_wall'] / GB:.1f} GB/s; device time store "
         f"{JOB_BYTES / link['store_dev'] / GB:.1f}, load {JOB_BYTES / link['load_dev'] / GB:.1f}",
         "",
-        "| chunk | layers x blocks | layout | host us store / load | idle store GB/s (x copy) "
-        "| idle load GB/s (x copy) | back-to-back GB/s (x 2 copies) | behind compute store, "
-        "load (x copy) |",
+        "| chunk | layers x blocks | layout | host us store / load (GPU busy) "
+        "| idle store GB/s (x copy) | idle load GB/s (x copy) "
+        "| back-to-back GB/s (x 2 copies) | behind compute store, load (x copy) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
@@ -539,30 +551,34 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['chunk_bytes'] // 1024} KiB | {r['layers']} x {r['blocks']} | {r['layout']} "
             f"| {r['store_host_us']:.0f} / {r['load_host_us']:.0f} "
+            f"({r['store_host_us_busy']:.0f} / {r['load_host_us_busy']:.0f}) "
             f"| {st / GB:.1f} ({link['store_wall'] / r['store_wall']:.3f}) "
             f"| {ld / GB:.1f} ({link['load_wall'] / r['load_wall']:.3f}) "
             f"| {both / GB:.1f} ({link['both_wall'] / r['both_wall']:.3f}) "
             f"| {link['store_dev'] / r['store_dev']:.3f}, {link['load_dev'] / r['load_dev']:.3f} |"
         )
-    m, s = report.get("matmul"), report.get("startup")
-    lines += (
-        []
-        if m is None or s is None
-        else [
-            "",
-            f"matmul slowdown with 1 GiB of stores and loads running: {100 * m['slowdown']:.2f}% "
-            f"({m['alone_s'] * 1e3:.1f} ms alone, {m['with_transfers_s'] * 1e3:.1f} ms with, "
-            f"{m['matmul_tflops_alone']:.0f} TFLOP/s alone)",
-            f"start-up, {s['tier_gib']} GiB tier in the background: first blocks ready after "
-            f"{s['first_blocks_ready_s']:.3f} s, first store and load done after "
-            f"{s['first_store_and_load_done_s']:.3f} s; pinning {s['pin_gib_per_s']:.2f} GiB/s; "
-            f"host us per 128 MiB store while pinning {s['host_us_while_pinning']:.0f}; "
-            f"NUMA node {s['numa_node']}",
-        ]
-    )
-    if report.get("zero_copy_probe"):
-        zc = ", ".join(f"{k} {v:.1f}" for k, v in report["zero_copy_probe"].items())
-        lines.append(f"zero-copy kernel probe (wall-clock from idle, GB/s): {zc}")
+    for key in ("matmul", "matmul_capped"):
+        m = report.get(key)
+        if m:
+            lines.append(
+                f"{key}: slowdown of a bf16 matmul loop while 1 GiB of stores and 1 GiB of loads "
+                f"run: {100 * m['slowdown']:.2f}% ({m['alone_s'] * 1e3:.1f} ms alone, "
+                f"{m['with_transfers_s'] * 1e3:.1f} ms with; {m['matmul_tflops_alone']:.0f} "
+                "TFLOP/s alone)"
+            )
+    for key in ("startup_alloc", "startup_register"):
+        st = report.get(key)
+        if st:
+            lines.append(
+                f"{key} ({st['chunk_mib']} MiB chunks), {st['tier_gib']} GiB tier in the "
+                f"background: first blocks ready {st['first_blocks_ready_s']:.3f} s, first "
+                f"store+load done {st['first_store_and_load_done_s']:.3f} s; pinning "
+                f"{st['pin_gib_per_s']:.2f} GiB/s; host us per 128 MiB store while pinning "
+                f"{st['host_us_while_pinning']:.0f} (max {st['host_us_while_pinning_max']:.0f}); "
+                f"NUMA node {st['numa_node']}"
+            )
+    if report.get("rows"):
+        lines.append(f"paths: {report['rows'][0].get('paths')}")
     return "\n".join(lines) + "\n"
 
 

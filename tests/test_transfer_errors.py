@@ -48,6 +48,8 @@ def _layers(n: int = 3, blocks: int = 8) -> list[torch.Tensor]:
         ({"num_cpu_blocks": -1}, "num_cpu_blocks must be a positive integer, got -1"),
         ({"staging_bytes": 100}, "cannot hold one GPU block of 192 bytes"),
         ({"num_staging_buffers": 0}, "num_staging_buffers must be a positive integer"),
+        ({"pin_method": "mlock"}, "unknown pin_method 'mlock'; expected 'alloc' or 'register'"),
+        ({"max_copy_programs": 0}, "max_copy_programs must be a positive integer, got 0"),
         ({"copier": "cuda"}, "unknown copier 'cuda'"),
     ],
 )
@@ -179,11 +181,13 @@ def _fail_on_call(
     method = "gather" if store else "scatter"
     real = getattr(t._copier, method)
 
-    def flaky(ids: torch.Tensor, first: int, count: int, staging: torch.Tensor) -> None:
+    def flaky(
+        ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any = None
+    ) -> None:
         calls["n"] += 1
         if calls["n"] == nth:
             raise _Boom("injected copy failure")
-        real(ids, first, count, staging)
+        real(ids, first, count, staging, stream)
 
     monkeypatch.setattr(t._copier, method, flaky)
     return calls

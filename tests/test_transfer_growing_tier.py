@@ -31,14 +31,14 @@ class _Gate:
         self.fail_at = fail_at
         real = cpu_tier.allocate_chunk
 
-        def gated(nbytes: int, pin: bool) -> torch.Tensor:
+        def gated(nbytes: int, pin: bool, method: str = "alloc") -> torch.Tensor:
             self.entered.release()
             assert self.sem.acquire(timeout=30), "the test never released this chunk"
             self.cpus.append(os.sched_getaffinity(0))
             if self.allocated == self.fail_at:
                 raise MemoryError(f"no room for chunk {self.allocated}")
             self.allocated += 1
-            return real(nbytes, pin)
+            return real(nbytes, pin, method)
 
         monkeypatch.setattr(cpu_tier, "allocate_chunk", gated)
 

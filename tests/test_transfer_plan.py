@@ -85,14 +85,15 @@ def test_the_exposed_piece_is_the_small_one() -> None:
     ]
 
 
-def test_piece_sizes_edge_only_for_jobs_of_up_to_two_full_pieces() -> None:
+def test_piece_sizes_edge_piece_then_remainder_then_full_pieces() -> None:
     assert piece_sizes(8, 4, None) == [4, 4]
     assert piece_sizes(9, 4, None) == [1, 4, 4]  # the remainder first
     assert piece_sizes(8, 4, 1) == [1, 3, 4]
-    assert piece_sizes(9, 4, 1) == [1, 4, 4]  # more than two full pieces: no edge piece
+    assert piece_sizes(9, 4, 1) == [1, 4, 4]
     assert piece_sizes(3, 4, 1) == [1, 2]
-    assert piece_sizes(1, 4, 1) == [1]
-    assert piece_sizes(64, 16, 4) == [16, 16, 16, 16]  # 128 MiB of 2 MiB slots: four pieces
+    assert piece_sizes(1, 4, 1) == [1]  # no larger than the edge: one piece
+    # 128 MiB of 2 MiB slots, 32 MiB buffers: a 4 MiB edge piece, then the rest.
+    assert piece_sizes(64, 16, 2) == [2, 14, 16, 16, 16]
 
 
 def test_empty_job_has_no_pieces() -> None:

@@ -25,6 +25,7 @@ every page in the allocating thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -32,19 +33,58 @@ from collections.abc import Set
 
 import torch
 
-__all__ = ["CpuTier", "allocate_chunk"]
+__all__ = ["PIN_METHODS", "CpuTier", "allocate_chunk"]
+
+
+_PIN_GAP_SECONDS = 0.0005
 
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def allocate_chunk(nbytes: int, pin: bool) -> torch.Tensor:
+PIN_METHODS = ("alloc", "register")
+
+
+def _host_register(ptr: int, nbytes: int) -> None:
+    """Page-lock memory already faulted in: cuda-python's ``cuMemHostRegister`` where
+    importable (it releases the GIL), else torch's binding of ``cudaHostRegister``."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        err = torch.cuda.cudart().cudaHostRegister(ptr, nbytes, 0)
+        code = getattr(err, "value", err)
+    else:
+        (err,) = driver.cuMemHostRegister(ptr, nbytes, 0)
+        code = int(err)
+    if code != 0:
+        raise RuntimeError(f"registering {nbytes} bytes of host memory failed: {err}")
+
+
+def _host_unregister(ptr: int) -> None:
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        torch.cuda.cudart().cudaHostUnregister(ptr)
+    else:
+        driver.cuMemHostUnregister(ptr)
+
+
+def allocate_chunk(nbytes: int, pin: bool, method: str = "alloc") -> torch.Tensor:
     """One chunk: pinned (which faults in and locks every page), or zero-filled (which faults
-    in every page now, so no transfer pays a page fault later)."""
-    if pin:
+    in every page now, so no transfer pays a page fault later).
+
+    Pinned by ``method``: ``"alloc"``, torch's pinned allocator (``cudaHostAlloc``: the driver
+    faults in, zeroes and locks the pages inside one call); ``"register"``, pageable memory
+    zero-filled here (page faults outside any CUDA call) then page-locked in place, which
+    leaves the driver only the locking to do (the tier unregisters it when it goes)."""
+    if not pin:
+        return torch.zeros(nbytes, dtype=torch.uint8)
+    if method == "alloc":
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-    return torch.zeros(nbytes, dtype=torch.uint8)
+    chunk = torch.zeros(nbytes, dtype=torch.uint8)
+    _host_register(chunk.data_ptr(), nbytes)
+    return chunk
 
 
 class CpuTier:
@@ -65,6 +105,7 @@ class CpuTier:
         background: bool = False,
         cpus: Set[int] | None = None,
         device: torch.device | None = None,
+        pin_method: str = "alloc",
     ) -> None:
         span = _pow2_at_least(max(chunk_bytes, block_bytes))
         self.num_blocks = num_blocks
@@ -83,10 +124,13 @@ class CpuTier:
         self.first_chunk_seconds: float | None = None
         self.alloc_seconds: float | None = None
         self._device = device
+        self._pin_method = pin_method
+        self._registered: list[int] = []  # chunk addresses to unregister ("register" only)
         self._began = time.perf_counter()
         self._done = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._allocate, name="kvoff-cpu-tier", daemon=True)
+        self._foreground = not background
         self._thread.start()
         if not background:
             self._done.wait()
@@ -94,6 +138,7 @@ class CpuTier:
                 raise self.error
 
     def _allocate(self) -> None:
+        background_gap = not self._foreground
         try:
             if self.cpus is not None:
                 os.sched_setaffinity(0, self.cpus)  # this thread only (Linux)
@@ -104,8 +149,15 @@ class CpuTier:
                 if self._stop.is_set():
                     return
                 n = min(self.blocks_per_chunk, self.num_blocks - first)
-                self.chunks.append(allocate_chunk(n * self.block_bytes, self.pinned))
+                chunk = allocate_chunk(n * self.block_bytes, self.pinned, self._pin_method)
+                if self.pinned and self._pin_method == "register":
+                    self._registered.append(chunk.data_ptr())
+                self.chunks.append(chunk)
                 self.ready_blocks = first + n
+                if self.pinned and background_gap:
+                    # Pinning holds a lock of the driver's that every CUDA call of the engine's
+                    # threads also takes: a pause between chunks lets those calls through.
+                    time.sleep(_PIN_GAP_SECONDS)
                 if self.first_chunk_seconds is None:
                     self.first_chunk_seconds = time.perf_counter() - self._began
             self.alloc_seconds = time.perf_counter() - self._began
@@ -139,6 +191,13 @@ class CpuTier:
     def close(self) -> None:
         """Stop allocating after the chunk in progress (what is ready stays usable)."""
         self._stop.set()
+
+    def __del__(self) -> None:
+        # Registered memory must be unregistered before it is freed (the engine synchronized
+        # its copies first); the thread holds the tier while it runs, so it is done by now.
+        for ptr in getattr(self, "_registered", ()):
+            with contextlib.suppress(Exception):  # interpreter shutdown, or the device is gone
+                _host_unregister(ptr)
 
     def block(self, cpu_block_id: int) -> torch.Tensor:
         """A uint8 view of one CPU block's bytes (which must be ready)."""

@@ -15,6 +15,7 @@ the other, which is how CI checks the pieces and the kernel without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import time
 from collections.abc import Iterable, Iterator
@@ -25,11 +26,12 @@ import torch
 
 from kvoff._sysmem import format_gib, physical_memory_bytes
 from kvoff.errors import InvalidArgumentError, InvalidStateError, UnknownJobError
-from kvoff.transfer.cpu_tier import CpuTier
+from kvoff.transfer.cpu_tier import PIN_METHODS, CpuTier
 from kvoff.transfer.host_copy import HostCopier
 from kvoff.transfer.ids import PinnedIdRing
 from kvoff.transfer.kernels import Copier, TorchCopier, TritonCopier, triton_usable
 from kvoff.transfer.layout import KvLayout, parse_layout, positive_int
+from kvoff.transfer.memcpy import Memcpy
 from kvoff.transfer.numa import allocation_cpus, pci_bus_id
 from kvoff.transfer.pipeline import CudaLane
 from kvoff.transfer.plan import Plan, as_block_ids, plan_job
@@ -48,7 +50,6 @@ class _Job:
     success: bool
     start: Any = None  # timing event (CUDA) or perf_counter seconds (CPU)
     end: Any = None  # event to poll (CUDA) or perf_counter seconds (CPU); None: already done
-    keep: Any = None  # what must outlive the job's copies (device ids of the torch copier)
 
 
 def _check_fits_in_memory(num_blocks: int, block_bytes: int) -> None:
@@ -110,6 +111,11 @@ class CpuGpuTransfer:
             one by one (see :attr:`ready_cpu_blocks`). Default: allocate it all first.
         numa: on a machine with several NUMA nodes, allocate the tier from a thread running
             on the GPU's node's CPUs (first touch places the pages there).
+        pin_method: how the tier is pinned with CUDA: ``"alloc"`` (torch's pinned allocator)
+            or ``"register"`` (pageable memory faulted in, then page-locked in place).
+        max_copy_programs: Triton copier only: at most this many programs along the rows
+            axis of the gather/scatter grid (they loop over the rows), so the copy kernels
+            hold fewer SMs beside compute; None: one program per row.
 
     Raises:
         InvalidArgumentError: for any malformed argument (layers whose bytes overlap, a CPU
@@ -130,6 +136,8 @@ class CpuGpuTransfer:
         copier: str = "auto",
         alloc_in_background: bool = False,
         numa: bool = True,
+        pin_method: str = "alloc",
+        max_copy_programs: int | None = None,
     ) -> None:
         gpu_bs = positive_int("gpu_block_size", gpu_block_size)
         cpu_bs = positive_int("cpu_block_size", cpu_block_size)
@@ -145,6 +153,12 @@ class CpuGpuTransfer:
             raise InvalidArgumentError(
                 f"unknown copier {copier!r}; expected 'auto', 'triton', 'torch' or 'host'"
             )
+        if pin_method not in PIN_METHODS:
+            raise InvalidArgumentError(
+                f"unknown pin_method {pin_method!r}; expected 'alloc' or 'register'"
+            )
+        if max_copy_programs is not None:
+            max_copy_programs = positive_int("max_copy_programs", max_copy_programs)
         kv = parse_layout(gpu_kv, layout)
         _check_fits_in_memory(self._num_cpu_blocks, cpu_bs // gpu_bs * kv.slot_bytes)
         if kv.device.type == "cuda" and not torch.cuda.is_available():  # pragma: no cover
@@ -184,8 +198,11 @@ class CpuGpuTransfer:
             background=bool(alloc_in_background),
             cpus=cpus,
             device=kv.device if self._cuda else None,
+            pin_method=pin_method,
         )
-        self._copier: Copier = TritonCopier(kv) if copier == "triton" else TorchCopier(kv)
+        self._copier: Copier = (
+            TritonCopier(kv, max_copy_programs) if copier == "triton" else TorchCopier(kv)
+        )
         self._host = HostCopier(kv, self._tier) if copier == "host" else None
         self._slots_per_chunk = self._tier.blocks_per_chunk * self._ratio
         buffer_bytes = self._slots_per_buffer * kv.slot_bytes
@@ -193,9 +210,10 @@ class CpuGpuTransfer:
         self._rings: dict[str, PinnedIdRing] = {}
         self._staging: list[torch.Tensor] = []  # the staged pieces on CPU tensors
         if self._cuda:
+            memcpy = Memcpy(kv.device)
             for d in DIRECTIONS:
-                self._lanes[d] = CudaLane(kv.device, buffer_bytes, nbuf)
-                self._rings[d] = PinnedIdRing(4 * kv.num_blocks)
+                self._lanes[d] = CudaLane(kv.device, buffer_bytes, nbuf, memcpy)
+                self._rings[d] = PinnedIdRing(4 * kv.num_blocks, kv.device)
         elif self._host is None:
             self._staging = [torch.empty(buffer_bytes, dtype=torch.uint8)]
         self._jobs: dict[int, _Job] = {}
@@ -271,6 +289,18 @@ class CpuGpuTransfer:
         if num_blocks is not None:
             num_blocks = positive_int("num_blocks", num_blocks)
         return self._tier.wait(num_blocks, timeout)
+
+    @property
+    def cuda_paths(self) -> dict[str, str] | None:
+        """How the CUDA pipeline issues its work: ``{"kernel": "direct" | "jit" | "torch",
+        "copies": "cuda-python" | "torch"}`` (see ``kernels.py``, ``memcpy.py``); None on CPU."""
+        if not self._cuda:
+            return None
+        kernel = "torch" if self._copier_name == "torch" else "jit"
+        if self._copier.explicit_stream:
+            kernel = "direct"
+        lane = self._lanes[GPU_TO_CPU]
+        return {"kernel": kernel, "copies": "cuda-python" if lane.memcpy.direct else "torch"}
 
     @property
     def copier(self) -> str:
@@ -349,7 +379,7 @@ class CpuGpuTransfer:
             slot_bytes=self._kv.slot_bytes,
             slots_per_piece=whole_job or self._slots_per_buffer,
             slots_per_chunk=self._slots_per_chunk,
-            edge_piece=whole_job or max(1, self._slots_per_buffer // 4),
+            edge_piece=whole_job or max(1, self._slots_per_buffer // 8),
         )
         dir_name: Literal["GPU_to_CPU", "CPU_to_GPU"] = GPU_TO_CPU if store else CPU_TO_GPU
         job = _Job(jid, dir_name, plan.nbytes, success=True)
@@ -371,16 +401,9 @@ class CpuGpuTransfer:
         lane, ring = self._lanes[job.direction], self._rings[job.direction]
         n = plan.gpu_ids.size
         at = ring.put(plan.gpu_ids)
-        ids, first = ring.ids, at
         try:
-            if self._copier.needs_device_ids:
-                # Uploaded on the compute stream, which the lane waits for anyway.
-                ids, first = ring.ids[at : at + n].to(self._kv.device, non_blocking=True), 0
-                for s in lane.streams:
-                    ids.record_stream(s)
-                job.keep = ids
             job.start, job.end = lane.enqueue(
-                plan, store, self._copier, ids, first, self._tier.chunks
+                plan, store, self._copier, ring, at, self._tier.chunks
             )
         except Exception:
             job.success = False
@@ -451,6 +474,11 @@ class CpuGpuTransfer:
         return iter(list(self._jobs))
 
     def __del__(self) -> None:
+        # Copies still in flight write into the tier and staging: let them end before either
+        # can be freed (or, registered, unregistered).
+        for lane in getattr(self, "_lanes", {}).values():
+            with contextlib.suppress(Exception):  # the device is gone; nothing left to wait for
+                lane.synchronize()
         tier = getattr(self, "_tier", None)
         if tier is not None:
             tier.close()  # a tier still being allocated for no one: stop after this chunk

@@ -1,10 +1,11 @@
-"""A pinned ring holding each in-flight job's GPU block ids where the gather/scatter kernel can
-read them.
+"""Each in-flight job's GPU block ids, in a pinned host ring and its device mirror.
 
-The kernel reads a job's ids straight from pinned host memory (one 8-byte read per program over
-the link, mapped through unified addressing), so a job needs no upload: no copy, no event, no
-device allocation, nothing that could wait for the device. A job's range of the ring is held
-until the job's end event has completed, then reused.
+``transfer_async`` writes a job's ids into the pinned ring (no CUDA call), and each piece copies
+its own few ids to the device ring, at the same offset, on its own stream just before its
+kernel: stream order makes them ready in time, and no event or device allocation is needed. A
+job's range of both rings is held until the job's end event has completed, then reused.
+(Reading the ids from pinned memory inside the kernel saves those copies, but stalls every
+program on a read across the link: measured, it made the copies steal far more compute.)
 """
 
 from __future__ import annotations
@@ -20,24 +21,28 @@ __all__ = ["PinnedIdRing"]
 
 
 class PinnedIdRing:
-    def __init__(self, capacity: int, *, pin: bool = True) -> None:
-        self._pin = pin
-        self.ids = torch.empty(max(capacity, 1), dtype=torch.int64, pin_memory=pin)
-        self._np = self.ids.numpy()
-        self._pos = 0
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        self._device = device
+        self._alloc(max(capacity, 1))
         self._held: deque[tuple[int, int, Any]] = deque()  # (start, end, done event), in order
 
+    def _alloc(self, capacity: int) -> None:
+        self.host = torch.empty(capacity, dtype=torch.int64, pin_memory=True)
+        self.dev = torch.empty(capacity, dtype=torch.int64, device=self._device)
+        self.host_bytes, self.dev_bytes = self.host.view(torch.uint8), self.dev.view(torch.uint8)
+        self._np = self.host.numpy()
+        self._pos = 0
+
     def put(self, ids: npt.NDArray[np.int64]) -> int:
-        """Copy ``ids`` into a free range; returns its start (hold it with :meth:`hold`)."""
+        """Copy ``ids`` into a free range of the host ring; returns its start (then
+        :meth:`hold` it)."""
         n = ids.size
-        if n > self.ids.numel():
-            for _, _, ev in self._held:  # the old ring stays referenced until then
+        if n > self.host.numel():
+            for _, _, ev in self._held:  # the old rings are dropped: nothing may still read them
                 ev.synchronize()
             self._held.clear()
-            self.ids = torch.empty(2 * n, dtype=torch.int64, pin_memory=self._pin)
-            self._np = self.ids.numpy()
-            self._pos = 0
-        if self._pos + n > self.ids.numel():
+            self._alloc(2 * n)
+        if self._pos + n > self.host.numel():
             self._pos = 0
         start, end = self._pos, self._pos + n
         while self._held and self._held[0][2].query():

@@ -1,20 +1,23 @@
 """The CUDA copy pipeline of one direction: a few streams (two by default), one staging buffer
 each.
 
-A job's pieces go round the streams, and each piece runs *entirely* on its stream:
-a store's piece is gather (kernel) then its DMAs to the tier, a load's piece its DMAs into
-staging then scatter. Stream order alone then makes a piece wait for its buffer's previous user
-and for its own first half, so a piece costs the host one stream switch, one launch and one
-``copy_`` per run of adjacent CPU slots, and no event. Piece ``p + 1`` (next stream, next
-buffer) overlaps piece ``p``; when both DMA at once they share the link, which is what the link
-is for.
+A job's pieces go round the streams, and each piece runs *entirely* on its stream: a store's
+piece copies its block ids to the device, gathers (kernel) into its buffer, then DMAs to the
+tier; a load's piece copies its ids, DMAs into its buffer, then scatters. Stream order alone
+makes a piece wait for its buffer's previous user and for its own earlier steps, so a piece
+needs no event. Piece ``p + 1`` (next stream, next buffer) overlaps piece ``p``; when both DMA
+at once they share the link, which is what the link is for.
 
 Per job: one event on the compute stream that the streams wait for (stores read what compute
 wrote; loads overwrite blocks compute may still read), timing events at the start and at the
 end, and, when several streams took part, one event per extra stream joining them before the
-end. Events are pooled
-and reused: waiting on an event captures its state at that moment, so re-recording it later
-cannot disturb a wait already enqueued.
+end. Events are pooled and reused: waiting on an event captures its state at that moment, so
+re-recording it later cannot disturb a wait already enqueued.
+
+Host cost: with the kernel launched directly and the copies made by cuda-python (both checked
+at construction, see ``kernels.py`` and ``memcpy.py``) every call names its stream and a piece
+costs the host a launch and one call per copy; otherwise the lane sets torch's current stream
+per piece and uses the JIT and ``copy_``.
 """
 
 from __future__ import annotations
@@ -23,15 +26,20 @@ from typing import Any
 
 import torch
 
+from kvoff.transfer.ids import PinnedIdRing
 from kvoff.transfer.kernels import Copier
+from kvoff.transfer.memcpy import Memcpy
 from kvoff.transfer.plan import Plan
 
 __all__ = ["CudaLane"]
 
 
 class CudaLane:
-    def __init__(self, device: torch.device, buffer_bytes: int, num_buffers: int = 2) -> None:
+    def __init__(
+        self, device: torch.device, buffer_bytes: int, num_buffers: int, memcpy: Memcpy
+    ) -> None:
         self.device = device
+        self.memcpy = memcpy
         self.streams = [torch.cuda.Stream(device) for _ in range(num_buffers)]  # type: ignore[no-untyped-call]
         self.staging = [
             torch.empty(buffer_bytes, dtype=torch.uint8, device=device) for _ in self.streams
@@ -53,12 +61,12 @@ class CudaLane:
         plan: Plan,
         store: bool,
         copier: Copier,
-        ids: torch.Tensor,
-        ids_first: int,
+        ring: PinnedIdRing,
+        at: int,
         chunks: list[torch.Tensor],
     ) -> tuple[Any, Any]:
-        """Issue every piece of ``plan``; returns the job's (start, end) timing events.
-        ``ids[ids_first + i]`` is the job's ``i``-th GPU block id."""
+        """Issue every piece of ``plan``, whose GPU block ids are ``ring.host[at:]``; returns
+        the job's (start, end) timing events."""
         compute = torch.cuda.current_stream(self.device)
         pieces = plan.pieces
         k = len(self.streams)
@@ -68,23 +76,28 @@ class CudaLane:
             s.wait_event(self._compute_mark)
         start = self.timing_event()
         start.record(used[0])
+        copy = self.memcpy.copy
+        set_stream = not (copier.explicit_stream and self.memcpy.explicit_stream)
         try:
             for piece in pieces:
                 b = self._next
                 self._next = (b + 1) % k
-                buf = self.staging[b]
-                torch.cuda.set_stream(self.streams[b])
-                first = ids_first + piece.first
+                s, buf = self.streams[b], self.staging[b]
+                if set_stream:
+                    torch.cuda.set_stream(s)
+                first = at + piece.first
+                copy(ring.dev_bytes, 8 * first, ring.host_bytes, 8 * first, 8 * piece.count, s)
                 if store:
-                    copier.gather(ids, first, piece.count, buf)
+                    copier.gather(ring.dev, first, piece.count, buf, s)
                     for so, c, co, nb in piece.runs:
-                        chunks[c][co : co + nb].copy_(buf[so : so + nb], non_blocking=True)
+                        copy(chunks[c], co, buf, so, nb, s)
                 else:
                     for so, c, co, nb in piece.runs:
-                        buf[so : so + nb].copy_(chunks[c][co : co + nb], non_blocking=True)
-                    copier.scatter(ids, first, piece.count, buf)
+                        copy(buf, so, chunks[c], co, nb, s)
+                    copier.scatter(ring.dev, first, piece.count, buf, s)
         finally:
-            torch.cuda.set_stream(compute)
+            if set_stream:
+                torch.cuda.set_stream(compute)
         return start, self.join(used)
 
     def join(self, used: list[Any]) -> Any:
@@ -104,3 +117,7 @@ class CudaLane:
             return self.join(self.streams)
         except Exception:  # nothing left to order
             return None
+
+    def synchronize(self) -> None:
+        for s in self.streams:
+            s.synchronize()

@@ -5,11 +5,9 @@ blocks) they map to, in order. The job is cut into pieces of at most ``slots_per
 (one staging buffer each). Inside a piece, slots that are consecutive in the CPU tier (and in the
 same allocation chunk) form one *run*: one DMA between the staging buffer and the CPU tier.
 
-Pieces are full except one: the one kernel a pipeline cannot hide is the first gather of a
-store (nothing to overlap it with yet) and the last scatter of a load, so the short piece sits
-there. A job of at most two full pieces also gets a small edge piece (``edge_piece`` slots)
-there; a larger one does not, because every piece costs the host a launch and a few calls and
-one gather of a full piece is short next to the job's DMA.
+The one kernel a pipeline cannot hide is the first gather of a store (nothing to overlap it
+with yet) and the last scatter of a load, so a small *edge* piece (``edge_piece`` slots) sits
+there; then the remainder, then full pieces (mirrored for a load).
 """
 
 from __future__ import annotations
@@ -68,10 +66,10 @@ class Plan:
 
 
 def piece_sizes(n: int, per_piece: int, edge: int | None) -> list[int]:
-    """Slots per piece, exposed end first: full pieces, the remainder at the exposed end, and
-    for a job of at most two full pieces a first piece of ``edge`` slots."""
+    """Slots per piece, exposed end first: an edge piece of ``edge`` slots (when the job is
+    larger), the remainder, then full pieces."""
     head: list[int] = []
-    if edge is not None and edge < n <= 2 * per_piece:
+    if edge is not None and edge < n:
         head, n = [edge], n - edge
     k = -(-n // per_piece)
     return [*head, n - (k - 1) * per_piece, *[per_piece] * (k - 1)]
