@@ -378,7 +378,7 @@ def cuda_main(args: argparse.Namespace) -> dict[str, Any]:
         "reps": args.reps,
     }
     torch.empty(1, device="cuda")  # context creation stays out of the start-up figures
-    for method, chunk_mib in (("alloc", 256), ("register", 64)):
+    for method, chunk_mib in (("alloc", 256), ("register", 32)):
         _guarded(
             report,
             f"startup_{method}",

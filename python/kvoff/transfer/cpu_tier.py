@@ -46,28 +46,35 @@ def _pow2_at_least(n: int) -> int:
 PIN_METHODS = ("alloc", "register")
 
 
+_PAGE = 4096
+
+
 def _host_register(ptr: int, nbytes: int) -> None:
     """Page-lock memory already faulted in: cuda-python's ``cuMemHostRegister`` where
-    importable (it releases the GIL), else torch's binding of ``cudaHostRegister``."""
+    importable, else (or where it fails) torch's binding of ``cudaHostRegister``."""
     try:
         from cuda.bindings import driver
-    except ImportError:
-        err = torch.cuda.cudart().cudaHostRegister(ptr, nbytes, 0)
-        code = getattr(err, "value", err)
-    else:
+
         (err,) = driver.cuMemHostRegister(ptr, nbytes, 0)
-        code = int(err)
-    if code != 0:
+        if err == driver.CUresult.CUDA_SUCCESS:
+            return
+    except ImportError:
+        pass
+    err = torch.cuda.cudart().cudaHostRegister(ptr, nbytes, 0)
+    if getattr(err, "value", err) != 0:
         raise RuntimeError(f"registering {nbytes} bytes of host memory failed: {err}")
 
 
 def _host_unregister(ptr: int) -> None:
     try:
         from cuda.bindings import driver
+
+        (err,) = driver.cuMemHostUnregister(ptr)
+        if err == driver.CUresult.CUDA_SUCCESS:
+            return
     except ImportError:
-        torch.cuda.cudart().cudaHostUnregister(ptr)
-    else:
-        driver.cuMemHostUnregister(ptr)
+        pass
+    torch.cuda.cudart().cudaHostUnregister(ptr)
 
 
 def allocate_chunk(nbytes: int, pin: bool, method: str = "alloc") -> torch.Tensor:
@@ -82,8 +89,11 @@ def allocate_chunk(nbytes: int, pin: bool, method: str = "alloc") -> torch.Tenso
         return torch.zeros(nbytes, dtype=torch.uint8)
     if method == "alloc":
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-    chunk = torch.zeros(nbytes, dtype=torch.uint8)
-    _host_register(chunk.data_ptr(), nbytes)
+    # Whole pages, page-aligned: the view keeps the allocation alive.
+    raw = torch.zeros(nbytes + 2 * _PAGE, dtype=torch.uint8)
+    skip = -raw.data_ptr() % _PAGE
+    chunk = raw[skip : skip + nbytes]
+    _host_register(chunk.data_ptr(), -(-nbytes // _PAGE) * _PAGE)
     return chunk
 
 

@@ -416,13 +416,13 @@ class CpuGpuTransfer:
         ids = torch.from_numpy(plan.gpu_ids)
         for piece in plan.pieces:
             if store:
-                self._copier.gather(ids, piece.first, piece.count, buf)
+                self._copier.gather(ids, piece.first, piece.count, buf, None)
                 for so, c, co, nb in piece.runs:
                     chunks[c][co : co + nb].copy_(buf[so : so + nb])
             else:
                 for so, c, co, nb in piece.runs:
                     buf[so : so + nb].copy_(chunks[c][co : co + nb])
-                self._copier.scatter(ids, piece.first, piece.count, buf)
+                self._copier.scatter(ids, piece.first, piece.count, buf, None)
 
     # ----------------------------------------------------------------- completion
 
