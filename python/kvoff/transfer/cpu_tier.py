@@ -60,7 +60,7 @@ def _host_register(ptr: int, nbytes: int) -> None:
             return
     except ImportError:
         pass
-    err = torch.cuda.cudart().cudaHostRegister(ptr, nbytes, 0)
+    err = torch.cuda.cudart().cudaHostRegister(ptr, nbytes, 0)  # type: ignore[no-untyped-call]
     if getattr(err, "value", err) != 0:
         raise RuntimeError(f"registering {nbytes} bytes of host memory failed: {err}")
 
@@ -74,7 +74,7 @@ def _host_unregister(ptr: int) -> None:
             return
     except ImportError:
         pass
-    torch.cuda.cudart().cudaHostUnregister(ptr)
+    torch.cuda.cudart().cudaHostUnregister(ptr)  # type: ignore[no-untyped-call]
 
 
 def allocate_chunk(nbytes: int, pin: bool, method: str = "alloc") -> torch.Tensor:

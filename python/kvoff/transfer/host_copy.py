@@ -111,12 +111,12 @@ class HostCopier:
                 return
             # Fragmented: the slots of each chunk as an index array, in job order.
             columns = zip(*runs, strict=True)
-            first, chunk, slot, count = (np.asarray(col, dtype=np.int64) for col in columns)
-            offset = np.arange(ids.size) - np.repeat(first, count)
-            job = np.repeat(first, count) + offset
-            where = np.repeat(slot, count) + offset
-            of_chunk = np.repeat(chunk, count)
-            for c in np.unique(chunk).tolist():
+            firsts, chunks, slots, counts = (np.asarray(col, dtype=np.int64) for col in columns)
+            offset = np.arange(ids.size) - np.repeat(firsts, counts)
+            job = np.repeat(firsts, counts) + offset
+            where = np.repeat(slots, counts) + offset
+            of_chunk = np.repeat(chunks, counts)
+            for c in np.unique(chunks).tolist():
                 mine = of_chunk == c
                 job_c, where_c = job[mine], where[mine]
                 for b in range(0, job_c.size, self._batch):

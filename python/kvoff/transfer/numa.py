@@ -73,10 +73,10 @@ def num_nodes(sysfs: Path = SYSFS) -> int:
 def pci_bus_id(device: torch.device) -> str | None:
     """The device's PCI address as sysfs spells it, or None if this torch does not say."""
     props = torch.cuda.get_device_properties(device)
-    try:
-        domain, bus, dev = props.pci_domain_id, props.pci_bus_id, props.pci_device_id
-    except AttributeError:  # torch before 2.5
+    ids = [getattr(props, f"pci_{k}_id", None) for k in ("domain", "bus", "device")]
+    if None in ids:  # an older torch
         return None
+    domain, bus, dev = ids
     return f"{domain:04x}:{bus:02x}:{dev:02x}.0"
 
 
