@@ -1,346 +1,626 @@
-"""CPU⇄GPU transfer benchmark (needs CUDA): the link's limit, the naive loop, and kvoff.
+"""CPU⇄GPU transfers as an engine sees them, each figure against a baseline from the same run.
 
-For each chunk size (the bytes of one block of one layer's K or V), a 128 MiB job of random GPU
-block ids (out of a pool 4x larger) against consecutive CPU blocks, bf16, ``kv_split`` layout:
+On CUDA, for 128 MiB jobs (bf16, random GPU block ids out of a pool 4x larger, consecutive CPU
+blocks) with one layer's K or V per block of 4 KiB, 32 KiB and 2 MiB, in the ``kv_split``
+layout, and the 32 KiB job in the ``canonical`` layout (vLLM's one int8 page tensor per K or V):
 
-- ``single copy``: one 128 MiB ``copy_`` between a device buffer and a pinned host buffer: the
-  link's limit, measured at the start and at the end of the run (ratios use the better one);
-- ``naive loop``: one ``copy_`` per block, per layer, per K/V into a pinned host tensor;
-- ``kvoff``: ``CpuGpuTransfer`` (Triton gather into staging, a few large DMAs, double-buffered).
+- host time inside ``transfer_async``, store and load;
+- wall-clock from an idle GPU (``transfer_async`` to ``wait`` returning), store and load,
+  against one 128 MiB pinned ``copy_`` timed the same way;
+- a store and a load submitted back to back from one thread, wall-clock, against two such
+  copies on two streams;
+- device time with the work issued behind a busy compute stream (the link's ceiling, as an
+  engine issues stores behind a step's kernels), against the single copy's device time;
+- the slowdown of a bf16 matmul loop on the compute stream while 1 GiB of stores and 1 GiB of
+  loads run, against the same loop alone;
+- the CPU tier's start-up: pinning rate, time until a 64 GiB tier allocated in the background
+  serves its first store and load, and ``transfer_async``'s host time while pinning goes on.
 
-Each is run per direction and with both directions at once (a store and a load of different
-blocks). Times are CUDA events (kvoff: the ``transfer_time`` it reports), with the work issued
-while the compute stream is parked in a 2 ms sleep, as an engine issues it behind a step's
-kernels, so host issue time does not stretch the device timeline; extra columns give kvoff
-issued on an idle GPU ("idle"), the wall time of submitting both directions and waiting ("both
-wall") and the host time ``transfer_async`` takes ("issue us"). Medians of ``--reps`` runs after
-warm-up. Also measured: how long allocating and pinning the CPU tier takes per GiB, chunked
-(as kvoff does) and as one allocation.
+Without CUDA it measures CPU mode instead: kvoff's store and load on CPU tensors against a
+``copy_`` of the same bytes, interleaved, wall-clock and thread CPU time.
 
-    python benches/gpu_transfer.py --out "$OUT"      # prints a table, writes gpu_transfer.json
+    python benches/gpu_transfer.py --out "$OUT"   # JSON + markdown table in $OUT, table printed
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from kvoff.transfer import CpuGpuTransfer
-from kvoff.transfer.cpu_tier import CpuTier
 
 MiB = 1 << 20
 GiB = 1 << 30
 JOB_BYTES = 128 * MiB
-# (chunk bytes, layers, blocks per job): every job is 128 MiB.
+# (chunk bytes, layers, blocks per job): every job is 128 MiB (layers x K/V x blocks x chunk).
 CONFIGS = [(4 << 10, 32, 512), (32 << 10, 32, 64), (2 << 20, 8, 4)]
+CAPPED_ROWS = 8  # max_copy_programs of the capped-grid variant
+GB = 1e9
 
 
-def _events_ms(fn: Callable[[torch.cuda.Stream], object], stream: torch.cuda.Stream) -> float:
-    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    start.record(stream)
-    with torch.cuda.stream(stream):
-        fn(stream)
-    end.record(stream)
-    end.synchronize()
-    return float(start.elapsed_time(end))
+def _med(xs: list[float]) -> float:
+    return float(statistics.median(xs))
 
 
-def _median(fn: Callable[[], float], reps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    return statistics.median(fn() for _ in range(reps))
+def _p(xs: list[float], q: float) -> float:
+    return float(np.quantile(np.asarray(xs), q))
 
 
-def single_copy(reps: int) -> dict[str, float]:
-    dev = torch.empty(JOB_BYTES, dtype=torch.uint8, device="cuda")
-    dev2 = torch.empty(JOB_BYTES, dtype=torch.uint8, device="cuda")
-    host = torch.empty(JOB_BYTES, dtype=torch.uint8, pin_memory=True)
-    host2 = torch.empty(JOB_BYTES, dtype=torch.uint8, pin_memory=True)
-    s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()  # type: ignore[no-untyped-call]
+# ----------------------------------------------------------------------------- CUDA baselines
 
-    def one_way(dst: torch.Tensor, src: torch.Tensor) -> float:
-        compute = _behind_sleep()
-        e0 = compute.record_event(torch.cuda.Event(enable_timing=True))  # type: ignore[no-untyped-call]
-        s1.wait_stream(compute)
-        with torch.cuda.stream(s1):
+
+def _behind_sleep() -> None:
+    """Park the compute stream for ~2 ms so work issued next starts together on the device,
+    whatever the host takes to issue it."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(4_000_000)  # type: ignore[no-untyped-call]
+
+
+def _timing_event() -> Any:
+    return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+
+
+class SingleCopy:
+    """One 128 MiB copy between device memory and pinned host memory: the link's limit."""
+
+    def __init__(self) -> None:
+        self.dev = [torch.empty(JOB_BYTES, dtype=torch.uint8, device="cuda") for _ in (0, 1)]
+        self.host = [torch.empty(JOB_BYTES, dtype=torch.uint8, pin_memory=True) for _ in (0, 1)]
+        self.streams = [torch.cuda.Stream() for _ in (0, 1)]  # type: ignore[no-untyped-call]
+
+    def _pair(self, store: bool, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.host[i], self.dev[i]) if store else (self.dev[i], self.host[i])
+
+    def device_time(self, store: bool) -> float:
+        """Seconds on the device, issued behind the compute stream."""
+        _behind_sleep()
+        compute = torch.cuda.current_stream()
+        e0 = _timing_event()
+        e0.record(compute)
+        s = self.streams[0]
+        s.wait_stream(compute)
+        dst, src = self._pair(store, 0)
+        with torch.cuda.stream(s):
             dst.copy_(src, non_blocking=True)
-        e1 = s1.record_event(torch.cuda.Event(enable_timing=True))  # type: ignore[no-untyped-call]
+        e1 = _timing_event()
+        e1.record(s)
         e1.synchronize()
         return float(e0.elapsed_time(e1)) / 1e3
 
-    def d2h() -> float:
-        return one_way(host, dev)
-
-    def h2d() -> float:
-        return one_way(dev, host)
-
-    def both() -> float:
+    def wall(self, store: bool) -> float:
+        """Seconds from an idle GPU to the copy's completion seen by the host."""
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.cuda.stream(s1):
-            host.copy_(dev, non_blocking=True)
-        with torch.cuda.stream(s2):
-            dev2.copy_(host2, non_blocking=True)
-        torch.cuda.synchronize()
+        s = self.streams[0]
+        dst, src = self._pair(store, 0)
+        with torch.cuda.stream(s):
+            dst.copy_(src, non_blocking=True)
+        s.synchronize()
         return time.perf_counter() - t0
 
-    def both_dev(pieces: int = 1) -> float:
-        compute = _behind_sleep()
-        e0 = compute.record_event(torch.cuda.Event(enable_timing=True))  # type: ignore[no-untyped-call]
-        ends = []
-        step = JOB_BYTES // pieces
-        for s, dst, src in ((s1, host, dev), (s2, dev2, host2)):
-            s.wait_stream(compute)
-            with torch.cuda.stream(s):
-                for p in range(0, JOB_BYTES, step):
-                    dst[p : p + step].copy_(src[p : p + step], non_blocking=True)
-            ends.append(s.record_event(torch.cuda.Event(enable_timing=True)))  # type: ignore[no-untyped-call]
+    def both_wall(self) -> float:
+        """A store and a load at once on two streams, idle GPU to both done."""
         torch.cuda.synchronize()
-        return float(max(e0.elapsed_time(e) for e in ends)) / 1e3
+        t0 = time.perf_counter()
+        for i, store in ((0, True), (1, False)):
+            dst, src = self._pair(store, i)
+            with torch.cuda.stream(self.streams[i]):
+                dst.copy_(src, non_blocking=True)
+        for s in self.streams:
+            s.synchronize()
+        return time.perf_counter() - t0
 
-    return {
-        "store": JOB_BYTES / _median(d2h, reps),
-        "load": JOB_BYTES / _median(h2d, reps),
-        "both": 2 * JOB_BYTES / _median(both, reps),
-        "both_dev": 2 * JOB_BYTES / _median(both_dev, reps),
-        "both_dev_4_pieces": 2 * JOB_BYTES / _median(lambda: both_dev(4), reps),
-    }
+    def measure(self, reps: int) -> dict[str, float]:
+        out = {}
+        steps: tuple[tuple[str, Callable[[], float]], ...] = (
+            ("store_dev", lambda: self.device_time(True)),
+            ("load_dev", lambda: self.device_time(False)),
+            ("store_wall", lambda: self.wall(True)),
+            ("load_wall", lambda: self.wall(False)),
+            ("both_wall", self.both_wall),
+        )
+        for name, fn in steps:
+            fn()
+            out[name] = _med([fn() for _ in range(reps)])
+        return out
 
 
-def _behind_sleep() -> torch.cuda.Stream:
-    """Park the compute stream for ~2 ms so work issued next starts together on the device,
-    whatever the host takes to issue it; returns the compute stream."""
-    torch.cuda.synchronize()
-    torch.cuda._sleep(4_000_000)  # type: ignore[no-untyped-call]
-    return torch.cuda.current_stream()
+# ----------------------------------------------------------------------------- kvoff on CUDA
 
 
-def _make_kv(layers: int, pool: int, chunk: int) -> list[torch.Tensor]:
+def _kv_split(layers: int, pool: int, chunk: int) -> list[torch.Tensor]:
     elems = chunk // 2
     return [torch.randn(2, pool, elems, dtype=torch.bfloat16, device="cuda") for _ in range(layers)]
 
 
-def naive(kv: list[torch.Tensor], gpu_ids: list[int], reps: int) -> dict[str, float]:
-    layers, n = len(kv), len(gpu_ids)
-    elems = kv[0].shape[-1]
-    host = torch.empty(n, layers, 2, elems, dtype=torch.bfloat16, pin_memory=True)
-    stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
-
-    def store(s: torch.cuda.Stream) -> None:
-        with torch.cuda.stream(s):
-            for i, g in enumerate(gpu_ids):
-                for layer, t in enumerate(kv):
-                    for k in (0, 1):
-                        host[i, layer, k].copy_(t[k, g], non_blocking=True)
-
-    def load(s: torch.cuda.Stream) -> None:
-        with torch.cuda.stream(s):
-            for i, g in enumerate(gpu_ids):
-                for layer, t in enumerate(kv):
-                    for k in (0, 1):
-                        t[k, g].copy_(host[i, layer, k], non_blocking=True)
-
-    size = n * layers * 2 * elems * 2
-    r = max(2, reps // 4)  # host-bound and slow: fewer repetitions
-    return {
-        "store": size / _median(lambda: _events_ms(store, stream) / 1e3, r, warmup=1),
-        "load": size / _median(lambda: _events_ms(load, stream) / 1e3, r, warmup=1),
-    }
+def _canonical(kv: list[torch.Tensor]) -> list[torch.Tensor]:
+    """What vLLM hands its offloading worker for these caches: each layer's K and V as an int8
+    ``[num_blocks, page]`` tensor."""
+    return [t[k].view(torch.int8) for t in kv for k in (0, 1)]
 
 
-def kvoff_rates(
-    kv: list[torch.Tensor], gpu_ids: list[int], reps: int, *, staging: int, random_cpu: bool
-) -> dict[str, float]:
-    n = len(gpu_ids)
-    t = CpuGpuTransfer(kv, 16, 16, 2 * n, layout="kv_split", staging_bytes=staging)
-    assert t.copier == "triton", t.copier
-    gen = torch.Generator().manual_seed(1)
-    order = torch.randperm(2 * n, generator=gen).tolist() if random_cpu else list(range(2 * n))
-    store_cpu, load_cpu = order[:n], order[n:]
-    load_gpu = gpu_ids[::-1]
-    job = iter(range(1 << 40))
+class KvoffJobs:
+    def __init__(self, gpu_kv: object, layout: str, gpu_ids: list[int], **kwargs: Any) -> None:
+        n = len(gpu_ids)
+        self.t = CpuGpuTransfer(gpu_kv, 16, 16, 2 * n, layout=layout, **kwargs)
+        self.store_ids = (gpu_ids, list(range(n)))
+        self.load_ids = (gpu_ids[::-1], list(range(n, 2 * n)))
+        self._job = iter(range(1 << 40))
+        # Fill the load side once, so loads move real bytes.
+        self.run("GPU_to_CPU", gpu_ids, self.load_ids[1])
 
-    def one(direction: str, cpu: list[int], gpu: list[int], behind: bool = True) -> float:
-        # behind=True: issued while the compute stream is busy (as an engine does), so the
-        # job's device time is not stretched by the host issuing it; False: on an idle GPU.
-        if behind:
-            _behind_sleep()
-        jid = next(job)
-        t.transfer_async(jid, direction, gpu, cpu)
-        (res,) = t.wait([jid])
-        assert res.success and res.transfer_size == JOB_BYTES
-        return float(res.transfer_time)
+    def submit(self, direction: str, gpu: list[int], cpu: list[int]) -> int:
+        jid = next(self._job)
+        self.t.transfer_async(jid, direction, gpu, cpu)
+        return jid
 
-    def both() -> float:
+    def run(self, direction: str, gpu: list[int], cpu: list[int]) -> Any:
+        (res,) = self.t.wait([self.submit(direction, gpu, cpu)])
+        assert res.success and res.transfer_size == JOB_BYTES, res
+        return res
+
+    def host_us(self, store: bool) -> float:
+        torch.cuda.synchronize()
+        d, (gpu, cpu) = ("GPU_to_CPU", self.store_ids) if store else ("CPU_to_GPU", self.load_ids)
+        jid = next(self._job)
+        t0 = time.perf_counter()
+        self.t.transfer_async(jid, d, gpu, cpu)
+        took = time.perf_counter() - t0
+        self.t.wait([jid])
+        return took * 1e6
+
+    def wall(self, store: bool) -> float:
+        d, (gpu, cpu) = ("GPU_to_CPU", self.store_ids) if store else ("CPU_to_GPU", self.load_ids)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        a, b = next(job), next(job)
-        t.transfer_async(a, "GPU_to_CPU", gpu_ids, store_cpu)
-        t.transfer_async(b, "CPU_to_GPU", load_gpu, load_cpu)
-        results = t.wait([a, b])
-        assert all(r.success for r in results)
+        self.run(d, gpu, cpu)
         return time.perf_counter() - t0
 
-    def both_dev() -> float:
-        # Both jobs wait for the compute stream, so both start when the sleep ends; the span
-        # is then the longer of the two device-timed jobs.
-        _behind_sleep()
-        a, b = next(job), next(job)
-        t.transfer_async(a, "GPU_to_CPU", gpu_ids, store_cpu)
-        t.transfer_async(b, "CPU_to_GPU", load_gpu, load_cpu)
-        results = t.wait([a, b])
-        assert all(r.success for r in results)
-        return float(max(r.transfer_time for r in results))
-
-    def store_wall() -> float:
+    def both_wall(self) -> float:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        one("GPU_to_CPU", store_cpu, gpu_ids)
-        return time.perf_counter() - t0
+        a = self.submit("GPU_to_CPU", *self.store_ids)
+        b = self.submit("CPU_to_GPU", *self.load_ids)
+        results = self.t.wait([a, b])
+        took = time.perf_counter() - t0
+        assert all(r.success for r in results)
+        return took
 
-    def host_issue() -> float:
+    def device_time(self, store: bool) -> float:
         _behind_sleep()
-        jid = next(job)
+        d, (gpu, cpu) = ("GPU_to_CPU", self.store_ids) if store else ("CPU_to_GPU", self.load_ids)
+        return float(self.run(d, gpu, cpu).transfer_time)
+
+    def host_us_busy(self, store: bool) -> float:
+        """Host time inside transfer_async with the compute stream busy for ~2 ms (anything
+        in it that waited for the device would show here, not in host_us)."""
+        _behind_sleep()
+        d, (gpu, cpu) = ("GPU_to_CPU", self.store_ids) if store else ("CPU_to_GPU", self.load_ids)
+        jid = next(self._job)
         t0 = time.perf_counter()
-        t.transfer_async(jid, "GPU_to_CPU", gpu_ids, store_cpu)
-        issued = time.perf_counter() - t0
-        t.wait([jid])
-        return issued
+        self.t.transfer_async(jid, d, gpu, cpu)
+        took = time.perf_counter() - t0
+        self.t.wait([jid])
+        return took * 1e6
 
+    def measure(self, reps: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"copier": self.t.copier, "paths": self.t.cuda_paths}
+        steps: tuple[tuple[str, Callable[[], float]], ...] = (
+            ("store_host_us", lambda: self.host_us(True)),
+            ("load_host_us", lambda: self.host_us(False)),
+            ("store_wall", lambda: self.wall(True)),
+            ("load_wall", lambda: self.wall(False)),
+            ("both_wall", self.both_wall),
+            ("store_dev", lambda: self.device_time(True)),
+            ("load_dev", lambda: self.device_time(False)),
+            ("store_host_us_busy", lambda: self.host_us_busy(True)),
+            ("load_host_us_busy", lambda: self.host_us_busy(False)),
+        )
+        for name, fn in steps:
+            fn()
+            xs = [fn() for _ in range(reps)]
+            out[name] = _med(xs)
+            if name.endswith("_us"):
+                out[name + "_p90"] = _p(xs, 0.9)
+        return out
+
+    def profile(self, n: int = 50) -> str:
+        """Where transfer_async's host time goes (cProfile, store then load)."""
+        prof = cProfile.Profile()
+        for store in (True, False):
+            d, (gpu, cpu) = (
+                ("GPU_to_CPU", self.store_ids) if store else ("CPU_to_GPU", self.load_ids)
+            )
+            for _ in range(n):
+                torch.cuda.synchronize()
+                jid = next(self._job)
+                prof.enable()
+                self.t.transfer_async(jid, d, gpu, cpu)
+                prof.disable()
+                self.t.wait([jid])
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+        return buf.getvalue()
+
+
+def matmul_slowdown(jobs: KvoffJobs, rounds: int = 8, reps: int = 5) -> dict[str, float]:
+    """A bf16 matmul loop on the compute stream, alone and while ``rounds`` stores and loads of
+    128 MiB each (1 GiB each way) run; compute-stream time from CUDA events."""
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    c = torch.empty_like(a)
+    per_round = 2  # matmuls per round: about one 128 MiB transfer's time on an H100/H200
+
+    def loop(with_transfers: bool) -> float:
+        torch.cuda.synchronize()
+        compute = torch.cuda.current_stream()
+        e0, e1 = _timing_event(), _timing_event()
+        e0.record(compute)
+        pending = []
+        for _ in range(rounds):
+            if with_transfers:  # they wait only for the matmuls queued so far
+                pending.append(jobs.submit("GPU_to_CPU", *jobs.store_ids))
+                pending.append(jobs.submit("CPU_to_GPU", *jobs.load_ids))
+            for _ in range(per_round):
+                torch.matmul(a, b, out=c)
+        e1.record(compute)
+        e1.synchronize()
+        if pending:
+            assert all(r.success for r in jobs.t.wait(pending))
+        return float(e0.elapsed_time(e1)) / 1e3
+
+    loop(False)
+    loop(True)
+    alone = [loop(False) for _ in range(reps)]
+    shared = [loop(True) for _ in range(reps)]
+    tflop = 2 * 8192**3 * per_round * rounds / 1e12
     return {
-        "store": JOB_BYTES / _median(lambda: one("GPU_to_CPU", store_cpu, gpu_ids), reps),
-        "load": JOB_BYTES / _median(lambda: one("CPU_to_GPU", load_cpu, load_gpu), reps),
-        "both": 2 * JOB_BYTES / _median(both, reps),
-        "both_dev": 2 * JOB_BYTES / _median(both_dev, reps),
-        "store_wall": JOB_BYTES / _median(store_wall, reps),
-        "store_idle": JOB_BYTES
-        / _median(lambda: one("GPU_to_CPU", store_cpu, gpu_ids, False), reps),
-        "load_idle": JOB_BYTES
-        / _median(lambda: one("CPU_to_GPU", load_cpu, load_gpu, False), reps),
-        "host_issue_s": _median(host_issue, reps),
+        "alone_s": _med(alone),
+        "with_transfers_s": _med(shared),
+        "slowdown": _med(shared) / _med(alone) - 1,
+        "matmul_tflops_alone": tflop / _med(alone),
     }
 
 
-def pinning_cost(gib: int) -> dict[str, float]:
-    chunked = CpuTier(gib * GiB // MiB, MiB, pin=True, chunk_bytes=256 * MiB)
-    mean_call = chunked.alloc_seconds / len(chunked.chunks)
-    seconds_chunked = chunked.alloc_seconds
-    del chunked
+def startup(gib: int, pin_gib: int, method: str, chunk_mib: int) -> dict[str, Any]:
+    """A ``gib`` GiB tier allocated in the background, pinned by ``method`` in chunks of
+    ``chunk_mib``: time until its first store and load are done, transfer_async's host time
+    while pinning goes on, and the pinning rate over the first ``pin_gib`` GiB."""
+    slot = 2 * MiB  # llama-3-8b: 16 tokens x 32 layers x K/V x 8 heads x 128 x bf16
+    kv = _kv_split(32, 64, 32 << 10)
+    # Compile the kernels first, as an engine restarted with Triton's cache on disk finds them.
     t0 = time.perf_counter()
-    whole = torch.empty(gib * GiB, dtype=torch.uint8, pin_memory=True)
-    seconds_whole = time.perf_counter() - t0
-    del whole
-    t0 = time.perf_counter()
-    pageable = torch.ones(gib * GiB, dtype=torch.uint8)  # touching pages: the unpinned floor
-    seconds_touch = time.perf_counter() - t0
-    del pageable
+    warm = CpuGpuTransfer(kv, 16, 64, 1, layout="kv_split")
+    cold = time.perf_counter() - t0
+    del warm
+    began = time.perf_counter()
+    t = CpuGpuTransfer(
+        kv,
+        16,
+        64,
+        gib * GiB // (4 * slot),
+        layout="kv_split",
+        alloc_in_background=True,
+        pin_method=method,
+        pin_chunk_bytes=chunk_mib * MiB,
+    )
+    try:
+        return _startup_figures(t, began, cold, gib, pin_gib, method, chunk_mib, slot)
+    finally:
+        t._tier.close()  # whatever happened, stop pinning: later figures must not share the host
+
+
+def _startup_figures(
+    t: CpuGpuTransfer,
+    began: float,
+    cold: float,
+    gib: int,
+    pin_gib: int,
+    method: str,
+    chunk_mib: int,
+    slot: int,
+) -> dict[str, Any]:
+    constructed = time.perf_counter() - began
+    t.wait_cpu_blocks(16)
+    ready = time.perf_counter() - began
+    t.transfer_async(0, "GPU_to_CPU", list(range(64)), list(range(16)))
+    t.transfer_async(1, "CPU_to_GPU", list(range(64)), list(range(16)))
+    assert all(r.success for r in t.wait([0, 1]))
+    served = time.perf_counter() - began
+    # Host time of 128 MiB stores while the background thread pins (into blocks 16..31).
+    t.wait_cpu_blocks(32)
+    host = []
+    for k in range(20):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        t.transfer_async(10 + k, "GPU_to_CPU", list(range(64)), list(range(16, 32)))
+        host.append((time.perf_counter() - t0) * 1e6)
+        t.wait([10 + k])
+    t.wait_cpu_blocks(pin_gib * GiB // (4 * slot))
+    elapsed = time.perf_counter() - began
+    pinned_bytes = t.ready_cpu_blocks * t.cpu_block_bytes
+    numa = t.cpu_numa_node
     return {
-        "gib": gib,
-        "chunked_s_per_gib": seconds_chunked / gib,
-        "chunked_mean_call_s": mean_call,
-        "one_alloc_s_per_gib": seconds_whole / gib,
-        "pageable_touch_s_per_gib": seconds_touch / gib,
+        "method": method,
+        "chunk_mib": chunk_mib,
+        "tier_gib": gib,
+        "cold_construct_1_block_s": cold,
+        "construct_s": constructed,
+        "first_blocks_ready_s": ready,
+        "first_store_and_load_done_s": served,
+        "host_us_while_pinning": _med(host),
+        "host_us_while_pinning_max": max(host),
+        "pinned_gib_measured": pinned_bytes / GiB,
+        "pin_gib_per_s": pinned_bytes / GiB / elapsed,
+        "numa_node": numa,
     }
+
+
+def _guarded(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
+    """Run one section; a failure is recorded in the report (and printed), not fatal, so one
+    device call still brings back everything else."""
+    try:
+        result = fn()
+    except Exception:
+        report.setdefault("errors", {})[name] = traceback.format_exc()
+        print(f"section {name} failed:\n{report['errors'][name]}", file=sys.stderr, flush=True)
+        return None
+    if not name.startswith(("setup_", "row_")):  # rows go in report["rows"]
+        report[name] = result
+    print(f"measured {name}", file=sys.stderr, flush=True)
+    return result
+
+
+def cuda_main(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(0)
+    report: dict[str, Any] = {
+        "mode": "cuda",
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "job_bytes": JOB_BYTES,
+        "reps": args.reps,
+    }
+    torch.empty(1, device="cuda")  # context creation stays out of the start-up figures
+    for method, chunk_mib in (("alloc", 256), ("register", 32)):
+        _guarded(
+            report,
+            f"startup_{method}",
+            partial(startup, args.tier_gib, args.pin_gib, method, chunk_mib),
+        )
+        torch.cuda.empty_cache()
+    link = SingleCopy()
+    first = link.measure(args.reps)
+    rows: list[dict[str, Any]] = []
+    report["rows"] = rows
+    for chunk, layers, blocks in CONFIGS:
+        pool = 4 * blocks
+        kv = _kv_split(layers, pool, chunk)
+        gen = torch.Generator().manual_seed(chunk)
+        gpu_ids = torch.randperm(pool, generator=gen)[:blocks].tolist()
+        base = {"chunk_bytes": chunk, "layers": layers, "blocks": blocks}
+        variants: list[tuple[str, object]] = [("kv_split", kv)]
+        if chunk == 32 << 10:
+            variants.append(("canonical", _canonical(kv)))
+        for layout, gpu_kv in variants:
+            jobs = _guarded(
+                report,
+                f"setup_{chunk >> 10}KiB_{layout}",
+                partial(KvoffJobs, gpu_kv, layout, gpu_ids),
+            )
+            if jobs is None:
+                continue
+            row = _guarded(
+                report, f"row_{chunk >> 10}KiB_{layout}", partial(jobs.measure, args.reps)
+            )
+            if row is not None:
+                rows.append({**base, "layout": layout, **row})
+            if chunk == 32 << 10 and layout == "kv_split":
+                _guarded(report, "profile_32KiB", jobs.profile)
+                _guarded(report, "matmul", partial(matmul_slowdown, jobs))
+        if chunk == 32 << 10:
+            # The copy kernels' grid capped: fewer SMs held beside compute, for longer.
+            name = f"kv_split, grid capped at {CAPPED_ROWS} rows"
+            capped = _guarded(
+                report,
+                "setup_capped",
+                partial(KvoffJobs, kv, "kv_split", gpu_ids, max_copy_programs=CAPPED_ROWS),
+            )
+            if capped is not None:
+                row = _guarded(report, "row_capped", partial(capped.measure, args.reps))
+                if row is not None:
+                    rows.append({**base, "layout": name, **row})
+                _guarded(report, "matmul_capped", partial(matmul_slowdown, capped))
+        torch.cuda.empty_cache()
+    last = link.measure(args.reps)
+    # Ratios use the better link figure of the two (a slow moment cannot flatter kvoff).
+    best = {k: min(first[k], last[k]) for k in first}
+    report["single_copy"] = {"first": first, "last": last, "used": best}
+    return report
+
+
+# ----------------------------------------------------------------------------- CPU mode
+
+
+def _copy_threads(n: int) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    def copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            dst.copy_(src)
+        finally:
+            torch.set_num_threads(before)
+
+    return copy
+
+
+def cpu_main(args: argparse.Namespace) -> dict[str, Any]:
+    """kvoff's CPU mode against copy_ of the same bytes (64 MiB, contiguous), interleaved round
+    by round. The baseline is the faster of copy_ with torch's default threads and with one
+    (on a small shared machine one is faster; elsewhere the default may be)."""
+    report: dict[str, Any] = {
+        "mode": "cpu",
+        "device": "cpu",
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "rows": [],
+    }
+    nbytes = 64 * MiB
+    copies = {"copy": _copy_threads(torch.get_num_threads()), "copy1": _copy_threads(1)}
+    # `kvoff bench`'s default shape (preset small: 8 layers, 4 KV heads x 64, bf16, 16-token
+    # GPU blocks, so 8 KiB per K or V; 64-token CPU blocks) and the GPU table's 32 KiB chunks
+    # (CPU block = GPU block); random GPU ids out of a pool 4x larger.
+    shapes = (("small preset", 8, 8 << 10, 4), ("32 KiB chunks", 32, 32 << 10, 1))
+    src = torch.empty(nbytes, dtype=torch.uint8).fill_(1)
+    dst = torch.empty(nbytes, dtype=torch.uint8).fill_(2)
+    for name, layers, chunk, ratio in shapes:
+        n = nbytes // (layers * 2 * chunk)  # GPU blocks per job
+        m = n // ratio  # CPU blocks per job
+        pool = 4 * n
+        kv = [torch.randn(2, pool, chunk // 2, dtype=torch.bfloat16) for _ in range(layers)]
+        t = CpuGpuTransfer(kv, 16, 16 * ratio, 4 * m, layout="kv_split")
+        rng = np.random.default_rng(0)
+        for cpu_ids in ("consecutive", "random"):
+            wall: dict[str, list[float]] = {k: [] for k in ("store", "load", "copy", "copy1")}
+            job = 0
+            for r in range(args.reps + 2):
+                gpu = rng.permutation(pool)[:n]
+                if cpu_ids == "consecutive":
+                    cpu = np.arange(m) + m * (r % 4)
+                else:
+                    cpu = rng.permutation(4 * m)[:m]
+                for what in ("store", "copy", "load", "copy1"):
+                    t0 = time.perf_counter()
+                    if what in copies:
+                        copies[what](dst, src)
+                    else:
+                        d = "GPU_to_CPU" if what == "store" else "CPU_to_GPU"
+                        t.transfer_async(job, d, gpu, cpu)
+                        assert t.wait([job])[0].success
+                        job += 1
+                    if r >= 2:  # two warm-up rounds
+                        wall[what].append(time.perf_counter() - t0)
+            row: dict[str, Any] = {"shape": name, "cpu_ids": cpu_ids, "job_bytes": nbytes}
+            for what, xs in wall.items():
+                row[f"{what}_GBps"] = nbytes / _med(xs) / GB
+                row[f"{what}_p50_ms"] = _med(xs) * 1e3
+                row[f"{what}_p99_ms"] = _p(xs, 0.99) * 1e3
+            row["baseline_GBps"] = max(row["copy_GBps"], row["copy1_GBps"])
+            report["rows"].append(row)
+            print(f"measured {name}, {cpu_ids} CPU ids", file=sys.stderr, flush=True)
+        del t, kv
+    return report
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"{report['device']}, torch {report['torch']}"]
+    if report["mode"] == "cpu":
+        lines += [
+            f"(torch threads {report['torch_threads']}; copy_ of 64 MiB with them and with one, "
+            "the faster is the baseline)",
+            "",
+            "| shape | CPU ids | store GB/s | x copy_ | load GB/s | x copy_ | copy_ GB/s (default "
+            "threads, one) | store p50 / p99 ms | load p50 / p99 ms |",
+            "|---|---|---:|---:|---:|---:|---|---|---|",
+        ]
+        for r in report["rows"]:
+            c = r["baseline_GBps"]
+            lines.append(
+                f"| {r['shape']} | {r['cpu_ids']} | {r['store_GBps']:.2f} | "
+                f"{r['store_GBps'] / c:.2f} | {r['load_GBps']:.2f} | {r['load_GBps'] / c:.2f} | "
+                f"{r['copy_GBps']:.2f}, {r['copy1_GBps']:.2f} | "
+                f"{r['store_p50_ms']:.1f} / {r['store_p99_ms']:.1f} | "
+                f"{r['load_p50_ms']:.1f} / {r['load_p99_ms']:.1f} |"
+            )
+        return "\n".join(lines) + "\n"
+    link = report["single_copy"]["used"]
+    lines += [
+        "",
+        f"single copy (128 MiB, pinned): store {JOB_BYTES / link['store_wall'] / GB:.1f} GB/s, "
+        f"load {JOB_BYTES / link['load_wall'] / GB:.1f} GB/s wall-clock from idle; "
+        f"both at once {2 * JOB_BYTES / link['both_wall'] / GB:.1f} GB/s; device time store "
+        f"{JOB_BYTES / link['store_dev'] / GB:.1f}, load {JOB_BYTES / link['load_dev'] / GB:.1f}",
+        "",
+        "| chunk | layers x blocks | layout | host us store / load (GPU busy) "
+        "| idle store GB/s (x copy) | idle load GB/s (x copy) "
+        "| back-to-back GB/s (x 2 copies) | behind compute store, load (x copy) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        st, ld = JOB_BYTES / r["store_wall"], JOB_BYTES / r["load_wall"]
+        both = 2 * JOB_BYTES / r["both_wall"]
+        lines.append(
+            f"| {r['chunk_bytes'] // 1024} KiB | {r['layers']} x {r['blocks']} | {r['layout']} "
+            f"| {r['store_host_us']:.0f} / {r['load_host_us']:.0f} "
+            f"({r['store_host_us_busy']:.0f} / {r['load_host_us_busy']:.0f}) "
+            f"| {st / GB:.1f} ({link['store_wall'] / r['store_wall']:.3f}) "
+            f"| {ld / GB:.1f} ({link['load_wall'] / r['load_wall']:.3f}) "
+            f"| {both / GB:.1f} ({link['both_wall'] / r['both_wall']:.3f}) "
+            f"| {link['store_dev'] / r['store_dev']:.3f}, {link['load_dev'] / r['load_dev']:.3f} |"
+        )
+    for key in ("matmul", "matmul_capped"):
+        m = report.get(key)
+        if m:
+            lines.append(
+                f"{key}: slowdown of a bf16 matmul loop while 1 GiB of stores and 1 GiB of loads "
+                f"run: {100 * m['slowdown']:.2f}% ({m['alone_s'] * 1e3:.1f} ms alone, "
+                f"{m['with_transfers_s'] * 1e3:.1f} ms with; {m['matmul_tflops_alone']:.0f} "
+                "TFLOP/s alone)"
+            )
+    for key in ("startup_alloc", "startup_register"):
+        st = report.get(key)
+        if st:
+            lines.append(
+                f"{key} ({st['chunk_mib']} MiB chunks), {st['tier_gib']} GiB tier in the "
+                f"background: first blocks ready {st['first_blocks_ready_s']:.3f} s, first "
+                f"store+load done {st['first_store_and_load_done_s']:.3f} s; pinning "
+                f"{st['pin_gib_per_s']:.2f} GiB/s; host us per 128 MiB store while pinning "
+                f"{st['host_us_while_pinning']:.0f} (max {st['host_us_while_pinning_max']:.0f}); "
+                f"NUMA node {st['numa_node']}"
+            )
+    if report.get("rows"):
+        lines.append(f"paths: {report['rows'][0].get('paths')}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=None, help="folder for gpu_transfer.json")
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--pin-gib", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=None, help="folder for the JSON and table")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--tier-gib", type=int, default=64, help="start-up: tier size")
+    ap.add_argument("--pin-gib", type=int, default=4, help="start-up: GiB to pin for the rate")
+    ap.add_argument("--cpu", action="store_true", help="CPU mode even where CUDA is present")
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("needs CUDA", file=sys.stderr)
-        return 2
-    torch.manual_seed(0)
-    report: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "job_bytes": JOB_BYTES,
-        "rows": [],
-    }
-    torch.empty(1, device="cuda")  # context creation stays out of the pinning figures
-    # First, before any pinned memory is cached by torch's host allocator.
-    report["pinning"] = pinning_cost(args.pin_gib)
-    # The link's limit is measured at the start and at the end; ratios use the better of the
-    # two (and, for both directions, the better of one and four copies per direction), so a
-    # slow moment of the shared host cannot flatter kvoff.
-    first = single_copy(args.reps)
-    rows: list[dict[str, Any]] = report["rows"]
-    for chunk, layers, blocks in CONFIGS:
-        pool = 4 * blocks
-        kv = _make_kv(layers, pool, chunk)
-        gen = torch.Generator().manual_seed(chunk)
-        gpu_ids = torch.randperm(pool, generator=gen)[:blocks].tolist()
-        base = {"chunk_bytes": chunk, "layers": layers, "blocks": blocks}
-        rows.append({**base, "method": "naive loop", **naive(kv, gpu_ids, args.reps)})
-        variants = [("kvoff", 64 * MiB, False)]
-        if chunk == 32 << 10:
-            variants += [
-                ("kvoff (again: noise)", 64 * MiB, False),
-                ("kvoff, random CPU ids", 64 * MiB, True),
-                ("kvoff, staging 2x8 MiB", 16 * MiB, False),
-                ("kvoff, staging 2x64 MiB", 128 * MiB, False),
-            ]
-        for name, staging, rnd in variants:
-            rates = kvoff_rates(kv, gpu_ids, args.reps, staging=staging, random_cpu=rnd)
-            rows.append({**base, "method": name, **rates})
-        del kv
-        torch.cuda.empty_cache()
-    last = single_copy(args.reps)
-    link = {k: max(first[k], last[k]) for k in first}
-    link["both_dev"] = max(link["both_dev"], link["both_dev_4_pieces"])
-    report["single_copy"] = {"first": first, "last": last, "used": link}
-
-    gb = 1e9
-    print(f"\n{report['device']}, torch {report['torch']}, 128 MiB jobs, median of {args.reps}")
-    for name, m in (("start", first), ("end", last)):
-        print(
-            f"single copy at {name}: store {m['store'] / gb:.1f}, load {m['load'] / gb:.1f}, "
-            f"both {m['both_dev'] / gb:.1f} (4 pieces each way: "
-            f"{m['both_dev_4_pieces'] / gb:.1f}) GB/s"
-        )
-    print(
-        f"single copy (link limit): store {link['store'] / gb:.1f} GB/s, "
-        f"load {link['load'] / gb:.1f} GB/s, both at once {link['both_dev'] / gb:.1f} GB/s "
-        f"(device span; {link['both'] / gb:.1f} wall)"
-    )
-    head = f"{'chunk':>7} {'layers x blocks':>15}  {'method':<24} {'store GB/s':>10} "
-    head += f"{'(x link)':>8} {'load GB/s':>9} {'(x link)':>8} {'both GB/s':>9} {'(x link)':>8}"
-    head += f" {'both wall':>9} {'issue us':>8} {'idle st/ld':>11}"
-    print(head)
-    for r in rows:
-        both = f"{'':>9} {'':>8} {'':>9} {'':>8}"
-        if "both" in r:
-            both = (
-                f"{r['both_dev'] / gb:9.1f} {r['both_dev'] / link['both_dev']:8.3f} "
-                f"{r['both'] / gb:9.1f} {r['host_issue_s'] * 1e6:8.0f} "
-                f"{r['store_idle'] / gb:5.1f}/{r['load_idle'] / gb:5.1f}"
-            )
-        print(
-            f"{r['chunk_bytes'] // 1024:>5}Ki {r['layers']:>6} x {r['blocks']:<6}  "
-            f"{r['method']:<24} {r['store'] / gb:10.2f} {r['store'] / link['store']:8.3f} "
-            f"{r['load'] / gb:9.2f} {r['load'] / link['load']:8.3f} {both}"
-        )
-    p = report["pinning"]
-    print(
-        f"pinning {p['gib']} GiB: chunked {p['chunked_s_per_gib']:.3f} s/GiB "
-        f"({p['chunked_mean_call_s'] * 1e3:.0f} ms per 256 MiB call), one allocation "
-        f"{p['one_alloc_s_per_gib']:.3f} s/GiB, pageable first touch "
-        f"{p['pageable_touch_s_per_gib']:.3f} s/GiB"
-    )
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    if not use_cuda:
+        print("no CUDA device: measuring CPU mode", file=sys.stderr)
+    report = cuda_main(args) if use_cuda else cpu_main(args)
+    table = markdown(report)
+    print(table)
+    if use_cuda:
+        print(report.get("profile_32KiB", ""))
+        for name, err in report.get("errors", {}).items():
+            print(f"section {name} failed:\n{err}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_transfer.json").write_text(json.dumps(report, indent=2))
+        (args.out / "gpu_transfer.md").write_text(table)
     return 0
 
 

@@ -18,7 +18,15 @@ DEVICES = [
         ],
     ),
 ]
-LAYOUTS = ["blocks_first", "blocks_first_padded", "kv_split", "kv_split_padded", "cross_layer"]
+LAYOUTS = [
+    "blocks_first",
+    "blocks_first_padded",
+    "kv_split",
+    "kv_split_padded",
+    "cross_layer",
+    "canonical",
+    "canonical_padded",
+]
 
 # triton 3.9 warns once at first compile about a default it will change; not ours to act on.
 TRITON_WARNING = "ignore:TRITON_DEFAULT_FP_FUSION:UserWarning"
@@ -45,7 +53,8 @@ def make_kv(
     seed: int = 0,
 ) -> tuple[Kv, str]:
     """GPU KV for ``layout`` (``*_padded``: blocks further apart than their size) and the
-    ``layout=`` name to pass."""
+    ``layout=`` name to pass. ``canonical``: one 2-D ``[num_blocks, page]`` tensor per layer,
+    each page a different size (and, padded, each block stride too)."""
     pad = 5 if layout.endswith("_padded") else 0
     base = layout.removesuffix("_padded")
     inner = 1
@@ -54,6 +63,13 @@ def make_kv(
     if base == "cross_layer":
         t = random_tensor((num_blocks, num_layers, 2, *block_shape), dtype, seed)
         return t.to(device), base
+    if base == "canonical":
+        pages = []
+        for i in range(num_layers):
+            page, stride = inner + 4 * i, inner + 4 * i + (pad + 3 * i if pad else 0)
+            flat = random_tensor((num_blocks, stride), dtype, seed * 100 + i).to(device)
+            pages.append(flat[:, :page])
+        return pages, base
     tensors = []
     for i in range(num_layers):
         lead = (2, num_blocks) if base == "kv_split" else (num_blocks,)

@@ -38,15 +38,20 @@ def _sync(device: str) -> None:
 @pytest.mark.parametrize("ratio", [1, 2, 4])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int8])
 @pytest.mark.parametrize("slots_per_buffer", [3, 64])
+@pytest.mark.parametrize("copier", ["auto", "torch"])
 def test_store_then_load_round_trips_exact_bytes(
-    device: str, layout: str, ratio: int, dtype: torch.dtype, slots_per_buffer: int
+    device: str, layout: str, ratio: int, dtype: torch.dtype, slots_per_buffer: int, copier: str
 ) -> None:
     nb, ncpu = 24, 7
     kv, name = make_kv(layout, device=device, dtype=dtype, num_blocks=nb, seed=ratio)
     probe = CpuGpuTransfer(kv, GPU_BS, GPU_BS * ratio, 1, layout=name)
     staging = 2 * slots_per_buffer * probe.gpu_block_bytes
-    t = CpuGpuTransfer(kv, GPU_BS, GPU_BS * ratio, ncpu, layout=name, staging_bytes=staging)
+    t = CpuGpuTransfer(
+        kv, GPU_BS, GPU_BS * ratio, ncpu, layout=name, staging_bytes=staging, copier=copier
+    )
     assert t.layout == name and t.gpu_blocks_per_cpu_block == ratio
+    want = {"torch": "torch", "auto": "host" if device == "cpu" else t.copier}[copier]
+    assert t.copier == want
     assert t.cpu_block_bytes == ratio * t.gpu_block_bytes
     rng = np.random.default_rng(ratio)
     cpu_ids = rng.choice(ncpu, size=3, replace=False)
@@ -85,10 +90,11 @@ def test_store_then_load_round_trips_exact_bytes(
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["blocks_first", "kv_split", "cross_layer"])
-def test_load_skips_into_first_cpu_block(device: str, layout: str) -> None:
+@pytest.mark.parametrize("copier", ["auto", "torch"])
+def test_load_skips_into_first_cpu_block(device: str, layout: str, copier: str) -> None:
     ratio, nb = 4, 20
     kv, name = make_kv(layout, device=device, num_blocks=nb, seed=5)
-    t = CpuGpuTransfer(kv, GPU_BS, GPU_BS * ratio, 5, layout=name)
+    t = CpuGpuTransfer(kv, GPU_BS, GPU_BS * ratio, 5, layout=name, copier=copier)
     src = list(range(8, 20))  # 12 GPU blocks -> CPU blocks 3, 1, 4
     original = all_blocks(kv, name, nb)
     t.transfer_async(1, "GPU_to_CPU", src, [3, 1, 4])

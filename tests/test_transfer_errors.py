@@ -48,6 +48,8 @@ def _layers(n: int = 3, blocks: int = 8) -> list[torch.Tensor]:
         ({"num_cpu_blocks": -1}, "num_cpu_blocks must be a positive integer, got -1"),
         ({"staging_bytes": 100}, "cannot hold one GPU block of 192 bytes"),
         ({"num_staging_buffers": 0}, "num_staging_buffers must be a positive integer"),
+        ({"pin_method": "mlock"}, "unknown pin_method 'mlock'; expected 'alloc' or 'register'"),
+        ({"max_copy_programs": 0}, "max_copy_programs must be a positive integer, got 0"),
         ({"copier": "cuda"}, "unknown copier 'cuda'"),
     ],
 )
@@ -157,16 +159,35 @@ class _Boom(RuntimeError):
 
 
 def _fail_on_call(
-    t: CpuGpuTransfer, method: str, nth: int, monkeypatch: pytest.MonkeyPatch
+    t: CpuGpuTransfer, store: bool, nth: int, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, int]:
-    real = getattr(t._copier, method)
+    """Make the ``nth`` copy step of the job's direction raise: a staged pipeline's gather
+    (store) or scatter (load) of one piece, or the host copier's copy of one run."""
     calls = {"n": 0}
+    if t.copier == "host":
+        host = t._host
+        assert host is not None
+        real_rows = host.copy_rows
 
-    def flaky(ids: torch.Tensor, staging: torch.Tensor) -> None:
+        def flaky_rows(store_: bool, ids: Any, chunk: int, slots: Any) -> None:
+            if store_ == store:
+                calls["n"] += 1
+                if calls["n"] == nth:
+                    raise _Boom("injected copy failure")
+            real_rows(store_, ids, chunk, slots)
+
+        monkeypatch.setattr(host, "copy_rows", flaky_rows)
+        return calls
+    method = "gather" if store else "scatter"
+    real = getattr(t._copier, method)
+
+    def flaky(
+        ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any = None
+    ) -> None:
         calls["n"] += 1
         if calls["n"] == nth:
             raise _Boom("injected copy failure")
-        real(ids, staging)
+        real(ids, first, count, staging, stream)
 
     monkeypatch.setattr(t._copier, method, flaky)
     return calls
@@ -174,24 +195,27 @@ def _fail_on_call(
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("direction", ["GPU_to_CPU", "CPU_to_GPU"])
+@pytest.mark.parametrize("copier", ["auto", "torch"])
 def test_a_copy_that_raises_fails_only_its_job(
-    device: str, direction: str, monkeypatch: pytest.MonkeyPatch
+    device: str, direction: str, copier: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nb = 24
     kv, _ = make_kv("kv_split", device=device, num_blocks=nb, seed=4)
     probe = CpuGpuTransfer(kv, BS, BS, 1, layout="kv_split")
-    # Two slots per buffer: a 6-block job is three pieces, the second one fails.
-    t = CpuGpuTransfer(kv, BS, BS, 12, layout="kv_split", staging_bytes=4 * probe.gpu_block_bytes)
+    # Two slots per buffer: a 6-block job is three pieces, the second one fails. The host
+    # copier has no pieces: CPU ids in two runs of three make two copies, the second fails.
+    t = CpuGpuTransfer(
+        kv, BS, BS, 12, layout="kv_split", staging_bytes=4 * probe.gpu_block_bytes, copier=copier
+    )
     g = t.gpu_block_bytes
     original = all_blocks(kv, "kv_split", nb)
     t.transfer_async(1, "GPU_to_CPU", list(range(6)), list(range(6)))
     t.wait([1])
-    method = "gather" if direction == "GPU_to_CPU" else "scatter"
-    calls = _fail_on_call(t, method, 2, monkeypatch)
+    calls = _fail_on_call(t, direction == "GPU_to_CPU", 2, monkeypatch)
     if direction == "GPU_to_CPU":
-        t.transfer_async(2, direction, list(range(12, 18)), list(range(6, 12)))
+        t.transfer_async(2, direction, list(range(12, 18)), [9, 10, 11, 6, 7, 8])
     else:
-        t.transfer_async(2, direction, list(range(12, 18)), list(range(6)))
+        t.transfer_async(2, direction, list(range(12, 18)), [3, 4, 5, 0, 1, 2])
     # the job that did not fail, in the other direction, is unaffected
     other = "CPU_to_GPU" if direction == "GPU_to_CPU" else "GPU_to_CPU"
     if other == "CPU_to_GPU":
@@ -202,7 +226,7 @@ def test_a_copy_that_raises_fails_only_its_job(
     assert (bad.job_id, bad.success, bad.transfer_size, bad.transfer_time) == (2, False, 6 * g, 0.0)
     assert bad.transfer_type == direction
     assert good.success and good.transfer_size == 6 * g
-    assert calls["n"] == 2  # the failed job stopped at its failing piece
+    assert calls["n"] == 2  # the failed job stopped at its failing piece (or run)
     now = all_blocks(kv, "kv_split", nb)
     if other == "CPU_to_GPU":
         assert all(torch.equal(now[18 + i], original[i]) for i in range(6))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import kvoff
+
 pytest.importorskip("triton")
 
 SCRIPT = r"""
@@ -26,12 +28,18 @@ cases = [
     ("blocks_first", torch.float16, (3,), 2),          # 6 B rows: 2-byte units
     ("blocks_first_padded", torch.int8, (2, 4), 2),    # 8 B rows, 13 B stride: 1-byte units
 ]
-for layout, dtype, shape, ratio in cases:
+# The last two with a capped grid: programs loop over the rows.
+cases += [
+    ("kv_split", torch.bfloat16, (4, 2, 8), 2, 1),
+    ("canonical_padded", torch.int8, (5,), 1, 3),
+]
+for layout, dtype, shape, ratio, *cap in cases:
     nb = 12
     kv, name = make_kv(layout, device="cpu", dtype=dtype, num_blocks=nb, block_shape=shape)
     probe = CpuGpuTransfer(kv, 16, 16 * ratio, 1, layout=name)
     t = CpuGpuTransfer(kv, 16, 16 * ratio, 5, layout=name, copier="triton",
-                       staging_bytes=2 * 3 * probe.gpu_block_bytes)
+                       staging_bytes=2 * 3 * probe.gpu_block_bytes,
+                       max_copy_programs=cap[0] if cap else None)
     assert t.copier == "triton"
     orig = all_blocks(kv, name, nb)
     gpu = [11, 0, 7, 3, 5, 9, 2, 8][: 2 * ratio]
@@ -63,7 +71,11 @@ for layout, dtype, shape, ratio in cases:
     torch.cuda.is_available(), reason="CUDA present: the compiled kernel is tested instead"
 )
 def test_triton_kernel_round_trips_under_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    # The child must import the kvoff this test run imports (a relative PYTHONPATH would
+    # resolve against the child's working directory and find another one, or none).
+    package_root = str(Path(kvoff.__file__).resolve().parents[1])
+    path = os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore", PYTHONPATH=path)
     here = Path(__file__).parent
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT],
@@ -75,4 +87,4 @@ def test_triton_kernel_round_trips_under_the_interpreter() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     widths = [line.split()[-2] for line in proc.stdout.splitlines()]
-    assert widths == ["8", "4", "1", "8", "2", "1"], proc.stdout
+    assert widths == ["8", "4", "1", "8", "2", "1", "8", "1"], proc.stdout

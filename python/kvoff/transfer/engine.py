@@ -1,19 +1,21 @@
 """``CpuGpuTransfer``: asynchronous block copies between GPU KV tensors and the CPU tier.
 
-Each direction owns a *lane*: a kernel stream (gather or scatter), a DMA stream, and a ring of
-staging buffers. A store runs, per piece: gather (kernel stream) -> event -> DMA to the CPU tier
-(DMA stream) -> "buffer free" event. A load is the mirror: DMA into staging -> event -> scatter
--> "buffer free". Consecutive pieces use different buffers, so piece ``p + 1``'s gather overlaps
-piece ``p``'s DMA, and the only host work per piece is one launch and one copy per run of
-adjacent CPU slots. The two lanes share nothing, so stores and loads run at the same time, one
-on each direction of the link.
+On CUDA each direction owns a lane (``pipeline.py``): two streams with a staging buffer each; a
+store's piece is a gather into staging then DMAs to the tier, a load's piece DMAs into staging
+then a scatter, and consecutive pieces alternate streams so that one piece's kernel overlaps the
+other's DMA. The two lanes share nothing, so stores and loads run at the same time, one on each
+direction of the link.
 
-Without CUDA the same code runs on CPU tensors with no streams: every step is synchronous, the
-job is finished when ``transfer_async`` returns, and its time is wall-clock.
+Without CUDA (CPU tensors) there is nothing to overlap: the default copier moves each run of
+adjacent CPU slots straight between the KV rows and the tier (``host_copy.py``), the job is
+finished when ``transfer_async`` returns, and its time is wall-clock. ``copier="torch"`` or
+``"triton"`` (under ``TRITON_INTERPRET=1``) runs the staged pieces on CPU instead, one after
+the other, which is how CI checks the pieces and the kernel without a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import time
 from collections.abc import Iterable, Iterator
@@ -24,27 +26,20 @@ import torch
 
 from kvoff._sysmem import format_gib, physical_memory_bytes
 from kvoff.errors import InvalidArgumentError, InvalidStateError, UnknownJobError
-from kvoff.transfer.cpu_tier import CpuTier
-from kvoff.transfer.ids import IdUploader
+from kvoff.transfer.cpu_tier import PIN_METHODS, CpuTier
+from kvoff.transfer.host_copy import HostCopier
+from kvoff.transfer.ids import PinnedIdRing
 from kvoff.transfer.kernels import Copier, TorchCopier, TritonCopier, triton_usable
 from kvoff.transfer.layout import KvLayout, parse_layout, positive_int
+from kvoff.transfer.memcpy import Memcpy
+from kvoff.transfer.numa import allocation_cpus, pci_bus_id
+from kvoff.transfer.pipeline import CudaLane
 from kvoff.transfer.plan import Plan, as_block_ids, plan_job
 from kvoff.transfer.result import CPU_TO_GPU, DIRECTIONS, GPU_TO_CPU, TransferResult
 
 __all__ = ["CpuGpuTransfer"]
 
-_Event = Any  # torch.cuda.Event on CUDA; unused on CPU
-
-
-@dataclass
-class _Lane:
-    """One direction's streams and staging ring."""
-
-    kernel_stream: Any  # torch.cuda.Stream, or None on CPU
-    dma_stream: Any
-    staging: list[torch.Tensor]
-    free: list[_Event | None]  # per buffer: the event after which it may be overwritten
-    next_buffer: int = 0
+_COPIERS = ("auto", "triton", "torch", "host")
 
 
 @dataclass
@@ -107,10 +102,20 @@ class CpuGpuTransfer:
             whose ``shape[0]`` is 2 must be declared).
         staging_bytes: device memory per direction for staging, split over
             ``num_staging_buffers`` buffers; each buffer holds whole GPU-block slots.
-        num_staging_buffers: buffers per direction (2 = double buffering).
+        num_staging_buffers: buffers (and CUDA streams) per direction (2 = double buffering).
         pin_chunk_bytes: the CPU tier is allocated and pinned in chunks of about this size.
-        copier: ``"auto"`` (Triton on CUDA when importable, else torch), ``"triton"`` or
-            ``"torch"``.
+        copier: ``"auto"`` (CUDA: Triton when importable, else torch; CPU: ``"host"``),
+            ``"triton"``, ``"torch"`` (both: the staged pipeline) or ``"host"`` (CPU tensors
+            only: direct copies, no staging).
+        alloc_in_background: return before the CPU tier is allocated; chunks become usable
+            one by one (see :attr:`ready_cpu_blocks`). Default: allocate it all first.
+        numa: on a machine with several NUMA nodes, allocate the tier from a thread running
+            on the GPU's node's CPUs (first touch places the pages there).
+        pin_method: how the tier is pinned with CUDA: ``"alloc"`` (torch's pinned allocator)
+            or ``"register"`` (pageable memory faulted in, then page-locked in place).
+        max_copy_programs: Triton copier only: at most this many programs along the rows
+            axis of the gather/scatter grid (they loop over the rows), so the copy kernels
+            hold fewer SMs beside compute; None: one program per row.
 
     Raises:
         InvalidArgumentError: for any malformed argument (layers whose bytes overlap, a CPU
@@ -129,6 +134,10 @@ class CpuGpuTransfer:
         num_staging_buffers: int = 2,
         pin_chunk_bytes: int = 256 << 20,
         copier: str = "auto",
+        alloc_in_background: bool = False,
+        numa: bool = True,
+        pin_method: str = "alloc",
+        max_copy_programs: int | None = None,
     ) -> None:
         gpu_bs = positive_int("gpu_block_size", gpu_block_size)
         cpu_bs = positive_int("cpu_block_size", cpu_block_size)
@@ -140,10 +149,16 @@ class CpuGpuTransfer:
         staging = positive_int("staging_bytes", staging_bytes)
         nbuf = positive_int("num_staging_buffers", num_staging_buffers)
         pin_chunk = positive_int("pin_chunk_bytes", pin_chunk_bytes)
-        if copier not in ("auto", "triton", "torch"):
+        if copier not in _COPIERS:
             raise InvalidArgumentError(
-                f"unknown copier {copier!r}; expected 'auto', 'triton' or 'torch'"
+                f"unknown copier {copier!r}; expected 'auto', 'triton', 'torch' or 'host'"
             )
+        if pin_method not in PIN_METHODS:
+            raise InvalidArgumentError(
+                f"unknown pin_method {pin_method!r}; expected 'alloc' or 'register'"
+            )
+        if max_copy_programs is not None:
+            max_copy_programs = positive_int("max_copy_programs", max_copy_programs)
         kv = parse_layout(gpu_kv, layout)
         _check_fits_in_memory(self._num_cpu_blocks, cpu_bs // gpu_bs * kv.slot_bytes)
         if kv.device.type == "cuda" and not torch.cuda.is_available():  # pragma: no cover
@@ -152,6 +167,10 @@ class CpuGpuTransfer:
             raise InvalidArgumentError(
                 f"copier='triton' needs triton and a CUDA device (or TRITON_INTERPRET=1); "
                 f"gpu_kv is on {kv.device}"
+            )
+        if copier == "host" and kv.device.type != "cpu":
+            raise InvalidArgumentError(
+                f"copier='host' copies CPU tensors only; gpu_kv is on {kv.device}"
             )
         slots_per_buffer = staging // nbuf // kv.slot_bytes
         if slots_per_buffer == 0:
@@ -165,30 +184,39 @@ class CpuGpuTransfer:
         # A piece never needs more slots than there are GPU blocks: no staging beyond that.
         self._slots_per_buffer = min(slots_per_buffer, kv.num_blocks)
         self._cuda = kv.device.type == "cuda"
-        use_triton = copier == "triton" or (
-            copier == "auto" and self._cuda and triton_usable(kv.device)
+        if copier == "auto":
+            copier = "host" if not self._cuda else "triton" if triton_usable(kv.device) else "torch"
+        self._copier_name = copier
+        self._numa_node, cpus = (
+            allocation_cpus(pci_bus_id(kv.device)) if self._cuda and numa else (None, None)
         )
-        self._copier: Copier = TritonCopier(kv) if use_triton else TorchCopier(kv)
-        self._copier_name = "triton" if use_triton else "torch"
         self._tier = CpuTier(
             self._num_cpu_blocks,
             self._ratio * kv.slot_bytes,
             pin=self._cuda,
             chunk_bytes=pin_chunk,
+            background=bool(alloc_in_background),
+            cpus=cpus,
+            device=kv.device if self._cuda else None,
+            pin_method=pin_method,
         )
+        self._copier: Copier = (
+            TritonCopier(kv, max_copy_programs) if copier == "triton" else TorchCopier(kv)
+        )
+        self._host = HostCopier(kv, self._tier) if copier == "host" else None
         self._slots_per_chunk = self._tier.blocks_per_chunk * self._ratio
-        self._lanes = {d: self._make_lane(nbuf) for d in DIRECTIONS}
-        self._ids = IdUploader(kv.device, 4 * kv.num_blocks) if self._cuda else None
+        buffer_bytes = self._slots_per_buffer * kv.slot_bytes
+        self._lanes: dict[str, CudaLane] = {}
+        self._rings: dict[str, PinnedIdRing] = {}
+        self._staging: list[torch.Tensor] = []  # the staged pieces on CPU tensors
+        if self._cuda:
+            memcpy = Memcpy(kv.device)
+            for d in DIRECTIONS:
+                self._lanes[d] = CudaLane(kv.device, buffer_bytes, nbuf, memcpy)
+                self._rings[d] = PinnedIdRing(4 * kv.num_blocks, kv.device)
+        elif self._host is None:
+            self._staging = [torch.empty(buffer_bytes, dtype=torch.uint8)]
         self._jobs: dict[int, _Job] = {}
-
-    def _make_lane(self, nbuf: int) -> _Lane:
-        dev = self._kv.device
-        size = self._slots_per_buffer * self._kv.slot_bytes
-        bufs = [torch.empty(size, dtype=torch.uint8, device=dev) for _ in range(nbuf)]
-        if not self._cuda:
-            return _Lane(None, None, bufs, [None] * nbuf)
-        streams = (torch.cuda.Stream(dev), torch.cuda.Stream(dev))  # type: ignore[no-untyped-call]
-        return _Lane(streams[0], streams[1], bufs, [None] * nbuf)
 
     # ----------------------------------------------------------------- description
 
@@ -226,13 +254,57 @@ class CpuGpuTransfer:
         return self._tier.pinned
 
     @property
-    def cpu_alloc_seconds(self) -> float:
-        """Seconds the CPU tier took to allocate (and pin) at construction."""
+    def cpu_alloc_seconds(self) -> float | None:
+        """Seconds from construction until the whole CPU tier was allocated (and pinned);
+        None while it is still being allocated in the background, or if allocating failed."""
         return self._tier.alloc_seconds
 
     @property
+    def cpu_first_ready_seconds(self) -> float | None:
+        """Seconds from construction until the first chunk of the tier was usable."""
+        return self._tier.first_chunk_seconds
+
+    @property
+    def ready_cpu_blocks(self) -> int:
+        """CPU blocks usable now: ids ``[0, ready_cpu_blocks)``. Grows (never shrinks) up to
+        ``num_cpu_blocks`` while the tier is allocated in the background; a transfer naming a
+        CPU block at or above it is refused. Cheap to read (one attribute), e.g. every step."""
+        return self._tier.ready_blocks
+
+    @property
+    def cpu_alloc_error(self) -> BaseException | None:
+        """What allocating the tier raised, if it stopped early: the tier then stays at
+        :attr:`ready_cpu_blocks` for good (a background allocation never raises anywhere
+        else)."""
+        return self._tier.error
+
+    @property
+    def cpu_numa_node(self) -> int | None:
+        """The NUMA node the tier was allocated from, or None (one node, or unknown)."""
+        return self._numa_node
+
+    def wait_cpu_blocks(self, num_blocks: int | None = None, timeout: float | None = None) -> int:
+        """Block until ``num_blocks`` CPU blocks (default: all) are ready, allocation stopped,
+        or ``timeout`` seconds passed; returns :attr:`ready_cpu_blocks`."""
+        if num_blocks is not None:
+            num_blocks = positive_int("num_blocks", num_blocks)
+        return self._tier.wait(num_blocks, timeout)
+
+    @property
+    def cuda_paths(self) -> dict[str, str] | None:
+        """How the CUDA pipeline issues its work: ``{"kernel": "direct" | "jit" | "torch",
+        "copies": "cuda-python" | "torch"}`` (see ``kernels.py``, ``memcpy.py``); None on CPU."""
+        if not self._cuda:
+            return None
+        kernel = "torch" if self._copier_name == "torch" else "jit"
+        if self._copier.explicit_stream:
+            kernel = "direct"
+        lane = self._lanes[GPU_TO_CPU]
+        return {"kernel": kernel, "copies": "cuda-python" if lane.memcpy.direct else "torch"}
+
+    @property
     def copier(self) -> str:
-        """``"triton"`` or ``"torch"``: which gather/scatter implementation runs."""
+        """``"triton"``, ``"torch"`` (staged pipeline) or ``"host"`` (direct, CPU tensors)."""
         return self._copier_name
 
     def cpu_block(self, cpu_block_id: int) -> torch.Tensor:
@@ -241,7 +313,22 @@ class CpuGpuTransfer:
         j = operator.index(cpu_block_id)
         if not 0 <= j < self._num_cpu_blocks:
             raise InvalidArgumentError(f"cpu_block_id {j} outside [0, {self._num_cpu_blocks})")
+        self._check_ready(j)
         return self._tier.block(j)
+
+    def _check_ready(self, highest: int) -> None:
+        ready = self._tier.ready_blocks
+        if highest < ready:
+            return
+        why = (
+            f"allocating it stopped: {self._tier.error!r}"
+            if self._tier.error is not None
+            else "it is still being allocated"
+        )
+        raise InvalidStateError(
+            f"CPU block {highest} is not allocated yet: blocks [0, {ready}) of "
+            f"{self._num_cpu_blocks} are ready ({why}); see ready_cpu_blocks"
+        )
 
     # ----------------------------------------------------------------- jobs
 
@@ -281,106 +368,61 @@ class CpuGpuTransfer:
         store = direction == GPU_TO_CPU
         gpu = as_block_ids("gpu_block_ids", gpu_block_ids, self._kv.num_blocks)
         cpu = as_block_ids("cpu_block_ids", cpu_block_ids, self._num_cpu_blocks)
+        if cpu.size:
+            self._check_ready(int(cpu.max()))
+        whole_job = max(gpu.size, 1) if self._host is not None else None
         plan = plan_job(
             store=store,
             gpu_ids=gpu,
             cpu_ids=cpu,
             ratio=self._ratio,
             slot_bytes=self._kv.slot_bytes,
-            slots_per_piece=self._slots_per_buffer,
+            slots_per_piece=whole_job or self._slots_per_buffer,
             slots_per_chunk=self._slots_per_chunk,
-            edge_piece=max(1, self._slots_per_buffer // 4),
+            edge_piece=whole_job or max(1, self._slots_per_buffer // 8),
         )
         dir_name: Literal["GPU_to_CPU", "CPU_to_GPU"] = GPU_TO_CPU if store else CPU_TO_GPU
         job = _Job(jid, dir_name, plan.nbytes, success=True)
-        lane = self._lanes[dir_name]
-        try:
-            if self._cuda:
-                self._enqueue_cuda(job, lane, plan, store)
-            else:
+        if self._cuda:
+            self._enqueue_cuda(job, plan, store)
+        else:
+            try:
                 job.start = time.perf_counter()
-                self._run_pieces(lane, plan, store, torch.from_numpy(plan.gpu_ids))
+                if self._host is not None:
+                    self._host.run_job(plan, store)
+                else:
+                    self._run_staged_on_cpu(plan, store)
                 job.end = time.perf_counter()
-        except Exception:
-            job.success = False
-            job.end = self._drain_after_failure(lane)
+            except Exception:
+                job.success = False
         self._jobs[jid] = job
 
-    def _enqueue_cuda(self, job: _Job, lane: _Lane, plan: Plan, store: bool) -> None:
-        compute = torch.cuda.current_stream(self._kv.device)
-        first = lane.kernel_stream if store else lane.dma_stream
-        last = lane.dma_stream if store else lane.kernel_stream
-        # Stores read blocks the compute stream may still be writing; loads overwrite blocks it
-        # may still be reading (a block freed last step can be reused this step).
-        assert self._ids is not None
-        ids = self._ids.upload(plan.gpu_ids, lane.kernel_stream)  # before the clock starts
-        first.wait_stream(compute)
-        job.start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        job.start.record(first)
+    def _enqueue_cuda(self, job: _Job, plan: Plan, store: bool) -> None:
+        lane, ring = self._lanes[job.direction], self._rings[job.direction]
+        n = plan.gpu_ids.size
+        at = ring.put(plan.gpu_ids)
         try:
-            self._run_pieces(lane, plan, store, ids)
-        finally:
-            torch.cuda.set_stream(compute)
-        job.end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        job.end.record(last)
+            job.start, job.end = lane.enqueue(
+                plan, store, self._copier, ring, at, self._tier.chunks
+            )
+        except Exception:
+            job.success = False
+            job.end = lane.drain()
+        if job.end is not None:
+            ring.hold(at, n, job.end)
 
-    def _run_pieces(self, lane: _Lane, plan: Plan, store: bool, ids: torch.Tensor) -> None:
-        chunks = self._tier.chunks
-        nbuf = len(lane.staging)
+    def _run_staged_on_cpu(self, plan: Plan, store: bool) -> None:
+        chunks, buf = self._tier.chunks, self._staging[0]
+        ids = torch.from_numpy(plan.gpu_ids)
         for piece in plan.pieces:
-            b = lane.next_buffer
-            lane.next_buffer = (b + 1) % nbuf
-            buf = lane.staging[b]
-            block_ids = ids[piece.first : piece.first + piece.count]
             if store:
-                self._wait(lane.kernel_stream, lane.free[b])
-                self._use(lane.kernel_stream)
-                self._copier.gather(block_ids, buf)
-                self._wait(lane.dma_stream, self._record(lane.kernel_stream))
-                self._use(lane.dma_stream)
+                self._copier.gather(ids, piece.first, piece.count, buf, None)
                 for so, c, co, nb in piece.runs:
-                    chunks[c][co : co + nb].copy_(buf[so : so + nb], non_blocking=True)
-                lane.free[b] = self._record(lane.dma_stream)
+                    chunks[c][co : co + nb].copy_(buf[so : so + nb])
             else:
-                self._wait(lane.dma_stream, lane.free[b])
-                self._use(lane.dma_stream)
                 for so, c, co, nb in piece.runs:
-                    buf[so : so + nb].copy_(chunks[c][co : co + nb], non_blocking=True)
-                self._wait(lane.kernel_stream, self._record(lane.dma_stream))
-                self._use(lane.kernel_stream)
-                self._copier.scatter(block_ids, buf)
-                lane.free[b] = self._record(lane.kernel_stream)
-
-    def _drain_after_failure(self, lane: _Lane) -> Any:
-        """After a failed enqueue: one event after everything either stream holds, which frees
-        every staging buffer and marks when the failed job's partial copies are done."""
-        if not self._cuda:
-            return None
-        try:
-            lane.dma_stream.wait_stream(lane.kernel_stream)
-            done = lane.dma_stream.record_event()
-            lane.kernel_stream.wait_event(done)
-            lane.free = [done] * len(lane.free)
-            return done
-        except Exception:  # the device itself is failing; nothing left to order
-            lane.free = [None] * len(lane.free)
-            return None
-
-    @staticmethod
-    def _use(stream: Any) -> None:
-        # set_stream rather than the `torch.cuda.stream` context: the context costs tens of
-        # microseconds of host time, twice per piece; the caller restores the compute stream.
-        if stream is not None:
-            torch.cuda.set_stream(stream)
-
-    @staticmethod
-    def _record(stream: Any) -> Any:
-        return stream.record_event() if stream is not None else None
-
-    @staticmethod
-    def _wait(stream: Any, event: Any) -> None:
-        if stream is not None and event is not None:
-            stream.wait_event(event)
+                    buf[so : so + nb].copy_(chunks[c][co : co + nb])
+                self._copier.scatter(ids, piece.first, piece.count, buf, None)
 
     # ----------------------------------------------------------------- completion
 
@@ -389,6 +431,7 @@ class CpuGpuTransfer:
             seconds = 0.0
         elif self._cuda:
             seconds = job.start.elapsed_time(job.end) / 1000.0
+            self._lanes[job.direction].release(job.start, job.end)
         else:
             seconds = job.end - job.start
         return TransferResult(job.job_id, job.success, job.nbytes, seconds, job.direction)
@@ -429,6 +472,16 @@ class CpuGpuTransfer:
     def in_flight(self) -> Iterator[int]:
         """Ids of the jobs whose results have not been returned yet."""
         return iter(list(self._jobs))
+
+    def __del__(self) -> None:
+        # Copies still in flight write into the tier and staging: let them end before either
+        # can be freed (or, registered, unregistered).
+        for lane in getattr(self, "_lanes", {}).values():
+            with contextlib.suppress(Exception):  # the device is gone; nothing left to wait for
+                lane.synchronize()
+        tier = getattr(self, "_tier", None)
+        if tier is not None:
+            tier.close()  # a tier still being allocated for no one: stop after this chunk
 
     def __reduce__(self) -> Any:
         raise TypeError("CpuGpuTransfer holds pinned memory and CUDA streams; it cannot pickle")

@@ -2,9 +2,18 @@
 
 The Triton kernel reads each region's base address, row stride, row length and offset inside a
 slot from four small device tensors, so one launch moves every layer of every block in a piece,
-whatever the layer count. Program ``(i * R + r, t)`` copies tiles ``t, t + T, ...`` of region
-``r``'s row for the piece's ``i``-th block. Everything is in units of the layout's element width
-(8 bytes when addresses and sizes allow), never in the model's dtype.
+whatever the layer count. Rows (one block's row of one region) are spread over the grid's first
+axis, tiles of a row over its second; ``max_programs`` caps the first axis, the programs then
+looping over rows, so a copy running beside compute holds few SMs for longer instead of all of
+them briefly. Everything is in units of the layout's element width (8 bytes when addresses and
+sizes allow), never in the model's dtype. The block ids are in device memory (``first`` indexes
+into a ring of them).
+
+Launch cost: Triton's JIT dispatch (binding and specializing every argument, looking up the
+kernel, resolving each pointer) costs tens of microseconds per launch from Python. The compiled
+kernel is therefore called directly with pointers as integers, after checking at construction,
+on a real launch, that this Triton's compiled kernels take their arguments as the JIT passes
+them; where the check fails, the JIT is used.
 
 Without Triton (or on CPU tensors) ``TorchCopier`` does the same with one indexed copy per
 region: per layer, never per block. ``TRITON_INTERPRET=1`` runs the Triton kernel on CPU
@@ -14,7 +23,7 @@ tensors, which is how CI checks its indexing without a GPU.
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -45,15 +54,26 @@ def triton_usable(device: torch.device) -> bool:
 
 
 class Copier(Protocol):
-    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        """Copy each listed block's slot into ``staging`` (uint8), block ``i`` at slot ``i``."""
+    #: Whether :meth:`gather` and :meth:`scatter` launch on the stream they are given (else on
+    #: the current stream, which the caller must then set).
+    explicit_stream: bool
 
-    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
+    def gather(
+        self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any
+    ) -> None:
+        """Copy the slots of blocks ``ids[first : first + count]`` into ``staging`` (uint8),
+        the ``i``-th of them at slot ``i``."""
+
+    def scatter(
+        self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any
+    ) -> None:
         """The inverse of :meth:`gather`."""
 
 
 class TorchCopier:
-    """One ``index_select`` / ``index_copy_`` per region."""
+    """One ``index_select`` / ``index_copy_`` per region, on the current stream."""
+
+    explicit_stream = False
 
     def __init__(self, layout: KvLayout) -> None:
         self._layout = layout
@@ -70,27 +90,36 @@ class TorchCopier:
             )
         ]
 
-    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        for region, dst in self._views(staging, block_ids.numel()):
+    def gather(
+        self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any = None
+    ) -> None:
+        block_ids = ids[first : first + count]
+        for region, dst in self._views(staging, count):
             if dst.is_contiguous():  # a single region: no temporary needed
                 torch.index_select(region, 0, block_ids, out=dst)
             else:
                 dst.copy_(region.index_select(0, block_ids))
 
-    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        for region, src in self._views(staging, block_ids.numel()):
+    def scatter(
+        self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any = None
+    ) -> None:
+        block_ids = ids[first : first + count]
+        for region, src in self._views(staging, count):
             region.index_copy_(0, block_ids, src)
 
 
 if HAS_TRITON:
-
-    @triton.jit  # type: ignore[untyped-decorator]
+    # `first` and `count` change with every piece: never specialize on them (one compiled
+    # kernel per direction serves every piece).
+    @triton.jit(do_not_specialize=["first", "count"])  # type: ignore[untyped-decorator]
     def _copy_rows(  # type: ignore[no-untyped-def]
         region_ptrs,
         region_strides,
         region_lens,
         region_offsets,
         block_ids,
+        first,
+        count,
         staging,
         slot_len,
         num_regions,
@@ -101,38 +130,41 @@ if HAS_TRITON:
     ):
         # VEC (elements) and ALIGN (bytes) promise what the host checked: every row start, row
         # length and slot offset is a multiple of them, so the accesses can be 16 bytes wide.
-        row = tl.program_id(0)
-        i = row // num_regions
-        r = row % num_regions
-        block = tl.load(block_ids + i)
-        base = tl.load(region_ptrs + r).to(staging.dtype)
-        gpu = tl.multiple_of(base + block * tl.load(region_strides + r), ALIGN)
-        stage = staging + tl.multiple_of(
-            i.to(tl.int64) * slot_len + tl.load(region_offsets + r), VEC
-        )
-        length = tl.multiple_of(tl.load(region_lens + r), VEC)
         lanes = tl.arange(0, TILE)
         start = tl.program_id(1).to(tl.int64) * TILE
         step = tl.num_programs(1).to(tl.int64) * TILE
-        for t in range(start, length, step):
-            idx = t + lanes
-            mask = idx < length
-            if TO_STAGING:
-                tl.store(stage + idx, tl.load(gpu + idx, mask=mask), mask=mask)
-            else:
-                tl.store(gpu + idx, tl.load(stage + idx, mask=mask), mask=mask)
+        for row in range(tl.program_id(0), count * num_regions, tl.num_programs(0)):
+            i = row // num_regions
+            r = row % num_regions
+            block = tl.load(block_ids + first + i)
+            base = tl.load(region_ptrs + r).to(staging.dtype)
+            gpu = tl.multiple_of(base + block * tl.load(region_strides + r), ALIGN)
+            stage = staging + tl.multiple_of(
+                i.to(tl.int64) * slot_len + tl.load(region_offsets + r), VEC
+            )
+            length = tl.multiple_of(tl.load(region_lens + r), VEC)
+            for t in range(start, length, step):
+                idx = t + lanes
+                mask = idx < length
+                if TO_STAGING:
+                    tl.store(stage + idx, tl.load(gpu + idx, mask=mask), mask=mask)
+                else:
+                    tl.store(gpu + idx, tl.load(stage + idx, mask=mask), mask=mask)
 
 
 class TritonCopier:
     """One Triton launch per gather or scatter, whatever the number of layers."""
 
-    def __init__(self, layout: KvLayout) -> None:
+    explicit_stream = False  # until the direct launch is checked (CUDA only)
+
+    def __init__(self, layout: KvLayout, max_programs: int | None = None) -> None:
         if not HAS_TRITON:  # pragma: no cover
             raise RuntimeError("triton is not importable")
         w = layout.element_bytes
         self._dtype = _INT_OF_WIDTH[w]
         self._slot_len = layout.slot_bytes // w
         self._num_regions = len(layout.regions)
+        self._max_rows = max_programs  # programs along the rows axis (None: one per row)
 
         def table(values: list[int]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.int64, device=layout.device)
@@ -149,20 +181,79 @@ class TritonCopier:
         wide = all(v % 16 == 0 for v in sizes)
         self._vec = 16 // w if wide else 1
         self._align = 16 if wide else w
+        self._direct: dict[bool, Any] = {}
         if layout.device.type == "cuda":
             # Compile now: a first-job compile would hold transfer_async for most of a second.
-            ids = torch.zeros(1, dtype=torch.int64, device=layout.device)
+            ids = torch.zeros(2, dtype=torch.int64, device=layout.device)
             staging = torch.empty(self._slot_len, dtype=self._dtype, device=layout.device)
-            for to_staging in (True, False):
-                _copy_rows.warmup(*self._args(ids, staging), **self._meta(to_staging), grid=(1,))
+            kernels = {
+                to_staging: _copy_rows.warmup(
+                    *self._args(ids, 1, 1, staging), **self._meta(to_staging), grid=(1,)
+                )
+                for to_staging in (True, False)
+            }
+            self.explicit_stream = self._check_direct_launch(layout, kernels, ids, staging)
 
-    def _args(self, block_ids: torch.Tensor, staging: torch.Tensor) -> tuple[object, ...]:
+    def _grid(self, count: int) -> tuple[int, int]:
+        rows = count * self._num_regions
+        return (rows if self._max_rows is None else min(rows, self._max_rows), self._tiles)
+
+    def _check_direct_launch(
+        self, layout: KvLayout, kernels: dict[bool, Any], ids: torch.Tensor, staging: torch.Tensor
+    ) -> bool:
+        """Call the compiled kernels directly where this Triton allows it: one JIT launch is
+        recorded to see how it calls the compiled kernel, and a direct gather of block 0 must
+        then give block 0's bytes. Anything unexpected keeps the JIT path."""
+        try:
+            recorded: list[tuple[Any, ...]] = []
+            kernel = kernels[True]
+            real = kernel.run
+
+            def record(*call: Any) -> Any:
+                recorded.append(call)
+                return real(*call)
+
+            # CompiledKernel.run is a property over _run in recent Triton, an attribute before.
+            slot = "_run" if isinstance(getattr(type(kernel), "run", None), property) else "run"
+            setattr(kernel, slot, record)
+            try:
+                _copy_rows[self._grid(1)](*self._args(ids, 1, 1, staging), **self._meta(True))
+            finally:
+                setattr(kernel, slot, real)
+            torch.cuda.synchronize(layout.device)
+            (call,) = recorded
+            args = call[9:]  # after grid x3, stream, function, metadata, launch metadata, hooks
+            expect = (*self._args(ids, 1, 1, staging), *self._meta(True).values())
+            if len(args) != len(expect) or not all(
+                a is e or (not isinstance(e, torch.Tensor) and a == e)
+                for a, e in zip(args, expect, strict=True)
+            ):
+                return False
+            for to_staging, k in kernels.items():
+                self._direct[to_staging] = (k.run, k.function, k.packed_metadata)
+            staging.zero_()
+            stream = torch.cuda.current_stream(layout.device)
+            self._launch(ids, 1, 1, staging, True, stream)
+            torch.cuda.synchronize(layout.device)
+            want = torch.cat([r[0] for r in layout.regions])
+            if torch.equal(staging.view(torch.uint8), want):
+                return True
+        except Exception:  # any surprise means: use the JIT
+            pass
+        self._direct.clear()
+        return False
+
+    def _args(
+        self, block_ids: torch.Tensor, first: int, count: int, staging: torch.Tensor
+    ) -> tuple[object, ...]:
         return (
             self._ptrs,
             self._strides,
             self._lens,
             self._offsets,
             block_ids,
+            first,
+            count,
             staging,
             self._slot_len,
             self._num_regions,
@@ -176,17 +267,39 @@ class TritonCopier:
             "ALIGN": self._align,
         }
 
-    def _launch(self, block_ids: torch.Tensor, staging: torch.Tensor, to_staging: bool) -> None:
-        n = block_ids.numel()
-        if n == 0:
+    def _launch(
+        self,
+        ids: torch.Tensor,
+        first: int,
+        count: int,
+        staging: torch.Tensor,
+        to_staging: bool,
+        stream: Any,
+    ) -> None:
+        if count == 0:
             return
-        grid = (n * self._num_regions, self._tiles)
-        _copy_rows[grid](
-            *self._args(block_ids, staging.view(self._dtype)), **self._meta(to_staging)
-        )
+        grid = self._grid(count)
+        direct = self._direct.get(to_staging)
+        if direct is None:
+            _copy_rows[grid](
+                *self._args(ids, first, count, staging.view(self._dtype)),
+                **self._meta(to_staging),
+            )
+            return
+        run, function, packed = direct
+        run(
+            grid[0], grid[1], 1, stream.cuda_stream, function, packed, None, None, None,
+            self._ptrs.data_ptr(), self._strides.data_ptr(), self._lens.data_ptr(),
+            self._offsets.data_ptr(), ids.data_ptr(), first, count, staging.data_ptr(),
+            self._slot_len, self._num_regions, self._tile, to_staging, self._vec, self._align,
+        )  # fmt: skip
 
-    def gather(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        self._launch(block_ids, staging, True)
+    def gather(
+        self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any = None
+    ) -> None:
+        self._launch(ids, first, count, staging, True, stream)
 
-    def scatter(self, block_ids: torch.Tensor, staging: torch.Tensor) -> None:
-        self._launch(block_ids, staging, False)
+    def scatter(
+        self, ids: torch.Tensor, first: int, count: int, staging: torch.Tensor, stream: Any = None
+    ) -> None:
+        self._launch(ids, first, count, staging, False, stream)

@@ -13,6 +13,10 @@ Layouts (``layout=`` keyword of ``CpuGpuTransfer``):
 - ``"kv_split"``: a sequence of per-layer tensors ``[2, num_blocks, ...]`` (K then V).
   Regions: layer 0 K, layer 0 V, layer 1 K, ...
 - ``"cross_layer"``: one tensor ``[num_blocks, ...]`` holding every layer of a block. One region.
+- ``"canonical"``: a sequence (or mapping) of 2-D tensors ``[num_blocks, page_bytes]``, each
+  with a block stride of its own (rows may be padded, e.g. ``t[:, :page]`` of a wider tensor):
+  vLLM's canonical KV caches (``CanonicalKVCaches.tensors``, int8 pages), one region each.
+  A single 2-D tensor is accepted as a sequence of one.
 
 ``layout=None`` infers: a single tensor is ``"cross_layer"``; a sequence is ``"blocks_first"``
 unless every tensor has ``shape[0] == 2`` (it could be either, so the caller must say which).
@@ -32,8 +36,8 @@ from kvoff.transfer.overlap import check_disjoint
 
 __all__ = ["LAYOUTS", "KvLayout", "LayoutName", "parse_layout", "positive_int"]
 
-LayoutName = Literal["blocks_first", "kv_split", "cross_layer"]
-LAYOUTS: tuple[LayoutName, ...] = ("blocks_first", "kv_split", "cross_layer")
+LayoutName = Literal["blocks_first", "kv_split", "cross_layer", "canonical"]
+LAYOUTS: tuple[LayoutName, ...] = ("blocks_first", "kv_split", "cross_layer", "canonical")
 
 # Widest unit the gather kernel moves per element; every region address, row stride and row
 # length must be a multiple of it.
@@ -154,6 +158,15 @@ def parse_layout(gpu_kv: object, layout: str | None) -> KvLayout:
     elif name == "blocks_first":
         regions.extend(_region(t, what) for what, t in zip(names, tensors, strict=True))
         region_names.extend(names)
+    elif name == "canonical":
+        for what, t in zip(names, tensors, strict=True):
+            if t.dim() != 2:
+                raise InvalidArgumentError(
+                    f"layout 'canonical' takes 2-D [num_blocks, page_bytes] tensors; {what} "
+                    f"has shape {tuple(t.shape)}"
+                )
+            regions.append(_region(t, what))
+            region_names.append(what)
     else:
         for what, t in zip(names, tensors, strict=True):
             if t.dim() < 2 or t.shape[0] != 2:
@@ -187,7 +200,7 @@ def parse_layout(gpu_kv: object, layout: str | None) -> KvLayout:
     return KvLayout(
         layout=name,
         device=device,
-        num_layers=len(tensors) if name != "cross_layer" else 1,
+        num_layers=len(tensors) if name != "cross_layer" else 1,  # canonical: pages
         num_blocks=num_blocks,
         regions=tuple(regions),
         chunk_bytes=chunk,

@@ -6,7 +6,8 @@ blocks) they map to, in order. The job is cut into pieces of at most ``slots_per
 same allocation chunk) form one *run*: one DMA between the staging buffer and the CPU tier.
 
 The one kernel a pipeline cannot hide is the first gather of a store (nothing to overlap it
-with yet) and the last scatter of a load; so that piece is made small (``edge_piece`` slots).
+with yet) and the last scatter of a load, so a small *edge* piece (``edge_piece`` slots) sits
+there; then the remainder, then full pieces (mirrored for a load).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy.typing as npt
 
 from kvoff.errors import InvalidArgumentError
 
-__all__ = ["Piece", "Plan", "as_block_ids", "plan_job"]
+__all__ = ["Piece", "Plan", "as_block_ids", "piece_sizes", "plan_job"]
 
 IdArray = npt.NDArray[np.int64]
 
@@ -64,6 +65,43 @@ class Plan:
     nbytes: int
 
 
+def piece_sizes(n: int, per_piece: int, edge: int | None) -> list[int]:
+    """Slots per piece, exposed end first: an edge piece of ``edge`` slots (when the job is
+    larger), the remainder, then full pieces."""
+    head: list[int] = []
+    if edge is not None and edge < n:
+        head, n = [edge], n - edge
+    k = -(-n // per_piece)
+    return [*head, n - (k - 1) * per_piece, *[per_piece] * (k - 1)]
+
+
+def _consecutive_pieces(
+    first_slot: int, sizes: list[int], slot_bytes: int, slots_per_chunk: int
+) -> list[Piece]:
+    """Pieces over the CPU slots ``first_slot, first_slot + 1, ...``: one run per piece, split
+    where it crosses a chunk edge."""
+    pieces = []
+    job_slot = 0
+    for size in sizes:
+        runs = []
+        at, end = first_slot + job_slot, first_slot + job_slot + size
+        while at < end:
+            chunk, in_chunk = divmod(at, slots_per_chunk)
+            stop = min(end, (chunk + 1) * slots_per_chunk)
+            runs.append(
+                (
+                    (at - first_slot - job_slot) * slot_bytes,
+                    chunk,
+                    in_chunk * slot_bytes,
+                    (stop - at) * slot_bytes,
+                )
+            )
+            at = stop
+        pieces.append(Piece(first=job_slot, count=size, runs=runs))
+        job_slot += size
+    return pieces
+
+
 def plan_job(
     *,
     store: bool,
@@ -98,20 +136,28 @@ def plan_job(
             )
         _check_unique("gpu_block_ids", gpu_ids)
     skip = full - n
-    slots = (cpu_ids[:, None] * ratio + np.arange(ratio, dtype=np.int64)).ravel()[skip:]
-
     if n == 0:
         return Plan(gpu_ids=gpu_ids, pieces=[], nbytes=0)
+    sizes = piece_sizes(n, slots_per_piece, edge_piece)
+    if not store:  # a store starts with the short piece, a load ends with it
+        sizes.reverse()
+    if m == 1 or bool((cpu_ids[1:] - cpu_ids[:-1] == 1).all()):
+        # Consecutive CPU blocks (the usual case): runs break only at pieces and chunk edges.
+        first_slot = int(cpu_ids[0]) * ratio + skip
+        return Plan(
+            gpu_ids,
+            _consecutive_pieces(first_slot, sizes, slot_bytes, slots_per_chunk),
+            n * slot_bytes,
+        )
+    slots = (cpu_ids[:, None] * ratio + np.arange(ratio, dtype=np.int64)).ravel()[skip:]
     # A run breaks where the CPU slots stop being consecutive, at a chunk edge, or at a piece.
     breaks = np.ones(n, dtype=bool)
     breaks[1:] = (slots[1:] != slots[:-1] + 1) | (
         slots[1:] // slots_per_chunk != slots[:-1] // slots_per_chunk
     )
-    edge = min(edge_piece or slots_per_piece, slots_per_piece, n)
-    if store:  # a small first piece, then full ones
-        firsts = [0, *range(edge, n, slots_per_piece)]
-    else:  # full pieces, ending with a small one
-        firsts = sorted({0, *range(n - edge, 0, -slots_per_piece)})
+    firsts = [0]
+    for size in sizes[:-1]:
+        firsts.append(firsts[-1] + size)
     piece_first = np.asarray(firsts, dtype=np.int64)
     breaks[piece_first] = True
     starts = np.flatnonzero(breaks)
