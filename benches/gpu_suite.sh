@@ -24,7 +24,7 @@ fi
 if has tests; then
   # pytest-benchmark may be missing there: run without the project's addopts.
   python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/test_transfer*.py \
-    tests/test_connector.py tests/test_cli.py tests/test_readme.py tests/test_manager_*.py \
+    tests/test_connector*.py tests/test_cli*.py tests/test_readme.py tests/test_manager_*.py \
     tests/test_stats_*.py tests/test_jobs*.py 2>&1 | tee "$OUT/pytest.log"
 fi
 run() {  # name, then kvoff bench arguments
