@@ -1,6 +1,6 @@
 """parse_snapshot (kvoff.metrics.snapshot), the door of every Python consumer: it accepts what
 OffloadingConnectorStats.from_dict accepts count for count (ints in 0..=2^64-1), so that nothing
-it lets in can break the log line or a scrape later (issue 8)."""
+it lets in can break the log line or a scrape later."""
 
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ def test_threads_racing_take_sum_exactly_to_what_was_recorded() -> None:
     assert total.to_dict() == expected
 
 
-# --- issue 8: counters never wrap, absurd inputs are refused, arguments agree with the dict ---
+# --- reliability: counters never wrap, absurd inputs are refused, arguments agree with the dict ---
 
 U64_MAX = 2**64 - 1
 

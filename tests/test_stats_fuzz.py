@@ -1,4 +1,4 @@
-"""Fuzz the stats doors (issue 8): whatever ``from_dict`` / ``from_bytes`` / the constructor and
+"""Fuzz the stats doors: whatever ``from_dict`` / ``from_bytes`` / the constructor and
 the accumulator's methods are given, and whatever they let in, every method afterwards
 (``reduce``, ``aggregate``, ``to_dict``, ``to_bytes``, pickle, ``kvoff.format_stats``, the
 exporter's ``observe`` and a scrape) either works or raises a ``KvoffError``: never a panic, an

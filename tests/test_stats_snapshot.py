@@ -295,7 +295,7 @@ def test_from_bytes_rejects_bad_input(blob: bytes, message: str) -> None:
         OffloadingConnectorStats.from_bytes(blob)
 
 
-# --- issue 8: no arithmetic on untrusted counters may fail; the doors say what they accept ---
+# --- reliability: no arithmetic on untrusted counters may fail; the doors say what they accept ---
 
 U64_MAX = 2**64 - 1
 

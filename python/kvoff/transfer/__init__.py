@@ -1,4 +1,4 @@
-"""CPU⇄GPU block transfers (DESIGN §4): the pinned CPU tier and the copy engine.
+"""CPU⇄GPU block transfers (docs/DESIGN.md, "Transfers"): the pinned CPU tier and the copy engine.
 
 ``CpuGpuTransfer`` moves KV blocks between an engine's GPU KV tensors and a block-major CPU tier
 asynchronously; ``TransferResult`` is what a finished job reports.

@@ -1,4 +1,4 @@
-//! `JobTracker` (DESIGN §2): one job is one transfer of one request in one direction. The tracker
+//! `JobTracker` (docs/DESIGN.md, "Jobs"): one job is one transfer of one request in one direction. The tracker
 //! allocates job ids, remembers what each job moves, records completions into the stats, and
 //! says which requests have finished loading or storing.
 //!

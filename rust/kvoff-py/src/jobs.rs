@@ -1,4 +1,4 @@
-//! `JobTracker` (DESIGN §2); the semantics are documented on `kvoff_core::jobs`.
+//! `JobTracker` (docs/DESIGN.md, "Jobs"); the semantics are documented on `kvoff_core::jobs`.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
