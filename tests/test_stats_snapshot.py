@@ -11,6 +11,7 @@ import pytest
 
 from _stats_model import Transfer, empty_dict
 from kvoff import InvalidArgumentError, OffloadingConnectorStats, StatsAccumulator
+from stats_dicts import DURATION_BOUNDS, SIZE_BOUNDS, THROUGHPUT_BOUNDS
 
 SCRIPT = [
     Transfer("GPU_to_CPU", 1_000_000, 1_000_000, num_blocks=4),
@@ -115,6 +116,76 @@ def test_aggregate_overflow_raises_and_changes_nothing() -> None:
     with pytest.raises(InvalidArgumentError, match="overflows"):
         s.aggregate(OffloadingConnectorStats.from_dict(big))
     assert s.to_dict() == before
+
+
+def test_accumulate_adds_counters_replaces_gauges_and_returns_self() -> None:
+    total = scripted(capacity=100, resident=50, pinned=5)
+    interval = scripted(capacity=80, resident=7, pinned=1)
+    assert total.accumulate(interval) is total
+    r = total.reduce()
+    assert (r["GPU_to_CPU_ops"], r["GPU_to_CPU_total_bytes"], r["blocks_hit"]) == (6, 12_000_000, 8)
+    assert (r["blocks_stored"], r["allocation_failures"]) == (6, 4)
+    # Gauges are the interval's (latest) values, not sums.
+    assert (r["capacity_blocks"], r["resident_blocks"], r["pinned_blocks"]) == (80, 7, 1)
+    assert total.direction("GPU_to_CPU").size_counts == tuple(
+        2 * c for c in scripted().to_dict()["transfers"]["GPU_to_CPU"]["size_counts"]
+    )
+    assert interval == scripted(capacity=80, resident=7, pinned=1)
+
+
+def test_accumulate_saturates_where_aggregate_refuses() -> None:
+    big = empty_dict()
+    big["transfers"]["CPU_to_GPU"]["bytes"] = 2**64 - 1
+    big["lookups"]["tokens_hit"] = 2**64 - 2
+    total = scripted()
+    total.accumulate(OffloadingConnectorStats.from_dict(big))
+    d = total.direction("CPU_to_GPU")
+    assert (d.bytes, d.ops) == (2**64 - 1, 2)
+    assert total.reduce()["tokens_hit"] == 2**64 - 1
+    # Gauges replaced by the interval's zeros.
+    assert total.reduce()["capacity_blocks"] == 0
+
+
+def test_direction_reads_one_direction_typed() -> None:
+    s = scripted()
+    g = s.direction("GPU_to_CPU")
+    assert (g.direction, g.ops, g.failed_ops, g.blocks, g.bytes, g.failed_bytes, g.time_ns) == (
+        "GPU_to_CPU",
+        3,
+        1,
+        24,
+        6_000_000,
+        500,
+        6_000_000,
+    )
+    plain = s.to_dict()["transfers"]["GPU_to_CPU"]
+    assert g.size_counts == tuple(plain["size_counts"])
+    assert g.duration_counts == tuple(plain["duration_counts"])
+    assert g.throughput_counts == tuple(plain["throughput_counts"])
+    assert g.throughput_sum == 3_166_666_667
+    assert g == scripted().direction("GPU_to_CPU")
+    assert g != s.direction("CPU_to_GPU")
+    assert repr(g) == (
+        "DirectionStats(GPU_to_CPU: 3 ops, 1 failed, 24 blocks, 6000000 bytes, 6000000 ns)"
+    )
+    with pytest.raises(AttributeError):
+        g.ops = 5  # type: ignore[misc]
+    with pytest.raises(InvalidArgumentError, match='unknown transfer direction "sideways"'):
+        s.direction("sideways")
+
+
+def test_buckets_are_the_core_bounds_and_what_to_dict_carries() -> None:
+    buckets = OffloadingConnectorStats.buckets()
+    assert buckets == {
+        k: tuple(v) for k, v in OffloadingConnectorStats().to_dict()["buckets"].items()
+    }
+    # The bounds of docs/ARCHITECTURE.md, copied independently into tests/stats_dicts.py.
+    assert list(buckets["size_bytes"]) == SIZE_BOUNDS
+    assert list(buckets["duration_seconds"]) == DURATION_BOUNDS
+    assert list(buckets["throughput_bytes_per_second"]) == THROUGHPUT_BOUNDS
+    buckets["size_bytes"] = ()
+    assert len(OffloadingConnectorStats.buckets()["size_bytes"]) == 17
+    assert OffloadingConnectorStats.VERSION == 1
 
 
 def test_aggregate_wrong_type() -> None:

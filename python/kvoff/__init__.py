@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from kvoff._core import (
+    DirectionStats,
     JobTracker,
     LoadStoreSpec,
     OffloadingConnectorStats,
@@ -68,6 +69,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CpuGpuTransfer",
+    "DirectionStats",
     "DuplicateMetricError",
     "HashTypeError",
     "InvalidArgumentError",

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DirectionStats",
     "JobTracker",
     "LoadStoreSpec",
     "OffloadingConnectorStats",
@@ -303,6 +304,23 @@ class OffloadingConnectorStats:
         """Add ``other`` into this snapshot (counters and gauges alike) and return this snapshot.
         On u64 overflow raises InvalidArgumentError and changes nothing."""
 
+    def accumulate(self, other: OffloadingConnectorStats) -> OffloadingConnectorStats:
+        """Add the interval ``other`` into this snapshot read as cumulative totals, and return
+        this snapshot: counters add, saturating at ``2^64 - 1`` (never raises), and the gauges
+        take ``other``'s values (the exporter keeps one such total per engine)."""
+
+    def direction(self, name: str) -> DirectionStats:
+        """One direction's counters (InvalidArgumentError for an unknown direction)."""
+
+    @staticmethod
+    def buckets() -> dict[str, tuple[float, ...]]:
+        """The bucket bounds (``size_bytes``, ``duration_seconds``,
+        ``throughput_bytes_per_second``), as ``to_dict()["buckets"]`` carries them; a fresh dict
+        each call."""
+
+    VERSION: ClassVar[int]
+    """The format version ``to_dict()`` and ``to_bytes()`` write."""
+
     def is_empty(self) -> bool:
         """True when every counter and gauge is zero."""
 
@@ -315,6 +333,37 @@ class OffloadingConnectorStats:
     def __copy__(self) -> OffloadingConnectorStats: ...
     def __deepcopy__(self, memo: Any) -> OffloadingConnectorStats: ...
     def __reduce__(self) -> tuple[type[OffloadingConnectorStats], tuple[bytes]]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@final
+class DirectionStats:
+    """One direction of one snapshot (``OffloadingConnectorStats.direction(name)``), frozen.
+    Histogram counts are non-cumulative, one per bound plus ``+Inf``; byte, time and histogram
+    counts cover successful transfers only."""
+
+    @property
+    def direction(self) -> str: ...
+    @property
+    def ops(self) -> int: ...
+    @property
+    def failed_ops(self) -> int: ...
+    @property
+    def blocks(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def failed_bytes(self) -> int: ...
+    @property
+    def time_ns(self) -> int: ...
+    @property
+    def size_counts(self) -> tuple[int, ...]: ...
+    @property
+    def duration_counts(self) -> tuple[int, ...]: ...
+    @property
+    def throughput_counts(self) -> tuple[int, ...]: ...
+    @property
+    def throughput_sum(self) -> int: ...
     def __eq__(self, value: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
 

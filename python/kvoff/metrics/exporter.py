@@ -20,11 +20,11 @@ Exposition, one engine, before any observe (abridged)::
 
 from __future__ import annotations
 
-import operator
+import copy
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -35,16 +35,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from kvoff._core import OffloadingConnectorStats
 from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.metrics.errors import DuplicateMetricError, UnknownEngineError
 from kvoff.metrics.snapshot import (
-    DIRECTIONS,
     DURATION_BUCKETS_SECONDS,
     SIZE_BUCKETS_BYTES,
     THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
-    DirectionTotals,
-    Snapshot,
-    parse_snapshot,
+    as_stats,
 )
 from kvoff.metrics.vllm_compat import le_label, vllm_families
 
@@ -70,7 +68,11 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Label names the exporter sets itself; a constant label of the same name would be ambiguous.
 _RESERVED_LABELS = frozenset({"engine", "direction", "transfer_type", "le", "quantile"})
 
-# (name after the namespace, DirectionTotals field, unit, help)
+DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
+# One engine's totals as to_dict() gives them (read once per scrape).
+_Data = Mapping[str, Any]
+
+# (name after the namespace, per-direction key, unit, help)
 _TRANSFER_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("transfer_ops", "ops", "", "Successful transfers."),
     ("transfer_failed_ops", "failed_ops", "", "Failed transfers."),
@@ -78,18 +80,18 @@ _TRANSFER_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("transfer_bytes", "bytes", "bytes", "Bytes moved by successful transfers."),
     ("transfer_failed_bytes", "failed_bytes", "bytes", "Bytes of failed transfers."),
 )
-# (name after the namespace, bounds, DirectionTotals counts field, unit, help, _sum value)
+# (name after the namespace, bounds, per-direction counts key, unit, help, _sum value)
 _TRANSFER_HISTOGRAMS: tuple[
-    tuple[str, tuple[float, ...], str, str, str, Callable[[DirectionTotals], float]], ...
+    tuple[str, tuple[float, ...], str, str, str, Callable[[_Data], float]], ...
 ] = (
     ("transfer_size_bytes", SIZE_BUCKETS_BYTES, "size_counts", "bytes",
-     "Size of each successful transfer.", lambda t: t.bytes),
+     "Size of each successful transfer.", lambda t: t["bytes"]),
     ("transfer_duration_seconds", DURATION_BUCKETS_SECONDS, "duration_counts", "seconds",
-     "Duration of each successful transfer.", lambda t: t.time_ns / 1e9),
+     "Duration of each successful transfer.", lambda t: t["time_ns"] / 1e9),
     ("transfer_throughput_bytes_per_second", THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
      "throughput_counts", "bytes_per_second",
      "Throughput of each successful transfer (its bytes over its duration).",
-     lambda t: t.throughput_sum),
+     lambda t: t["throughput_sum"]),
 )  # fmt: skip
 # (name after the namespace, snapshot section, key, help)
 _ENGINE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
@@ -102,7 +104,6 @@ _ENGINE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("cpu_allocation_failures", "manager", "allocation_failures",
      "Store requests refused for lack of a free or evictable CPU block."),
 )  # fmt: skip
-_MANAGER_COUNTER_KEYS = tuple(k for _, section, k, _ in _ENGINE_COUNTERS if section == "manager")
 _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("cpu_capacity_blocks", "capacity_blocks", "CPU tier capacity, in blocks."),
     ("cpu_resident_blocks", "resident_blocks", "Blocks held in the CPU tier."),
@@ -112,60 +113,6 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
 _LE: dict[str, tuple[str, ...]] = {
     name: (*(le_label(b) for b in bounds), "+Inf") for name, bounds, *_ in _TRANSFER_HISTOGRAMS
 }
-
-
-def _zero_totals() -> Snapshot:
-    zero = DirectionTotals(
-        ops=0,
-        failed_ops=0,
-        blocks=0,
-        bytes=0,
-        failed_bytes=0,
-        time_ns=0,
-        size_counts=(0,) * (len(SIZE_BUCKETS_BYTES) + 1),
-        duration_counts=(0,) * (len(DURATION_BUCKETS_SECONDS) + 1),
-        throughput_counts=(0,) * (len(THROUGHPUT_BUCKETS_BYTES_PER_SECOND) + 1),
-        throughput_sum=0,
-    )
-    return Snapshot(
-        transfers={d: zero for d in DIRECTIONS},
-        lookups=dict.fromkeys(("blocks_queried", "blocks_hit", "tokens_queried", "tokens_hit"), 0),
-        manager=dict.fromkeys(
-            (*_MANAGER_COUNTER_KEYS, *(key for _, key, _ in _GAUGES)),
-            0,
-        ),
-    )
-
-
-def _add_direction(a: DirectionTotals, b: DirectionTotals) -> DirectionTotals:
-    return DirectionTotals(
-        ops=a.ops + b.ops,
-        failed_ops=a.failed_ops + b.failed_ops,
-        blocks=a.blocks + b.blocks,
-        bytes=a.bytes + b.bytes,
-        failed_bytes=a.failed_bytes + b.failed_bytes,
-        time_ns=a.time_ns + b.time_ns,
-        # Equal lengths are guaranteed by parse_snapshot.
-        size_counts=tuple(map(operator.add, a.size_counts, b.size_counts)),
-        duration_counts=tuple(map(operator.add, a.duration_counts, b.duration_counts)),
-        throughput_counts=tuple(map(operator.add, a.throughput_counts, b.throughput_counts)),
-        throughput_sum=a.throughput_sum + b.throughput_sum,
-    )
-
-
-def _accumulate(total: Snapshot, interval: Snapshot) -> Snapshot:
-    """Counters add up; occupancy gauges take the interval's (latest) value."""
-    manager = dict(interval.manager)
-    for key in _MANAGER_COUNTER_KEYS:
-        manager[key] += total.manager[key]
-    return replace(
-        total,
-        transfers={
-            d: _add_direction(total.transfers[d], interval.transfers[d]) for d in DIRECTIONS
-        },
-        lookups={k: v + interval.lookups[k] for k, v in total.lookups.items()},
-        manager=manager,
-    )
 
 
 def _check_label_value(what: str, value: str, max_length: int) -> None:
@@ -263,7 +210,10 @@ class OffloadPromMetrics(Collector):
                 raise InvalidArgumentError(
                     f"engines lists more than max_engines={max_engines} engines"
                 )
-        self._totals: dict[str, Snapshot] = {label: _zero_totals() for label in given}
+        # One Rust snapshot per engine, read as cumulative totals; mutated only under the lock.
+        self._totals: dict[str, OffloadingConnectorStats] = {
+            label: OffloadingConnectorStats() for label in given
+        }
         self._registry = REGISTRY if registry is None else registry
         try:
             self._registry.register(self)
@@ -307,16 +257,19 @@ class OffloadPromMetrics(Collector):
         :class:`~kvoff.errors.InvalidArgumentError` and changes nothing.
         """
         label = _engine_label(engine)
-        interval = parse_snapshot(stats)
+        interval = as_stats(stats)
         with self._lock:
             total = self._totals.get(label)
-            if total is None and len(self._totals) >= self._max_engines:
-                raise InvalidStateError(
-                    f"engine {label!r} would be engine {len(self._totals) + 1} of an exporter "
-                    f"with max_engines={self._max_engines}; remove_engine() one that has "
-                    f"stopped, or build the exporter with a larger max_engines"
-                )
-            self._totals[label] = _accumulate(_zero_totals() if total is None else total, interval)
+            if total is None:
+                if len(self._totals) >= self._max_engines:
+                    raise InvalidStateError(
+                        f"engine {label!r} would be engine {len(self._totals) + 1} of an "
+                        f"exporter with max_engines={self._max_engines}; remove_engine() one "
+                        f"that has stopped, or build the exporter with a larger max_engines"
+                    )
+                total = self._totals[label] = OffloadingConnectorStats()
+            # Counters add (saturating at 2^64 - 1), gauges take the interval's values.
+            total.accumulate(interval)
 
     def remove_engine(self, engine: str | int) -> None:
         """Drop every series of ``engine``: the next scrape no longer shows it, and its slot
@@ -331,8 +284,8 @@ class OffloadPromMetrics(Collector):
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
-            # Totals are immutable, so a shallow copy is a consistent view of every engine.
-            totals = dict(self._totals)
+            # Copies (about 1 KB each) taken together: every engine as of one instant.
+            totals = {label: copy.copy(snap) for label, snap in self._totals.items()}
         return self._families(totals)
 
     def describe(self) -> Iterable[Metric]:
@@ -340,7 +293,8 @@ class OffloadPromMetrics(Collector):
         # names at register() time, which is where a clash must surface.
         return self._families({})
 
-    def _families(self, totals: Mapping[str, Snapshot]) -> list[Metric]:
+    def _families(self, snapshots: Mapping[str, OffloadingConnectorStats]) -> list[Metric]:
+        totals = {engine: snap.to_dict() for engine, snap in snapshots.items()}
         ns = self._namespace
         const_names = list(self._labels)
         const_values = list(self._labels.values())
@@ -352,7 +306,7 @@ class OffloadPromMetrics(Collector):
             c = CounterMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
             for engine, snap in totals.items():
                 for d in DIRECTIONS:
-                    value = getattr(snap.transfers[d], field)
+                    value = snap["transfers"][d][field]
                     c.add_metric([*const_values, engine, d], value)
             families.append(c)
 
@@ -364,17 +318,19 @@ class OffloadPromMetrics(Collector):
         )
         for engine, snap in totals.items():
             for d in DIRECTIONS:
-                seconds.add_metric([*const_values, engine, d], snap.transfers[d].time_ns / 1e9)
+                seconds.add_metric(
+                    [*const_values, engine, d], snap["transfers"][d]["time_ns"] / 1e9
+                )
         families.append(seconds)
 
         for name, _, counts_field, unit, doc, sum_of in _TRANSFER_HISTOGRAMS:
             h = HistogramMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
             for engine, snap in totals.items():
                 for d in DIRECTIONS:
-                    t = snap.transfers[d]
+                    t = snap["transfers"][d]
                     h.add_metric(
                         [*const_values, engine, d],
-                        list(zip(_LE[name], _cumulative(getattr(t, counts_field)), strict=True)),
+                        list(zip(_LE[name], _cumulative(t[counts_field]), strict=True)),
                         sum_value=sum_of(t),
                     )
             families.append(h)
@@ -382,17 +338,17 @@ class OffloadPromMetrics(Collector):
         for name, section, key, doc in _ENGINE_COUNTERS:
             c = CounterMetricFamily(f"{ns}_{name}", doc, labels=engine_labels)
             for engine, snap in totals.items():
-                c.add_metric([*const_values, engine], getattr(snap, section)[key])
+                c.add_metric([*const_values, engine], snap[section][key])
             families.append(c)
 
         for name, key, doc in _GAUGES:
             g = GaugeMetricFamily(f"{ns}_{name}", doc, labels=engine_labels)
             for engine, snap in totals.items():
-                g.add_metric([*const_values, engine], snap.manager[key])
+                g.add_metric([*const_values, engine], snap["manager"][key])
             families.append(g)
 
         if self._vllm_compatible:
-            families.extend(vllm_families(totals, self._labels))
+            families.extend(vllm_families(snapshots, self._labels))
         return families
 
     def _clashing_metrics(self, exc: ValueError) -> list[str]:

@@ -19,27 +19,30 @@ Format (decided here, tested exactly)::
 
 from __future__ import annotations
 
-from kvoff.metrics.snapshot import DIRECTIONS, DirectionTotals, parse_snapshot
+from kvoff._core import DirectionStats
+from kvoff.metrics.snapshot import as_stats
 
 __all__ = ["format_stats"]
 
+_DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
 _BYTE_PREFIXES = ("k", "M", "G", "T", "P", "E")
 
 
 def format_stats(stats: object) -> str:
     """Summarise a snapshot (an ``OffloadingConnectorStats`` or its version-1 dict) in one
     line. Raises :class:`~kvoff.errors.InvalidArgumentError` for a malformed snapshot."""
-    snap = parse_snapshot(stats)
-    parts = [f"{d} {_direction(snap.transfers[d])}" for d in DIRECTIONS]
-    queried = snap.lookups["blocks_queried"]
-    hits = f"hits {snap.lookups['blocks_hit']}/{queried} blocks"
+    snap = as_stats(stats)
+    parts = [f"{d} {_direction(snap.direction(d))}" for d in _DIRECTIONS]
+    summary = snap.reduce()
+    queried, hit = summary["blocks_queried"], summary["blocks_hit"]
+    hits = f"hits {hit}/{queried} blocks"
     if queried:
-        hits += f" ({100 * snap.lookups['blocks_hit'] / queried:.1f}%)"
+        hits += f" ({100 * hit / queried:.1f}%)"
     parts.append(hits)
     return "KV offload: " + ", ".join(parts)
 
 
-def _direction(t: DirectionTotals) -> str:
+def _direction(t: DirectionStats) -> str:
     if t.ops == 0 and t.failed_ops == 0:
         return "idle"
     counts = _plural(t.ops, "op")

@@ -7,6 +7,7 @@ mod manager;
 mod stats;
 mod stats_args;
 mod stats_plain;
+mod stats_view;
 
 use pyo3::prelude::*;
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use kvoff_core::stats::snapshot::FORMAT_VERSION;
 use kvoff_core::stats::{Reduced, StatsAccumulator, StatsSnapshot};
 use kvoff_core::{Direction, KvoffError, ManagerStatsSink};
 use pyo3::prelude::*;
@@ -10,6 +11,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyType};
 use crate::errors::to_py;
 use crate::stats_args::{count, direction, flag, seconds, type_name, Given};
 use crate::stats_plain;
+use crate::stats_view::{self, PyDirectionStats};
 
 /// Frozen: every method takes `&self`, so Python threads share one accumulator without
 /// the binding's runtime borrow flag, and the same `Arc` can be the manager's stats sink.
@@ -257,6 +259,35 @@ impl PyOffloadingConnectorStats {
         Ok(slf)
     }
 
+    /// Adds the interval `other` into this snapshot, read as cumulative totals, and returns
+    /// this snapshot: counters add (saturating at 2^64 - 1, never failing), gauges take
+    /// `other`'s values.
+    fn accumulate<'py>(slf: Bound<'py, Self>, other: &Bound<'py, Self>) -> Bound<'py, Self> {
+        // Copy first: `other` may be `slf` itself, which cannot be borrowed twice.
+        let theirs = other.borrow().inner.clone();
+        slf.borrow_mut().inner.accumulate(&theirs);
+        slf
+    }
+
+    /// One direction's counters as a frozen `DirectionStats`.
+    fn direction(&self, name: &Bound<'_, PyAny>) -> PyResult<PyDirectionStats> {
+        let d = self::direction(name)?;
+        Ok(PyDirectionStats {
+            direction: d.as_str(),
+            inner: self.inner.direction(d).clone(),
+        })
+    }
+
+    /// The histogram bucket bounds this build uses (what `to_dict()["buckets"]` carries).
+    #[staticmethod]
+    fn buckets(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        stats_view::buckets(py)
+    }
+
+    /// The format version `to_dict()` and `to_bytes()` write.
+    #[classattr]
+    const VERSION: u32 = FORMAT_VERSION;
+
     fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }
@@ -301,5 +332,6 @@ impl PyOffloadingConnectorStats {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStatsAccumulator>()?;
     m.add_class::<PyOffloadingConnectorStats>()?;
+    m.add_class::<PyDirectionStats>()?;
     Ok(())
 }

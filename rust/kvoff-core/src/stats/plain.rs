@@ -14,6 +14,12 @@ use crate::stats::snapshot::{
 pub enum Value {
     /// An integer (never a bool); wide enough to carry negative or oversized input to the check.
     Int(i128),
+    /// An integer beyond `i128` (its sign and bit length), kept apart so a message can say what
+    /// it was without printing thousands of digits.
+    HugeInt {
+        negative: bool,
+        bits: u64,
+    },
     Float(f64),
     List(Vec<Value>),
     Map(Vec<(String, Value)>),
@@ -118,7 +124,7 @@ fn invalid(path: &str, why: impl std::fmt::Display) -> KvoffError {
 
 fn type_name(v: &Value) -> &str {
     match v {
-        Value::Int(_) => "int",
+        Value::Int(_) | Value::HugeInt { .. } => "int",
         Value::Float(_) => "float",
         Value::List(_) => "list",
         Value::Map(_) => "dict",
@@ -167,6 +173,17 @@ fn count(v: &Value, path: &str) -> Result<u64> {
         Value::Int(i) => {
             u64::try_from(*i).map_err(|_| invalid(path, format_args!("count {i} exceeds 2^64 - 1")))
         }
+        Value::HugeInt {
+            negative: true,
+            bits,
+        } => Err(invalid(
+            path,
+            format_args!("negative count (an int of {bits} bits)"),
+        )),
+        Value::HugeInt { bits, .. } => Err(invalid(
+            path,
+            format_args!("count (an int of {bits} bits) exceeds 2^64 - 1"),
+        )),
         other => Err(invalid(
             path,
             format_args!("expected int, got {}", type_name(other)),
@@ -308,6 +325,15 @@ impl StatsSnapshot {
                     "version",
                     format_args!(
                         "unsupported format version {n} (this build reads {FORMAT_VERSION})"
+                    ),
+                ))
+            }
+            Value::HugeInt { bits, .. } => {
+                return Err(invalid(
+                    "version",
+                    format_args!(
+                        "unsupported format version (an int of {bits} bits; this build reads \
+                         {FORMAT_VERSION})"
                     ),
                 ))
             }
@@ -487,6 +513,28 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("stats dict: unknown key \"extra\""), "{e}");
+        let e = error_for(
+            &["transfers", "GPU_to_CPU", "ops"],
+            Some(Value::HugeInt {
+                negative: false,
+                bits: 1329,
+            }),
+        );
+        assert!(
+            e.contains("transfers.GPU_to_CPU.ops: count (an int of 1329 bits) exceeds 2^64 - 1"),
+            "{e}"
+        );
+        let e = error_for(
+            &["lookups", "tokens_hit"],
+            Some(Value::HugeInt {
+                negative: true,
+                bits: 200,
+            }),
+        );
+        assert!(
+            e.contains("lookups.tokens_hit: negative count (an int of 200 bits)"),
+            "{e}"
+        );
         let e = StatsSnapshot::from_value(&Value::Other("NoneType".into()))
             .err()
             .map(|e| e.to_string())

@@ -239,6 +239,25 @@ impl StatsSnapshot {
         Ok(())
     }
 
+    /// Adds the interval `other` into the cumulative totals `self`: counters add, saturating at
+    /// `2^64 - 1` (read a saturated total as "at least"), and the gauges take `other`'s values
+    /// (the latest occupancy, not a sum). Never fails: the exporter's totals grow for as long as
+    /// it runs, and a refusal there would drop every later interval of that engine.
+    pub fn accumulate(&mut self, other: &StatsSnapshot) {
+        for (a, b) in self.counters_mut().zip(other.counters()) {
+            *a = a.saturating_add(*b);
+        }
+        self.copy_gauges(other);
+    }
+
+    /// Sets every gauge to `other`'s value.
+    fn copy_gauges(&mut self, other: &StatsSnapshot) {
+        let (m, o) = (&mut self.manager, &other.manager);
+        m.capacity_blocks = o.capacity_blocks;
+        m.resident_blocks = o.resident_blocks;
+        m.pinned_blocks = o.pinned_blocks;
+    }
+
     /// The summary the log line and dashboards want. Keys: `<dir>_total_bytes`,
     /// `<dir>_total_time` (seconds), `<dir>_ops`, `<dir>_failed_ops`, `<dir>_failed_bytes`,
     /// `<dir>_blocks`, `<dir>_avg_bytes`, `<dir>_avg_time` (seconds per op),
@@ -396,6 +415,36 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("overflows"), "{err}");
         assert_eq!(b, before);
+    }
+
+    #[test]
+    fn accumulate_adds_counters_saturating_and_replaces_gauges() {
+        let mut total = sample();
+        let mut interval = sample();
+        interval.manager.capacity_blocks = 7;
+        interval.manager.resident_blocks = 5;
+        interval.manager.pinned_blocks = 0;
+        interval.lookups.blocks_hit = u64::MAX;
+        let before = total.clone();
+        total.accumulate(&interval);
+        let d = total.direction(Direction::CpuToGpu);
+        let b = before.direction(Direction::CpuToGpu);
+        assert_eq!(d.ops, 2 * b.ops);
+        assert_eq!(d.size_counts[3], 2 * b.size_counts[3]);
+        assert_eq!(
+            total.lookups.blocks_queried,
+            2 * before.lookups.blocks_queried
+        );
+        assert_eq!(total.lookups.blocks_hit, u64::MAX, "saturates, never wraps");
+        assert_eq!(
+            total.manager.blocks_stored,
+            2 * before.manager.blocks_stored
+        );
+        let m = &total.manager;
+        assert_eq!(
+            (m.capacity_blocks, m.resident_blocks, m.pinned_blocks),
+            (7, 5, 0)
+        );
     }
 
     #[test]
