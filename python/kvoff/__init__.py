@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from kvoff._core import (
+    Direction,
     DirectionStats,
     JobTracker,
     LoadStoreSpec,
@@ -69,6 +70,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CpuGpuTransfer",
+    "Direction",
     "DirectionStats",
     "DuplicateMetricError",
     "HashTypeError",

@@ -1,12 +1,13 @@
 """Type stubs for the extension module ``kvoff._core`` (hand-written; checked by mypy.stubtest)."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, TypeAlias, final
+from typing import Any, ClassVar, Final, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Direction",
     "DirectionStats",
     "JobTracker",
     "LoadStoreSpec",
@@ -207,7 +208,20 @@ class OffloadingManager:
     def allocation_failures(self) -> int:
         """:meth:`prepare_store` calls that returned None."""
 
-# --- stats section (StatsAccumulator, OffloadingConnectorStats) ---
+# --- stats section (Direction, StatsAccumulator, OffloadingConnectorStats) ---
+
+@final
+class Direction:
+    """The transfer direction names, defined once in the core: ``str`` constants (dict keys of
+    a snapshot, the ``direction`` label, vLLM's ``transfer_type``). Not instantiable. Every
+    method that takes a direction accepts exactly these strings."""
+
+    GPU_TO_CPU: Final = "GPU_to_CPU"
+    """A store: GPU KV blocks copied into the CPU tier."""
+    CPU_TO_GPU: Final = "CPU_to_GPU"
+    """A load: CPU-tier blocks copied back into GPU KV blocks."""
+    ALL: Final[tuple[str, ...]]
+    """Every direction, in the order snapshots list them."""
 
 @final
 class StatsAccumulator:
@@ -229,11 +243,11 @@ class StatsAccumulator:
         success: bool = True,
         num_blocks: int = 0,
     ) -> None:
-        """Record one finished transfer. ``direction`` is ``"GPU_to_CPU"`` (or ``"store"``) or
-        ``"CPU_to_GPU"`` (or ``"load"``); ``seconds`` (an int or float, not a bool) must be
-        finite and in ``[0, 86400]`` (one day; it is kept in whole nanoseconds), ``num_bytes``
-        at most ``2^50`` (1 PiB): one transfer beyond either is a caller bug. ``success`` must
-        be a bool. A failure counts only in ``failed_ops`` / ``failed_bytes``.
+        """Record one finished transfer. ``direction`` is one of :attr:`Direction.ALL` (exactly;
+        the old ``"store"`` / ``"load"`` aliases are refused); ``seconds`` (an int or float, not
+        a bool) must be finite and in ``[0, 86400]`` (one day; it is kept in whole nanoseconds),
+        ``num_bytes`` at most ``2^50`` (1 PiB): one transfer beyond either is a caller bug.
+        ``success`` must be a bool. A failure counts only in ``failed_ops`` / ``failed_bytes``.
         Raises InvalidArgumentError naming the argument (and nothing is recorded) otherwise."""
 
     def record_lookup(

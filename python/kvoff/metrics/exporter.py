@@ -35,7 +35,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from kvoff._core import OffloadingConnectorStats
+from kvoff._core import Direction, OffloadingConnectorStats
 from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.metrics.errors import DuplicateMetricError, UnknownEngineError
 from kvoff.metrics.snapshot import (
@@ -68,7 +68,8 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Label names the exporter sets itself; a constant label of the same name would be ambiguous.
 _RESERVED_LABELS = frozenset({"engine", "direction", "transfer_type", "le", "quantile"})
 
-DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
+# The GPU link's directions.
+DIRECTIONS = (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
 # One engine's totals as to_dict() gives them (read once per scrape).
 _Data = Mapping[str, Any]
 

@@ -19,12 +19,12 @@ Format (decided here, tested exactly)::
 
 from __future__ import annotations
 
-from kvoff._core import DirectionStats
+from kvoff._core import Direction, DirectionStats
 from kvoff.metrics.snapshot import as_stats
 
 __all__ = ["format_stats"]
 
-_DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
+_DIRECTIONS = (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
 _BYTE_PREFIXES = ("k", "M", "G", "T", "P", "E")
 
 

@@ -20,7 +20,7 @@ from typing import cast
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from kvoff._core import OffloadingConnectorStats
+from kvoff._core import Direction, OffloadingConnectorStats
 from kvoff.metrics.snapshot import SIZE_BUCKETS_BYTES
 
 __all__ = ["VLLM_SIZE_BUCKETS_BYTES", "le_label", "merge_size_counts", "vllm_families"]
@@ -39,7 +39,7 @@ _VLLM_BOUND_INDEX: tuple[int, ...] = tuple(
     SIZE_BUCKETS_BYTES.index(bound) for bound in VLLM_SIZE_BUCKETS_BYTES
 )
 # vLLM's transfer_type values: the GPU link's two directions.
-_DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
+_DIRECTIONS = (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
 _VLLM_LE: tuple[str, ...] = (*(le_label(b) for b in VLLM_SIZE_BUCKETS_BYTES), "+Inf")
 
 

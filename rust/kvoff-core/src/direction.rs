@@ -51,14 +51,23 @@ impl fmt::Display for Direction {
 impl FromStr for Direction {
     type Err = KvoffError;
 
+    /// Exactly the names `as_str` gives; nothing else (the old `"store"` / `"load"` aliases
+    /// are refused with a hint, so one spelling of each direction exists everywhere).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "GPU_to_CPU" | "store" => Ok(Direction::GpuToCpu),
-            "CPU_to_GPU" | "load" => Ok(Direction::CpuToGpu),
-            other => Err(KvoffError::InvalidArgument(format!(
-                "unknown transfer direction {other:?}: expected \"GPU_to_CPU\" (store) or \"CPU_to_GPU\" (load)"
-            ))),
+        if let Some(d) = Direction::ALL.into_iter().find(|d| d.as_str() == s) {
+            return Ok(d);
         }
+        let expected = Direction::ALL
+            .map(|d| format!("{:?}", d.as_str()))
+            .join(", ");
+        let hint = match s {
+            "store" => " (the alias \"store\" is no longer accepted: write \"GPU_to_CPU\")",
+            "load" => " (the alias \"load\" is no longer accepted: write \"CPU_to_GPU\")",
+            _ => "",
+        };
+        Err(KvoffError::InvalidArgument(format!(
+            "unknown transfer direction {s:?}: expected one of {expected}{hint}"
+        )))
     }
 }
 
@@ -71,9 +80,19 @@ mod tests {
         for d in Direction::ALL {
             assert_eq!(d.as_str().parse::<Direction>().ok(), Some(d));
         }
-        assert_eq!("store".parse::<Direction>().ok(), Some(Direction::GpuToCpu));
-        assert_eq!("load".parse::<Direction>().ok(), Some(Direction::CpuToGpu));
-        let err = "sideways".parse::<Direction>().err().map(|e| e.to_string());
-        assert!(err.is_some_and(|m| m.contains("\"sideways\"")));
+        let err = |s: &str| s.parse::<Direction>().err().map(|e| e.to_string());
+        assert_eq!(
+            err("sideways").as_deref(),
+            Some("unknown transfer direction \"sideways\": expected one of \"GPU_to_CPU\", \"CPU_to_GPU\"")
+        );
+        assert_eq!(
+            err("store").as_deref(),
+            Some(
+                "unknown transfer direction \"store\": expected one of \"GPU_to_CPU\", \"CPU_to_GPU\" \
+                 (the alias \"store\" is no longer accepted: write \"GPU_to_CPU\")"
+            )
+        );
+        assert!(err("load").is_some_and(|m| m.contains("write \"CPU_to_GPU\"")));
+        assert!(err("gpu_to_cpu").is_some(), "names are case-sensitive");
     }
 }

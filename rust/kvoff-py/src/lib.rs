@@ -1,6 +1,7 @@
 //! The extension module `kvoff._core`: conversions, GIL release and error mapping only.
 //! Each Python-facing concept has its own file with a `register` function.
 
+mod direction;
 mod errors;
 mod jobs;
 mod manager;
@@ -16,6 +17,7 @@ use pyo3::prelude::*;
 fn kvoff_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     manager::register(m)?;
+    direction::register(m)?;
     stats::register(m)?;
     jobs::register(m)?;
     Ok(())
