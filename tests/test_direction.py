@@ -17,7 +17,11 @@ from kvoff.transfer import result
 def test_constants_are_the_core_names() -> None:
     assert Direction.GPU_TO_CPU == "GPU_to_CPU"
     assert Direction.CPU_TO_GPU == "CPU_to_GPU"
-    assert Direction.ALL == ("GPU_to_CPU", "CPU_to_GPU")
+    assert Direction.CPU_TO_REMOTE == "CPU_to_REMOTE"
+    assert Direction.REMOTE_TO_CPU == "REMOTE_to_CPU"
+    assert Direction.GPU == ("GPU_to_CPU", "CPU_to_GPU")
+    assert Direction.REMOTE == ("CPU_to_REMOTE", "REMOTE_to_CPU")
+    assert Direction.ALL == Direction.GPU + Direction.REMOTE
     # The snapshot lists its directions in the same order.
     assert tuple(OffloadingConnectorStats().to_dict()["transfers"]) == Direction.ALL
 
@@ -29,7 +33,7 @@ def test_direction_is_a_namespace_not_a_value() -> None:
 
 def test_python_modules_reuse_the_core_names() -> None:
     assert (result.GPU_TO_CPU, result.CPU_TO_GPU) == (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
-    assert result.DIRECTIONS == (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
+    assert result.DIRECTIONS == Direction.GPU
     # The one typing spelling agrees with the core's values.
     assert typing.get_args(result.DirectionName) == result.DIRECTIONS
     assert kvoff.metrics.exporter.DIRECTIONS == result.DIRECTIONS

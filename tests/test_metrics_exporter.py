@@ -57,6 +57,20 @@ ENGINE_COUNTERS = [
     "kvoff_cpu_allocation_failures_total",
 ]
 GAUGES = ["kvoff_cpu_capacity_blocks", "kvoff_cpu_resident_blocks", "kvoff_cpu_pinned_blocks"]
+REMOTE_DIRECTIONS = ("CPU_to_REMOTE", "REMOTE_to_CPU")
+TIERS = ("cpu", "remote")
+ERROR_KINDS = ("connection", "timeout", "auth", "oom", "server", "truncated", "foreign", "corrupt")
+REMOTE_ENGINE_SERIES = [
+    "kvoff_remote_lookup_blocks_total",
+    "kvoff_remote_lookup_hit_blocks_total",
+    "kvoff_remote_writes_dropped_total",
+    "kvoff_remote_write_queue_blocks",
+]
+
+
+def remote(name: str) -> str:
+    """The remote subsystem's family of the same noun as a transfer family."""
+    return name.replace("kvoff_transfer_", "kvoff_remote_")
 
 
 def sample(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -96,15 +110,26 @@ def test_every_series_is_zero_before_any_observe(reg: CollectorRegistry) -> None
     expected: set[tuple[str, frozenset[tuple[str, str]]]] = set()
     for engine in ("0", "1"):
         base = {"model_name": "m", "engine": engine}
-        for d in (G2C, C2G):
+        for d, rename in [(G2C, str), (C2G, str), *((d, remote) for d in REMOTE_DIRECTIONS)]:
             labels = {**base, "direction": d}
-            expected |= {(n, frozenset(labels.items())) for n in DIRECTION_COUNTERS}
+            expected |= {(rename(n), frozenset(labels.items())) for n in DIRECTION_COUNTERS}
             for name, les in HISTOGRAMS.items():
                 expected |= {
-                    (f"{name}_bucket", frozenset({**labels, "le": le}.items())) for le in les
+                    (f"{rename(name)}_bucket", frozenset({**labels, "le": le}.items()))
+                    for le in les
                 }
-                expected |= {(f"{name}_{s}", frozenset(labels.items())) for s in ("count", "sum")}
+                expected |= {
+                    (f"{rename(name)}_{s}", frozenset(labels.items())) for s in ("count", "sum")
+                }
         expected |= {(n, frozenset(base.items())) for n in ENGINE_COUNTERS + GAUGES}
+        expected |= {(n, frozenset(base.items())) for n in REMOTE_ENGINE_SERIES}
+        for tier in TIERS:
+            tier_labels = frozenset({**base, "tier": tier}.items())
+            expected |= {(f"kvoff_hit_{x}_total", tier_labels) for x in ("blocks", "tokens")}
+        expected |= {
+            ("kvoff_remote_errors_total", frozenset({**base, "kind": k}.items()))
+            for k in ERROR_KINDS
+        }
 
     assert set(got) == expected
     assert all(v == 0 for v in got.values())
@@ -300,7 +325,7 @@ def test_bad_snapshot_is_rejected_and_changes_nothing(
     [
         (
             {**v1_dict(), "version": 99},
-            "invalid stats dict: version: unsupported format version 99 (this build reads 1)",
+            "invalid stats dict: version: unsupported format version 99 (this build reads 1 and 2)",
         ),
         (
             42,

@@ -71,7 +71,7 @@ def edited(path: list[str | int], value: Any) -> dict[str, Any]:
         (
             ["version"],
             10**5000,
-            "version: unsupported format version (an int of 16610 bits; this build reads 1)",
+            "version: unsupported format version (an int of 16610 bits) (this build reads 1 and 2)",
         ),
     ],
     # Explicit ids: pytest would print the values, and str(10**5000) raises.

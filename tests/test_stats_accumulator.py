@@ -72,7 +72,8 @@ def test_the_store_and_load_aliases_are_refused(alias: str, name: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         acc.record_transfer(alias, 10, 1e-3)
     assert str(info.value) == (
-        f'unknown transfer direction "{alias}": expected one of "GPU_to_CPU", "CPU_to_GPU" '
+        f'unknown transfer direction "{alias}": expected one of "GPU_to_CPU", "CPU_to_GPU", '
+        f'"CPU_to_REMOTE", "REMOTE_to_CPU" '
         f'(the alias "{alias}" is no longer accepted: write "{name}")'
     )
     # Nothing recorded by the refused call; the earlier record is intact.

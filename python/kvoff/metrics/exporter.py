@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from kvoff._core import Direction, OffloadingConnectorStats
 from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.metrics.errors import DuplicateMetricError, UnknownEngineError
+from kvoff.metrics.remote_families import remote_tier_families
 from kvoff.metrics.snapshot import (
     DURATION_BUCKETS_SECONDS,
     SIZE_BUCKETS_BYTES,
@@ -66,34 +67,39 @@ DEFAULT_MAX_ENGINES = 256
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Label names the exporter sets itself; a constant label of the same name would be ambiguous.
-_RESERVED_LABELS = frozenset({"engine", "direction", "transfer_type", "le", "quantile"})
+_RESERVED_LABELS = frozenset(
+    {"engine", "direction", "transfer_type", "tier", "kind", "le", "quantile"}
+)
 
-# The GPU link's directions.
-DIRECTIONS = (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
+# The GPU link's directions (the `transfer` families) and the remote tier's (`remote`).
+DIRECTIONS = Direction.GPU
+REMOTE_DIRECTIONS = Direction.REMOTE
 # One engine's totals as to_dict() gives them (read once per scrape).
 _Data = Mapping[str, Any]
 
-# (name after the namespace, per-direction key, unit, help)
-_TRANSFER_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
-    ("transfer_ops", "ops", "", "Successful transfers."),
-    ("transfer_failed_ops", "failed_ops", "", "Failed transfers."),
-    ("transfer_blocks", "blocks", "", "Blocks moved by successful transfers."),
-    ("transfer_bytes", "bytes", "bytes", "Bytes moved by successful transfers."),
-    ("transfer_failed_bytes", "failed_bytes", "bytes", "Bytes of failed transfers."),
+# Both direction subsystems expose the same families: "<namespace>_<subsystem>_<noun>".
+# (noun, per-direction key, unit, help)
+_DIRECTION_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    ("ops", "ops", "", "Successful transfers."),
+    ("failed_ops", "failed_ops", "", "Failed transfers."),
+    ("blocks", "blocks", "", "Blocks moved by successful transfers."),
+    ("bytes", "bytes", "bytes", "Bytes moved by successful transfers."),
+    ("failed_bytes", "failed_bytes", "bytes", "Bytes of failed transfers."),
 )
-# (name after the namespace, bounds, per-direction counts key, unit, help, _sum value)
-_TRANSFER_HISTOGRAMS: tuple[
+# (noun, bounds, per-direction counts key, unit, help, _sum value)
+_DIRECTION_HISTOGRAMS: tuple[
     tuple[str, tuple[float, ...], str, str, str, Callable[[_Data], float]], ...
 ] = (
-    ("transfer_size_bytes", SIZE_BUCKETS_BYTES, "size_counts", "bytes",
+    ("size_bytes", SIZE_BUCKETS_BYTES, "size_counts", "bytes",
      "Size of each successful transfer.", lambda t: t["bytes"]),
-    ("transfer_duration_seconds", DURATION_BUCKETS_SECONDS, "duration_counts", "seconds",
+    ("duration_seconds", DURATION_BUCKETS_SECONDS, "duration_counts", "seconds",
      "Duration of each successful transfer.", lambda t: t["time_ns"] / 1e9),
-    ("transfer_throughput_bytes_per_second", THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
+    ("throughput_bytes_per_second", THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
      "throughput_counts", "bytes_per_second",
      "Throughput of each successful transfer (its bytes over its duration).",
      lambda t: t["throughput_sum"]),
 )  # fmt: skip
+_REMOTE_HELP = "Remote tier (an op is one pipelined round trip): "
 # (name after the namespace, snapshot section, key, help)
 _ENGINE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("lookup_blocks", "lookups", "blocks_queried", "Blocks looked up in the CPU tier."),
@@ -112,7 +118,7 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
 )
 
 _LE: dict[str, tuple[str, ...]] = {
-    name: (*(le_label(b) for b in bounds), "+Inf") for name, bounds, *_ in _TRANSFER_HISTOGRAMS
+    noun: (*(le_label(b) for b in bounds), "+Inf") for noun, bounds, *_ in _DIRECTION_HISTOGRAMS
 }
 
 
@@ -299,42 +305,10 @@ class OffloadPromMetrics(Collector):
         ns = self._namespace
         const_names = list(self._labels)
         const_values = list(self._labels.values())
-        dir_labels = [*const_names, "engine", "direction"]
         engine_labels = [*const_names, "engine"]
         families: list[Metric] = []
 
-        for name, field, unit, doc in _TRANSFER_COUNTERS:
-            c = CounterMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
-            for engine, snap in totals.items():
-                for d in DIRECTIONS:
-                    value = snap["transfers"][d][field]
-                    c.add_metric([*const_values, engine, d], value)
-            families.append(c)
-
-        seconds = CounterMetricFamily(
-            f"{ns}_transfer_seconds",
-            "Time spent in successful transfers.",
-            labels=dir_labels,
-            unit="seconds",
-        )
-        for engine, snap in totals.items():
-            for d in DIRECTIONS:
-                seconds.add_metric(
-                    [*const_values, engine, d], snap["transfers"][d]["time_ns"] / 1e9
-                )
-        families.append(seconds)
-
-        for name, _, counts_field, unit, doc, sum_of in _TRANSFER_HISTOGRAMS:
-            h = HistogramMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
-            for engine, snap in totals.items():
-                for d in DIRECTIONS:
-                    t = snap["transfers"][d]
-                    h.add_metric(
-                        [*const_values, engine, d],
-                        list(zip(_LE[name], _cumulative(t[counts_field]), strict=True)),
-                        sum_value=sum_of(t),
-                    )
-            families.append(h)
+        families.extend(_direction_families(f"{ns}_transfer", DIRECTIONS, "", totals, self._labels))
 
         for name, section, key, doc in _ENGINE_COUNTERS:
             c = CounterMetricFamily(f"{ns}_{name}", doc, labels=engine_labels)
@@ -347,6 +321,13 @@ class OffloadPromMetrics(Collector):
             for engine, snap in totals.items():
                 g.add_metric([*const_values, engine], snap["manager"][key])
             families.append(g)
+
+        families.extend(
+            _direction_families(
+                f"{ns}_remote", REMOTE_DIRECTIONS, _REMOTE_HELP, totals, self._labels
+            )
+        )
+        families.extend(remote_tier_families(ns, totals, self._labels))
 
         if self._vllm_compatible:
             families.extend(vllm_families(snapshots, self._labels))
@@ -377,6 +358,48 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
     "histogram": ("_bucket", "_sum", "_count", "_created"),
     "gauge": (),
 }
+
+
+def _direction_families(
+    prefix: str,
+    directions: Sequence[str],
+    what: str,
+    totals: Mapping[str, _Data],
+    const_labels: Mapping[str, str],
+) -> list[Metric]:
+    """The counters, seconds and histograms of one direction subsystem, one series per
+    (engine, direction)."""
+    labels = [*const_labels, "engine", "direction"]
+    const_values = list(const_labels.values())
+    families: list[Metric] = []
+    for noun, field, unit, doc in _DIRECTION_COUNTERS:
+        c = CounterMetricFamily(f"{prefix}_{noun}", what + doc, labels=labels, unit=unit)
+        for engine, snap in totals.items():
+            for d in directions:
+                c.add_metric([*const_values, engine, d], snap["transfers"][d][field])
+        families.append(c)
+
+    seconds = CounterMetricFamily(
+        f"{prefix}_seconds", what + "Time spent in successful transfers.", labels=labels,
+        unit="seconds",
+    )  # fmt: skip
+    for engine, snap in totals.items():
+        for d in directions:
+            seconds.add_metric([*const_values, engine, d], snap["transfers"][d]["time_ns"] / 1e9)
+    families.append(seconds)
+
+    for noun, _, counts_field, unit, doc, sum_of in _DIRECTION_HISTOGRAMS:
+        h = HistogramMetricFamily(f"{prefix}_{noun}", what + doc, labels=labels, unit=unit)
+        for engine, snap in totals.items():
+            for d in directions:
+                t = snap["transfers"][d]
+                h.add_metric(
+                    [*const_values, engine, d],
+                    list(zip(_LE[noun], _cumulative(t[counts_field]), strict=True)),
+                    sum_value=sum_of(t),
+                )
+        families.append(h)
+    return families
 
 
 def _cumulative(counts: Sequence[int]) -> list[int]:

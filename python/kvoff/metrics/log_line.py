@@ -15,16 +15,23 @@ Format (decided here, tested exactly)::
 - A direction with no transfer at all prints ``idle``; one with only failures prints
   ``0 B (0 ops, 2 failed)``; failures are appended only when there are some.
 - Hits are blocks found over blocks looked up, with the ratio when anything was looked up.
+- With any remote-tier activity in the interval (a remote transfer, a block served by the
+  remote tier, a remote lookup, an error, a dropped write) a remote part follows::
+
+    , remote: CPU_to_REMOTE 8.4 MB in 4.0 ms (2.1 GB/s, 2 ops), REMOTE_to_CPU idle,
+    served 300 cpu / 12 remote blocks, 3 errors (2 timeout, 1 corrupt), 1 write dropped
+
+  "served" counts blocks handed to requests by the tier that held them.
 """
 
 from __future__ import annotations
 
-from kvoff._core import Direction, DirectionStats
+from kvoff._core import Direction, DirectionStats, OffloadingConnectorStats
 from kvoff.metrics.snapshot import as_stats
 
 __all__ = ["format_stats"]
 
-_DIRECTIONS = (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
+_DIRECTIONS = Direction.GPU
 _BYTE_PREFIXES = ("k", "M", "G", "T", "P", "E")
 
 
@@ -39,7 +46,33 @@ def format_stats(stats: object) -> str:
     if queried:
         hits += f" ({100 * hit / queried:.1f}%)"
     parts.append(hits)
-    return "KV offload: " + ", ".join(parts)
+    remote = _remote(snap)
+    return "KV offload: " + ", ".join(parts) + (f", remote: {remote}" if remote else "")
+
+
+def _remote(snap: OffloadingConnectorStats) -> str:
+    """The remote part, or "" when the interval saw no remote-tier activity."""
+    data = snap.to_dict()
+    hits, remote = data["hits"], data["remote"]
+    directions = [snap.direction(d) for d in Direction.REMOTE]
+    errors = {k: n for k, n in remote["errors"].items() if n}
+    active = (
+        any(t.ops or t.failed_ops for t in directions)
+        or hits["remote"]["blocks"]
+        or remote["lookups"]["blocks_queried"]
+        or errors
+        or remote["writes_dropped"]
+    )
+    if not active:
+        return ""
+    parts = [f"{t.direction} {_direction(t)}" for t in directions]
+    parts.append(f"served {hits['cpu']['blocks']} cpu / {hits['remote']['blocks']} remote blocks")
+    if errors:
+        kinds = ", ".join(f"{n} {k}" for k, n in errors.items())
+        parts.append(f"{_plural(sum(errors.values()), 'error')} ({kinds})")
+    if remote["writes_dropped"]:
+        parts.append(f"{_plural(remote['writes_dropped'], 'write')} dropped")
+    return ", ".join(parts)
 
 
 def _direction(t: DirectionStats) -> str:

@@ -39,7 +39,7 @@ _VLLM_BOUND_INDEX: tuple[int, ...] = tuple(
     SIZE_BUCKETS_BYTES.index(bound) for bound in VLLM_SIZE_BUCKETS_BYTES
 )
 # vLLM's transfer_type values: the GPU link's two directions.
-_DIRECTIONS = (Direction.GPU_TO_CPU, Direction.CPU_TO_GPU)
+_DIRECTIONS = Direction.GPU
 _VLLM_LE: tuple[str, ...] = (*(le_label(b) for b in VLLM_SIZE_BUCKETS_BYTES), "+Inf")
 
 

@@ -29,6 +29,32 @@ impl PyDirection {
         Direction::CpuToGpu.as_str()
     }
 
+    #[classattr]
+    #[pyo3(name = "CPU_TO_REMOTE")]
+    fn cpu_to_remote() -> &'static str {
+        Direction::CpuToRemote.as_str()
+    }
+
+    #[classattr]
+    #[pyo3(name = "REMOTE_TO_CPU")]
+    fn remote_to_cpu() -> &'static str {
+        Direction::RemoteToCpu.as_str()
+    }
+
+    /// The GPU link's directions (transfers, the `JobTracker`, vLLM's `transfer_type`).
+    #[classattr]
+    #[pyo3(name = "GPU")]
+    fn gpu(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        names(py, &Direction::GPU)
+    }
+
+    /// The remote tier's directions.
+    #[classattr]
+    #[pyo3(name = "REMOTE")]
+    fn remote(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        names(py, &Direction::REMOTE)
+    }
+
     /// Every direction, in the order snapshots list them.
     #[classattr]
     #[pyo3(name = "ALL")]
