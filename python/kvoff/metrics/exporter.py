@@ -54,8 +54,8 @@ __all__ = [
     "OffloadPromMetrics",
 ]
 
-# Every engine label appears on 166 series of every scrape (vllm_compatible), so its length
-# multiplies: 256 engines with 128-character labels make a 9.9 MB scrape, short labels 4.6 MB.
+# Every engine label appears on each of the engine's 308 series (vllm_compatible), so its length
+# multiplies (docs/METRICS.md gives the scrape sizes at the bounds).
 # vLLM's engine labels are small ints; a host name and a rank fit easily.
 MAX_ENGINE_LABEL_LENGTH = 128
 # Constant labels are set once by the operator and may be a model path (vLLM's model_name is the
