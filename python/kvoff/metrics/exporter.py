@@ -173,8 +173,8 @@ class OffloadPromMetrics(Collector):
     counter, histogram and gauge families. Thread-safe. Registers itself in ``registry`` (the
     global ``prometheus_client.REGISTRY`` when None).
 
-    Every series exists, at zero, for both directions of every engine in ``engines`` from the
-    first scrape; an engine first seen by ``observe`` gets its series from then on, and
+    Every series exists, at zero, for every direction, tier and error kind of every engine in
+    ``engines`` from the first scrape; an engine first seen by ``observe`` gets its series from then on, and
     ``remove_engine`` drops them. At most ``max_engines`` engines (default
     :data:`DEFAULT_MAX_ENGINES`) have series at once, and an engine label is at most
     :data:`MAX_ENGINE_LABEL_LENGTH` characters: both bound the size of a scrape.
@@ -255,12 +255,12 @@ class OffloadPromMetrics(Collector):
             return tuple(self._totals)
 
     def observe(self, stats: object, engine: str | int = "0") -> None:
-        """Add one interval's snapshot (an ``OffloadingConnectorStats`` or its version-1 dict)
-        into the totals of ``engine``.
+        """Add one interval's snapshot (an ``OffloadingConnectorStats`` or its plain-data dict,
+        version 2 or 1) into the totals of ``engine``.
 
-        Transfer, lookup and manager counts add up; the occupancy gauges (capacity, resident,
-        pinned) take the snapshot's values, so pass the engine's aggregated snapshot (scheduler
-        and workers together). A malformed snapshot raises
+        Counts add up (saturating at 2^64 - 1); the gauges (CPU-tier occupancy, the remote
+        write queue) take the snapshot's values, so pass the engine's aggregated snapshot
+        (scheduler and workers together). A malformed snapshot raises
         :class:`~kvoff.errors.InvalidArgumentError` and changes nothing.
         """
         label = _engine_label(engine)

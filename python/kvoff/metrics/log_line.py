@@ -36,8 +36,9 @@ _BYTE_PREFIXES = ("k", "M", "G", "T", "P", "E")
 
 
 def format_stats(stats: object) -> str:
-    """Summarise a snapshot (an ``OffloadingConnectorStats`` or its version-1 dict) in one
-    line. Raises :class:`~kvoff.errors.InvalidArgumentError` for a malformed snapshot."""
+    """Summarise a snapshot (an ``OffloadingConnectorStats`` or its plain-data dict, version 2
+    or 1) in one line. Raises :class:`~kvoff.errors.InvalidArgumentError` for a malformed
+    snapshot."""
     snap = as_stats(stats)
     parts = [f"{d} {_direction(snap.direction(d))}" for d in _DIRECTIONS]
     summary = snap.reduce()
