@@ -20,7 +20,8 @@ DURATION_BOUNDS_NS = [round(b * 1e9) for b in DURATION_BOUNDS]
 THROUGHPUT_BOUNDS = [
     1e8, 5e8, 1e9, 2e9, 5e9, 1e10, 2e10, 3e10, 4e10, 5e10, 6e10, 8e10, 1e11,
 ]  # fmt: skip
-DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
+DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU", "CPU_to_REMOTE", "REMOTE_to_CPU")
+ERROR_KINDS = ("connection", "timeout", "auth", "oom", "server", "truncated", "foreign", "corrupt")
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ def empty_direction() -> dict[str, Any]:
 
 
 def empty_dict() -> dict[str, Any]:
+    """An empty version-2 snapshot dict (docs/ARCHITECTURE.md)."""
     return {
-        "version": 1,
+        "version": 2,
         "buckets": {
             "size_bytes": list(SIZE_BOUNDS),
             "duration_seconds": list(DURATION_BOUNDS),
@@ -68,6 +70,13 @@ def empty_dict() -> dict[str, Any]:
             "capacity_blocks": 0,
             "resident_blocks": 0,
             "pinned_blocks": 0,
+        },
+        "hits": {"cpu": {"blocks": 0, "tokens": 0}, "remote": {"blocks": 0, "tokens": 0}},
+        "remote": {
+            "lookups": {"blocks_queried": 0, "blocks_hit": 0},
+            "errors": dict.fromkeys(ERROR_KINDS, 0),
+            "writes_dropped": 0,
+            "write_queue_blocks": 0,
         },
     }
 

@@ -22,7 +22,7 @@ def exposed_sample_names() -> set[str]:
 def test_every_panel_queries_existing_series() -> None:
     dash = json.loads(DASHBOARD.read_text())
     exposed = exposed_sample_names()
-    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 12
     used = {m for e in exprs for m in re.findall(r"\b(kvoff_[a-z_]+)\{", e)}
     assert used, exprs
@@ -38,4 +38,16 @@ def test_every_panel_queries_existing_series() -> None:
         "kvoff_transfer_failed_bytes_total",
         "kvoff_transfer_seconds_total",
         "kvoff_lookup_tokens_total",
+        "kvoff_remote_blocks_total",
+        "kvoff_remote_failed_bytes_total",
+        "kvoff_remote_seconds_total",
     }, unused
+
+
+def test_a_panel_shows_which_tier_served_the_hit() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    panel = next(p for p in dash["panels"] if p["title"] == "Which tier served the hit")
+    assert [t["expr"] for t in panel["targets"]] == [
+        'sum by (tier) (rate(kvoff_hit_blocks_total{engine=~"$engine"}[5m]))'
+    ]
+    assert panel["targets"][0]["legendFormat"] == "{{tier}}"

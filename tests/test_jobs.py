@@ -24,12 +24,22 @@ def test_job_ids_count_up_and_pending_jobs_track_them() -> None:
         t.submit("a", "GPU_to_CPU", 2, 200),
         t.submit("b", "CPU_to_GPU", 1, 100),
         t.submit("a", "CPU_to_GPU", 1, 100),
-        t.submit("a", "store", 1, 100),
+        t.submit("a", "GPU_to_CPU", 1, 100),
     ]
     assert ids == [0, 1, 2, 3]
     assert state(t, "a", "b", "c") == (4, {"a": [0, 2, 3], "b": [1], "c": []})
     assert t.complete(2, True, 0.1) == "a"
     assert state(t, "a", "b") == (3, {"a": [0, 3], "b": [1]})
+
+
+@pytest.mark.parametrize("alias", ["store", "load"])
+def test_the_store_and_load_aliases_are_refused(alias: str) -> None:
+    acc = StatsAccumulator()
+    t = JobTracker(acc)
+    t.submit("a", "GPU_to_CPU", 1, 100)
+    with pytest.raises(InvalidArgumentError, match=f'unknown transfer direction "{alias}"'):
+        t.submit("a", alias, 1, 100)
+    assert state(t, "a") == (1, {"a": [0]})
 
 
 def test_finishes_storing_only_after_finish_and_last_store() -> None:

@@ -121,13 +121,14 @@ def test_http_scrape_returns_the_exact_values() -> None:
     assert types["kvoff_cpu_resident_blocks"] == "gauge"
     assert types["vllm:kv_offload_total_bytes"] == "counter"
     assert types["vllm:kv_offload_size"] == "histogram"
-    # 2 engines x 2 directions x (6 counters + 3 histograms) + 2 engines x (7 counters + 3
-    # gauges) + the vLLM families: nothing missing, nothing extra.
+    # 2 engines x 4 directions (2 GPU, 2 remote) x (6 counters + 3 histograms) + 2 engines x
+    # (7 counters + 3 gauges + the remote tier's 3 counters, 1 gauge, 2 x 2 tier hits and 8
+    # error kinds) + the vLLM families (GPU directions only): nothing missing, nothing extra.
     # Histograms: 18, 19 and 14 buckets (with +Inf), each plus _count and _sum.
     per_direction = 6 + (18 + 2) + (19 + 2) + (14 + 2)
-    per_engine = 7 + 3
+    per_engine = 7 + 3 + 3 + 1 + 2 * 2 + 8
     vllm_per_direction = 2 + (11 + 2)
-    assert len(samples) == 4 * per_direction + 2 * per_engine + 4 * vllm_per_direction
+    assert len(samples) == 8 * per_direction + 2 * per_engine + 4 * vllm_per_direction
 
 
 def test_openmetrics_scrape_parses_with_units() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from _stats_model import DIRECTIONS, Transfer, add_transfer, empty_dict, model
 from kvoff import (
+    Direction,
     InvalidArgumentError,
     InvalidStateError,
     OffloadingConnectorStats,
@@ -47,10 +48,10 @@ def test_every_bucket_edge_matches_the_reference() -> None:
     assert acc.take().is_empty()
 
 
-def test_aliases_and_defaults() -> None:
+def test_defaults() -> None:
     acc = StatsAccumulator()
-    acc.record_transfer("store", 10, 1e-3)
-    acc.record_transfer("load", 20, 2e-3, num_blocks=2)
+    acc.record_transfer(Direction.GPU_TO_CPU, 10, 1e-3)
+    acc.record_transfer(Direction.CPU_TO_GPU, 20, 2e-3, num_blocks=2)
     d = acc.take().to_dict()["transfers"]
     assert (d["GPU_to_CPU"]["ops"], d["GPU_to_CPU"]["blocks"], d["GPU_to_CPU"]["bytes"]) == (
         1,
@@ -62,6 +63,22 @@ def test_aliases_and_defaults() -> None:
         2,
         20,
     )
+
+
+@pytest.mark.parametrize(("alias", "name"), [("store", "GPU_to_CPU"), ("load", "CPU_to_GPU")])
+def test_the_store_and_load_aliases_are_refused(alias: str, name: str) -> None:
+    acc = StatsAccumulator()
+    acc.record_transfer(name, 5, 1e-3)
+    with pytest.raises(InvalidArgumentError) as info:
+        acc.record_transfer(alias, 10, 1e-3)
+    assert str(info.value) == (
+        f'unknown transfer direction "{alias}": expected one of "GPU_to_CPU", "CPU_to_GPU", '
+        f'"CPU_to_REMOTE", "REMOTE_to_CPU" '
+        f'(the alias "{alias}" is no longer accepted: write "{name}")'
+    )
+    # Nothing recorded by the refused call; the earlier record is intact.
+    d = acc.take().direction(name)
+    assert (d.ops, d.bytes) == (1, 5)
 
 
 @pytest.mark.parametrize(

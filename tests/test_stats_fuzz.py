@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 import kvoff
-from _stats_model import DIRECTIONS, empty_dict
+from _stats_model import DIRECTIONS, ERROR_KINDS, empty_dict
 from kvoff import KvoffError, OffloadingConnectorStats, StatsAccumulator
 from kvoff.metrics import OffloadPromMetrics
 
@@ -88,7 +88,8 @@ odd_keys = st.one_of(
 
 @st.composite
 def near_valid_dicts(draw: st.DrawFn) -> dict[Any, Any]:
-    """A v1 dict whose every count is a u64 (often near 2^64), then a few adversarial edits."""
+    """A v2 dict (or its v1 form) whose every count is a u64 (often near 2^64), then a few
+    adversarial edits."""
     d: dict[Any, Any] = empty_dict()
     for t in d["transfers"].values():
         for key, value in t.items():
@@ -99,6 +100,17 @@ def near_valid_dicts(draw: st.DrawFn) -> dict[Any, Any]:
     for section in ("lookups", "manager"):
         for key in d[section]:
             d[section][key] = draw(valid_counts)
+    for counts in (*d["hits"].values(), d["remote"]["lookups"], d["remote"]["errors"]):
+        for key in counts:
+            counts[key] = draw(valid_counts)
+    d["remote"]["writes_dropped"] = draw(valid_counts)
+    d["remote"]["write_queue_blocks"] = draw(valid_counts)
+    if draw(st.booleans()):  # the version-1 form, still read
+        d["version"] = 1
+        for key in ("hits", "remote"):
+            del d[key]
+        for direction in ("CPU_to_REMOTE", "REMOTE_to_CPU"):
+            del d["transfers"][direction]
     for _ in range(draw(st.integers(0, 3))):
         edit(draw, d)
     return d
@@ -207,6 +219,13 @@ def every_method(s: OffloadingConnectorStats, other: OffloadingConnectorStats) -
         total.reduce()
         kvoff.format_stats(total)
     total.clone_and_reset().reduce()
+    # Cumulative totals never refuse: counters saturate, gauges take the interval's values.
+    running = copy.copy(s)
+    running.accumulate(other).accumulate(other)
+    running.reduce()
+    kvoff.format_stats(running)
+    for direction in kvoff.Direction.ALL:
+        assert running.direction(direction).ops >= s.direction(direction).ops
 
 
 def load(call: Callable[[], OffloadingConnectorStats]) -> OffloadingConnectorStats | None:
@@ -255,6 +274,15 @@ directions = st.one_of(st.sampled_from([*DIRECTIONS, "store", "load"]), odd_scal
             st.tuples(st.just("record_stored"), arguments),
             st.tuples(st.just("record_evicted"), arguments),
             st.tuples(st.just("set_occupancy"), arguments, arguments, arguments),
+            st.tuples(st.just("record_hits"), arguments, arguments, arguments, arguments),
+            st.tuples(st.just("record_remote_lookup"), arguments, arguments),
+            st.tuples(
+                st.just("record_remote_error"),
+                st.one_of(st.sampled_from([*ERROR_KINDS, "eof"]), odd_scalars),
+                arguments,
+            ),
+            st.tuples(st.just("record_writes_dropped"), arguments),
+            st.tuples(st.just("set_write_queue"), arguments),
         ),
         max_size=8,
     )

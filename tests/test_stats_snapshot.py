@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import re
 from typing import Any
 
 import pytest
 
-from _stats_model import Transfer, empty_dict
+from _stats_model import ERROR_KINDS, Transfer, empty_dict
 from kvoff import InvalidArgumentError, OffloadingConnectorStats, StatsAccumulator
+from stats_dicts import DURATION_BOUNDS, SIZE_BOUNDS, THROUGHPUT_BOUNDS
 
 SCRIPT = [
     Transfer("GPU_to_CPU", 1_000_000, 1_000_000, num_blocks=4),
@@ -73,7 +75,83 @@ def test_reduce_is_exact_for_a_scripted_interval() -> None:
         "capacity_blocks": 100,
         "resident_blocks": 50,
         "pinned_blocks": 5,
+        **_idle_remote_direction("CPU_to_REMOTE"),
+        **_idle_remote_direction("REMOTE_to_CPU"),
+        "cpu_hit_blocks": 0,
+        "cpu_hit_tokens": 0,
+        "remote_hit_blocks": 0,
+        "remote_hit_tokens": 0,
+        "remote_lookup_blocks_queried": 0,
+        "remote_lookup_blocks_hit": 0,
+        "remote_lookup_hit_rate": 0.0,
+        **{f"remote_errors_{kind}": 0 for kind in ERROR_KINDS},
+        "remote_writes_dropped": 0,
+        "remote_write_queue_blocks": 0,
     }
+
+
+def _idle_remote_direction(d: str) -> dict[str, int | float]:
+    ints = ("total_bytes", "ops", "failed_ops", "failed_bytes", "blocks")
+    floats = ("total_time", "avg_bytes", "avg_time", "avg_throughput", "throughput")
+    return {**{f"{d}_{k}": 0 for k in ints}, **{f"{d}_{k}": 0.0 for k in floats}}
+
+
+def test_reduce_is_exact_for_the_remote_tier() -> None:
+    acc = StatsAccumulator()
+    # Two 4 MiB + 48-byte values written in one 2 ms round trip; one 4 MiB read in 1 ms.
+    acc.record_transfer("CPU_to_REMOTE", 8_388_704, 2e-3, num_blocks=2)
+    acc.record_transfer("REMOTE_to_CPU", 4_194_304, 1e-3, num_blocks=1)
+    acc.record_transfer("REMOTE_to_CPU", 4_194_304, 0.0, success=False, num_blocks=1)
+    acc.record_hits(6, 96, 2, 32)
+    acc.record_remote_lookup(10, 4)
+    acc.record_remote_error("timeout", 2)
+    acc.record_remote_error("corrupt")
+    acc.record_writes_dropped(3)
+    acc.set_write_queue(17)
+    r = acc.take().reduce()
+    remote = {k: v for k, v in r.items() if "REMOTE" in k or k.startswith(("remote", "cpu_hit"))}
+    assert remote == {
+        "CPU_to_REMOTE_total_bytes": 8_388_704,
+        "CPU_to_REMOTE_total_time": 0.002,
+        "CPU_to_REMOTE_ops": 1,
+        "CPU_to_REMOTE_failed_ops": 0,
+        "CPU_to_REMOTE_failed_bytes": 0,
+        "CPU_to_REMOTE_blocks": 2,
+        "CPU_to_REMOTE_avg_bytes": 8_388_704.0,
+        "CPU_to_REMOTE_avg_time": 0.002,
+        "CPU_to_REMOTE_avg_throughput": 4_194_352_000.0,
+        # Total bytes over total ns, times 1e9, in floats (as reduce() computes it).
+        "CPU_to_REMOTE_throughput": 8_388_704 / 2_000_000 * 1e9,
+        "REMOTE_to_CPU_total_bytes": 4_194_304,
+        "REMOTE_to_CPU_total_time": 0.001,
+        "REMOTE_to_CPU_ops": 1,
+        "REMOTE_to_CPU_failed_ops": 1,
+        "REMOTE_to_CPU_failed_bytes": 4_194_304,
+        "REMOTE_to_CPU_blocks": 1,
+        "REMOTE_to_CPU_avg_bytes": 4_194_304.0,
+        "REMOTE_to_CPU_avg_time": 0.001,
+        "REMOTE_to_CPU_avg_throughput": 4_194_304_000.0,
+        "REMOTE_to_CPU_throughput": 4_194_304_000.0,
+        "cpu_hit_blocks": 6,
+        "cpu_hit_tokens": 96,
+        "remote_hit_blocks": 2,
+        "remote_hit_tokens": 32,
+        "remote_lookup_blocks_queried": 10,
+        "remote_lookup_blocks_hit": 4,
+        "remote_lookup_hit_rate": 0.4,
+        "remote_errors_connection": 0,
+        "remote_errors_timeout": 2,
+        "remote_errors_auth": 0,
+        "remote_errors_oom": 0,
+        "remote_errors_server": 0,
+        "remote_errors_truncated": 0,
+        "remote_errors_foreign": 0,
+        "remote_errors_corrupt": 1,
+        "remote_writes_dropped": 3,
+        "remote_write_queue_blocks": 17,
+    }
+    # The GPU link saw nothing.
+    assert r["GPU_to_CPU_ops"] == r["CPU_to_GPU_ops"] == r["blocks_queried"] == 0
 
 
 def test_reduce_types_and_empty_values() -> None:
@@ -115,6 +193,76 @@ def test_aggregate_overflow_raises_and_changes_nothing() -> None:
     with pytest.raises(InvalidArgumentError, match="overflows"):
         s.aggregate(OffloadingConnectorStats.from_dict(big))
     assert s.to_dict() == before
+
+
+def test_accumulate_adds_counters_replaces_gauges_and_returns_self() -> None:
+    total = scripted(capacity=100, resident=50, pinned=5)
+    interval = scripted(capacity=80, resident=7, pinned=1)
+    assert total.accumulate(interval) is total
+    r = total.reduce()
+    assert (r["GPU_to_CPU_ops"], r["GPU_to_CPU_total_bytes"], r["blocks_hit"]) == (6, 12_000_000, 8)
+    assert (r["blocks_stored"], r["allocation_failures"]) == (6, 4)
+    # Gauges are the interval's (latest) values, not sums.
+    assert (r["capacity_blocks"], r["resident_blocks"], r["pinned_blocks"]) == (80, 7, 1)
+    assert total.direction("GPU_to_CPU").size_counts == tuple(
+        2 * c for c in scripted().to_dict()["transfers"]["GPU_to_CPU"]["size_counts"]
+    )
+    assert interval == scripted(capacity=80, resident=7, pinned=1)
+
+
+def test_accumulate_saturates_where_aggregate_refuses() -> None:
+    big = empty_dict()
+    big["transfers"]["CPU_to_GPU"]["bytes"] = 2**64 - 1
+    big["lookups"]["tokens_hit"] = 2**64 - 2
+    total = scripted()
+    total.accumulate(OffloadingConnectorStats.from_dict(big))
+    d = total.direction("CPU_to_GPU")
+    assert (d.bytes, d.ops) == (2**64 - 1, 2)
+    assert total.reduce()["tokens_hit"] == 2**64 - 1
+    # Gauges replaced by the interval's zeros.
+    assert total.reduce()["capacity_blocks"] == 0
+
+
+def test_direction_reads_one_direction_typed() -> None:
+    s = scripted()
+    g = s.direction("GPU_to_CPU")
+    assert (g.direction, g.ops, g.failed_ops, g.blocks, g.bytes, g.failed_bytes, g.time_ns) == (
+        "GPU_to_CPU",
+        3,
+        1,
+        24,
+        6_000_000,
+        500,
+        6_000_000,
+    )
+    plain = s.to_dict()["transfers"]["GPU_to_CPU"]
+    assert g.size_counts == tuple(plain["size_counts"])
+    assert g.duration_counts == tuple(plain["duration_counts"])
+    assert g.throughput_counts == tuple(plain["throughput_counts"])
+    assert g.throughput_sum == 3_166_666_667
+    assert g == scripted().direction("GPU_to_CPU")
+    assert g != s.direction("CPU_to_GPU")
+    assert repr(g) == (
+        "DirectionStats(GPU_to_CPU: 3 ops, 1 failed, 24 blocks, 6000000 bytes, 6000000 ns)"
+    )
+    with pytest.raises(AttributeError):
+        g.ops = 5  # type: ignore[misc]
+    with pytest.raises(InvalidArgumentError, match='unknown transfer direction "sideways"'):
+        s.direction("sideways")
+
+
+def test_buckets_are_the_core_bounds_and_what_to_dict_carries() -> None:
+    buckets = OffloadingConnectorStats.buckets()
+    assert buckets == {
+        k: tuple(v) for k, v in OffloadingConnectorStats().to_dict()["buckets"].items()
+    }
+    # The bounds of docs/ARCHITECTURE.md, copied independently into tests/stats_dicts.py.
+    assert list(buckets["size_bytes"]) == SIZE_BOUNDS
+    assert list(buckets["duration_seconds"]) == DURATION_BOUNDS
+    assert list(buckets["throughput_bytes_per_second"]) == THROUGHPUT_BOUNDS
+    buckets["size_bytes"] = ()
+    assert len(OffloadingConnectorStats.buckets()["size_bytes"]) == 17
+    assert OffloadingConnectorStats.VERSION == 2
 
 
 def test_aggregate_wrong_type() -> None:
@@ -212,7 +360,7 @@ _DELETE = object()
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["version"], 2, "version: unsupported format version 2 (this build reads 1)"),
+        (["version"], 3, "version: unsupported format version 3 (this build reads 1 and 2)"),
         (["version"], "1", "version: expected int, got str"),
         (["version"], True, "version: expected int, got bool"),
         (["version"], _DELETE, "version: missing key"),
@@ -285,13 +433,17 @@ def test_from_dict_accepts_float_bounds_and_tuples() -> None:
     [
         (b"", 'missing b"KVOS" header'),
         (b"JSON{}..", 'missing b"KVOS" header'),
-        (b"KVOS\x02\x00\x00\x00", "unsupported format version 2"),
+        (
+            b"KVOS\x03\x00\x00\x00",
+            "unsupported format version 3 (this build reads versions 1 and 2)",
+        ),
         (b"KVOS\x01\x00\x00\x00\x00", "expected 1016 bytes for version 1, got 9"),
+        (b"KVOS\x02\x00\x00\x00\x00", "expected 2072 bytes for version 2, got 9"),
     ],
 )
 def test_from_bytes_rejects_bad_input(blob: bytes, message: str) -> None:
-    # 1016 = 8 header bytes + 126 counters of 8 bytes.
-    with pytest.raises(InvalidArgumentError, match=message.replace("(", r"\(")):
+    # Version 1: 8 header bytes + 126 counters of 8 bytes; version 2: 258 counters.
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
         OffloadingConnectorStats.from_bytes(blob)
 
 
@@ -341,7 +493,7 @@ def test_constructor_takes_bytes_like_and_names_what_it_takes() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         OffloadingConnectorStats.from_bytes("KVOS")  # type: ignore[arg-type]
     assert str(info.value) == "stats bytes: expected bytes, bytearray or memoryview, got str"
-    with pytest.raises(InvalidArgumentError, match="expected 1016 bytes for version 1, got 1015"):
+    with pytest.raises(InvalidArgumentError, match="expected 2072 bytes for version 2, got 2071"):
         OffloadingConnectorStats(bytearray(blob[:-1]))
 
 

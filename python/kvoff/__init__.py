@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from kvoff._core import (
+    Direction,
+    DirectionStats,
     JobTracker,
     LoadStoreSpec,
     OffloadingConnectorStats,
@@ -70,6 +72,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CpuGpuTransfer",
+    "Direction",
+    "DirectionStats",
     "DuplicateMetricError",
     "HashTypeError",
     "InvalidArgumentError",

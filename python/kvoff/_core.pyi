@@ -1,12 +1,14 @@
 """Type stubs for the extension module ``kvoff._core`` (hand-written; checked by mypy.stubtest)."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, TypeAlias, final
+from typing import Any, ClassVar, Final, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Direction",
+    "DirectionStats",
     "JobTracker",
     "LoadStoreSpec",
     "OffloadingConnectorStats",
@@ -208,7 +210,28 @@ class OffloadingManager:
     def allocation_failures(self) -> int:
         """:meth:`prepare_store` calls that returned None."""
 
-# --- stats section (StatsAccumulator, OffloadingConnectorStats) ---
+# --- stats section (Direction, StatsAccumulator, OffloadingConnectorStats) ---
+
+@final
+class Direction:
+    """The transfer direction names, defined once in the core: ``str`` constants (dict keys of
+    a snapshot, the ``direction`` label, vLLM's ``transfer_type``). Not instantiable. Every
+    method that takes a direction accepts exactly these strings."""
+
+    GPU_TO_CPU: Final = "GPU_to_CPU"
+    """A store: GPU KV blocks copied into the CPU tier."""
+    CPU_TO_GPU: Final = "CPU_to_GPU"
+    """A load: CPU-tier blocks copied back into GPU KV blocks."""
+    CPU_TO_REMOTE: Final = "CPU_to_REMOTE"
+    """A write-behind: CPU-tier blocks written to the remote tier."""
+    REMOTE_TO_CPU: Final = "REMOTE_to_CPU"
+    """A fetch: remote-tier blocks read into CPU-tier blocks."""
+    GPU: Final[tuple[str, str]]
+    """The GPU link's directions (CpuGpuTransfer, JobTracker, vLLM's ``transfer_type``)."""
+    REMOTE: Final[tuple[str, str]]
+    """The remote tier's directions."""
+    ALL: Final[tuple[str, ...]]
+    """Every direction, in the order snapshots list them."""
 
 @final
 class StatsAccumulator:
@@ -230,11 +253,11 @@ class StatsAccumulator:
         success: bool = True,
         num_blocks: int = 0,
     ) -> None:
-        """Record one finished transfer. ``direction`` is ``"GPU_to_CPU"`` (or ``"store"``) or
-        ``"CPU_to_GPU"`` (or ``"load"``); ``seconds`` (an int or float, not a bool) must be
-        finite and in ``[0, 86400]`` (one day; it is kept in whole nanoseconds), ``num_bytes``
-        at most ``2^50`` (1 PiB): one transfer beyond either is a caller bug. ``success`` must
-        be a bool. A failure counts only in ``failed_ops`` / ``failed_bytes``.
+        """Record one finished transfer. ``direction`` is one of :attr:`Direction.ALL` (exactly;
+        the old ``"store"`` / ``"load"`` aliases are refused); ``seconds`` (an int or float, not
+        a bool) must be finite and in ``[0, 86400]`` (one day; it is kept in whole nanoseconds),
+        ``num_bytes`` at most ``2^50`` (1 PiB): one transfer beyond either is a caller bug.
+        ``success`` must be a bool. A failure counts only in ``failed_ops`` / ``failed_bytes``.
         Raises InvalidArgumentError naming the argument (and nothing is recorded) otherwise."""
 
     def record_lookup(
@@ -251,6 +274,29 @@ class StatsAccumulator:
     def record_allocation_failure(self) -> None:
         """Count one store that could not get room."""
 
+    def record_hits(
+        self, cpu_blocks: int, cpu_tokens: int, remote_blocks: int = 0, remote_tokens: int = 0
+    ) -> None:
+        """Record one request's hit as the connector reported it to the engine, split by the
+        tier that served it: blocks (and their tokens) already in the CPU tier, and those the
+        remote tier supplied (fetched into the CPU tier for this request). One call per reported
+        hit, so the split lands in one snapshot."""
+
+    def record_remote_lookup(self, blocks_queried: int, blocks_hit: int) -> None:
+        """Record one answered remote-tier lookup: blocks asked about, blocks found (the leading
+        run). Hits may not exceed queries (InvalidArgumentError, nothing recorded)."""
+
+    def record_remote_error(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` remote-tier errors of ``kind``, one of
+        :attr:`OffloadingConnectorStats.REMOTE_ERROR_KINDS` (InvalidArgumentError otherwise)."""
+
+    def record_writes_dropped(self, n: int) -> None:
+        """Count ``n`` pending writes pushed out of the full write-behind queue."""
+
+    def set_write_queue(self, blocks: int) -> None:
+        """Set the write-behind queue depth gauge, in blocks (latest value; ``take()`` does not
+        reset it)."""
+
     def set_occupancy(self, capacity: int, resident: int, pinned: int) -> None:
         """Set the occupancy gauges (latest values; ``take()`` does not reset them). They must
         nest, ``pinned <= resident <= capacity`` (InvalidArgumentError, gauges unchanged)."""
@@ -260,8 +306,9 @@ class StatsAccumulator:
 
 @final
 class OffloadingConnectorStats:
-    """One interval's statistics as plain data of constant size (format version 1, see
-    docs/ARCHITECTURE.md). Pickles as fixed-length bytes; compares by value; unhashable."""
+    """One interval's statistics as plain data of constant size (format version 2, see
+    docs/ARCHITECTURE.md; version-1 dicts and bytes are read too, their remote-tier parts zero).
+    Pickles as fixed-length bytes; compares by value; unhashable."""
 
     def __new__(
         cls, data: dict[str, Any] | bytes | bytearray | memoryview | None = None
@@ -282,7 +329,7 @@ class OffloadingConnectorStats:
         or an argument that is not bytes-like)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The plain-data layout (version, buckets, transfers, lookups, manager)."""
+        """The plain-data layout (version, buckets, transfers, lookups, manager, hits, remote)."""
 
     @property
     def data(self) -> dict[str, Any]:
@@ -292,18 +339,43 @@ class OffloadingConnectorStats:
         """Fixed-length binary form: b"KVOS", version (u32 LE), every counter (u64 LE)."""
 
     def reduce(self) -> dict[str, int | float]:
-        """Summary: per direction (``GPU_to_CPU_``/``CPU_to_GPU_`` prefix) ``total_bytes``,
-        ``total_time`` (s), ``ops``, ``failed_ops``, ``failed_bytes``, ``blocks``, ``avg_bytes``,
-        ``avg_time`` (s), ``avg_throughput`` (mean of per-transfer B/s), ``throughput``
-        (total bytes / total time); then ``blocks_queried``, ``blocks_hit``, ``hit_rate``,
-        ``tokens_queried``, ``tokens_hit``, ``token_hit_rate``, ``blocks_stored``,
-        ``blocks_evicted``, ``allocation_failures``, ``capacity_blocks``, ``resident_blocks``,
-        ``pinned_blocks``. Averages of nothing are 0.0; every float is finite, whatever the
-        counts."""
+        """Summary: per direction (``GPU_to_CPU_``, ``CPU_to_GPU_``, ``CPU_to_REMOTE_``,
+        ``REMOTE_to_CPU_`` prefix) ``total_bytes``, ``total_time`` (s), ``ops``, ``failed_ops``,
+        ``failed_bytes``, ``blocks``, ``avg_bytes``, ``avg_time`` (s), ``avg_throughput`` (mean
+        of per-transfer B/s), ``throughput`` (total bytes / total time); then
+        ``blocks_queried``, ``blocks_hit``, ``hit_rate``, ``tokens_queried``, ``tokens_hit``,
+        ``token_hit_rate``, ``blocks_stored``, ``blocks_evicted``, ``allocation_failures``,
+        ``capacity_blocks``, ``resident_blocks``, ``pinned_blocks``; then ``cpu_hit_blocks``,
+        ``cpu_hit_tokens``, ``remote_hit_blocks``, ``remote_hit_tokens``,
+        ``remote_lookup_blocks_queried``, ``remote_lookup_blocks_hit``,
+        ``remote_lookup_hit_rate``, ``remote_errors_<kind>`` for each of
+        :attr:`REMOTE_ERROR_KINDS`, ``remote_writes_dropped``, ``remote_write_queue_blocks``.
+        Averages of nothing are 0.0; every float is finite, whatever the counts."""
 
     def aggregate(self, other: OffloadingConnectorStats) -> OffloadingConnectorStats:
         """Add ``other`` into this snapshot (counters and gauges alike) and return this snapshot.
         On u64 overflow raises InvalidArgumentError and changes nothing."""
+
+    def accumulate(self, other: OffloadingConnectorStats) -> OffloadingConnectorStats:
+        """Add the interval ``other`` into this snapshot read as cumulative totals, and return
+        this snapshot: counters add, saturating at ``2^64 - 1`` (never raises), and the gauges
+        take ``other``'s values (the exporter keeps one such total per engine)."""
+
+    def direction(self, name: str) -> DirectionStats:
+        """One direction's counters (InvalidArgumentError for an unknown direction)."""
+
+    @staticmethod
+    def buckets() -> dict[str, tuple[float, ...]]:
+        """The bucket bounds (``size_bytes``, ``duration_seconds``,
+        ``throughput_bytes_per_second``), as ``to_dict()["buckets"]`` carries them; a fresh dict
+        each call."""
+
+    VERSION: ClassVar[int]
+    """The format version ``to_dict()`` and ``to_bytes()`` write (2; version 1 is read too)."""
+    REMOTE_ERROR_KINDS: ClassVar[tuple[str, ...]]
+    """The remote tier's error kinds, in the order ``to_dict()["remote"]["errors"]`` has them."""
+    TIERS: ClassVar[tuple[str, ...]]
+    """The tiers a hit is attributed to: ``("cpu", "remote")``."""
 
     def is_empty(self) -> bool:
         """True when every counter and gauge is zero."""
@@ -317,6 +389,37 @@ class OffloadingConnectorStats:
     def __copy__(self) -> OffloadingConnectorStats: ...
     def __deepcopy__(self, memo: Any) -> OffloadingConnectorStats: ...
     def __reduce__(self) -> tuple[type[OffloadingConnectorStats], tuple[bytes]]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@final
+class DirectionStats:
+    """One direction of one snapshot (``OffloadingConnectorStats.direction(name)``), frozen.
+    Histogram counts are non-cumulative, one per bound plus ``+Inf``; byte, time and histogram
+    counts cover successful transfers only."""
+
+    @property
+    def direction(self) -> str: ...
+    @property
+    def ops(self) -> int: ...
+    @property
+    def failed_ops(self) -> int: ...
+    @property
+    def blocks(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def failed_bytes(self) -> int: ...
+    @property
+    def time_ns(self) -> int: ...
+    @property
+    def size_counts(self) -> tuple[int, ...]: ...
+    @property
+    def duration_counts(self) -> tuple[int, ...]: ...
+    @property
+    def throughput_counts(self) -> tuple[int, ...]: ...
+    @property
+    def throughput_sum(self) -> int: ...
     def __eq__(self, value: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
 

@@ -20,11 +20,11 @@ Exposition, one engine, before any observe (abridged)::
 
 from __future__ import annotations
 
-import operator
+import copy
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -35,16 +35,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from kvoff._core import Direction, OffloadingConnectorStats
 from kvoff.errors import InvalidArgumentError, InvalidStateError
 from kvoff.metrics.errors import DuplicateMetricError, UnknownEngineError
+from kvoff.metrics.remote_families import remote_tier_families
 from kvoff.metrics.snapshot import (
-    DIRECTIONS,
     DURATION_BUCKETS_SECONDS,
     SIZE_BUCKETS_BYTES,
     THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
-    DirectionTotals,
-    Snapshot,
-    parse_snapshot,
+    as_stats,
 )
 from kvoff.metrics.vllm_compat import le_label, vllm_families
 
@@ -55,8 +54,8 @@ __all__ = [
     "OffloadPromMetrics",
 ]
 
-# Every engine label appears on 166 series of every scrape (vllm_compatible), so its length
-# multiplies: 256 engines with 128-character labels make a 9.9 MB scrape, short labels 4.6 MB.
+# Every engine label appears on each of the engine's 308 series (vllm_compatible), so its length
+# multiplies (docs/METRICS.md gives the scrape sizes at the bounds).
 # vLLM's engine labels are small ints; a host name and a rank fit easily.
 MAX_ENGINE_LABEL_LENGTH = 128
 # Constant labels are set once by the operator and may be a model path (vLLM's model_name is the
@@ -68,29 +67,39 @@ DEFAULT_MAX_ENGINES = 256
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Label names the exporter sets itself; a constant label of the same name would be ambiguous.
-_RESERVED_LABELS = frozenset({"engine", "direction", "transfer_type", "le", "quantile"})
-
-# (name after the namespace, DirectionTotals field, unit, help)
-_TRANSFER_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
-    ("transfer_ops", "ops", "", "Successful transfers."),
-    ("transfer_failed_ops", "failed_ops", "", "Failed transfers."),
-    ("transfer_blocks", "blocks", "", "Blocks moved by successful transfers."),
-    ("transfer_bytes", "bytes", "bytes", "Bytes moved by successful transfers."),
-    ("transfer_failed_bytes", "failed_bytes", "bytes", "Bytes of failed transfers."),
+_RESERVED_LABELS = frozenset(
+    {"engine", "direction", "transfer_type", "tier", "kind", "le", "quantile"}
 )
-# (name after the namespace, bounds, DirectionTotals counts field, unit, help, _sum value)
-_TRANSFER_HISTOGRAMS: tuple[
-    tuple[str, tuple[float, ...], str, str, str, Callable[[DirectionTotals], float]], ...
+
+# The GPU link's directions (the `transfer` families) and the remote tier's (`remote`).
+DIRECTIONS = Direction.GPU
+REMOTE_DIRECTIONS = Direction.REMOTE
+# One engine's totals as to_dict() gives them (read once per scrape).
+_Data = Mapping[str, Any]
+
+# Both direction subsystems expose the same families: "<namespace>_<subsystem>_<noun>".
+# (noun, per-direction key, unit, help)
+_DIRECTION_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    ("ops", "ops", "", "Successful transfers."),
+    ("failed_ops", "failed_ops", "", "Failed transfers."),
+    ("blocks", "blocks", "", "Blocks moved by successful transfers."),
+    ("bytes", "bytes", "bytes", "Bytes moved by successful transfers."),
+    ("failed_bytes", "failed_bytes", "bytes", "Bytes of failed transfers."),
+)
+# (noun, bounds, per-direction counts key, unit, help, _sum value)
+_DIRECTION_HISTOGRAMS: tuple[
+    tuple[str, tuple[float, ...], str, str, str, Callable[[_Data], float]], ...
 ] = (
-    ("transfer_size_bytes", SIZE_BUCKETS_BYTES, "size_counts", "bytes",
-     "Size of each successful transfer.", lambda t: t.bytes),
-    ("transfer_duration_seconds", DURATION_BUCKETS_SECONDS, "duration_counts", "seconds",
-     "Duration of each successful transfer.", lambda t: t.time_ns / 1e9),
-    ("transfer_throughput_bytes_per_second", THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
+    ("size_bytes", SIZE_BUCKETS_BYTES, "size_counts", "bytes",
+     "Size of each successful transfer.", lambda t: t["bytes"]),
+    ("duration_seconds", DURATION_BUCKETS_SECONDS, "duration_counts", "seconds",
+     "Duration of each successful transfer.", lambda t: t["time_ns"] / 1e9),
+    ("throughput_bytes_per_second", THROUGHPUT_BUCKETS_BYTES_PER_SECOND,
      "throughput_counts", "bytes_per_second",
      "Throughput of each successful transfer (its bytes over its duration).",
-     lambda t: t.throughput_sum),
+     lambda t: t["throughput_sum"]),
 )  # fmt: skip
+_REMOTE_HELP = "Remote tier (an op is one pipelined round trip): "
 # (name after the namespace, snapshot section, key, help)
 _ENGINE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("lookup_blocks", "lookups", "blocks_queried", "Blocks looked up in the CPU tier."),
@@ -102,7 +111,6 @@ _ENGINE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("cpu_allocation_failures", "manager", "allocation_failures",
      "Store requests refused for lack of a free or evictable CPU block."),
 )  # fmt: skip
-_MANAGER_COUNTER_KEYS = tuple(k for _, section, k, _ in _ENGINE_COUNTERS if section == "manager")
 _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("cpu_capacity_blocks", "capacity_blocks", "CPU tier capacity, in blocks."),
     ("cpu_resident_blocks", "resident_blocks", "Blocks held in the CPU tier."),
@@ -110,62 +118,8 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
 )
 
 _LE: dict[str, tuple[str, ...]] = {
-    name: (*(le_label(b) for b in bounds), "+Inf") for name, bounds, *_ in _TRANSFER_HISTOGRAMS
+    noun: (*(le_label(b) for b in bounds), "+Inf") for noun, bounds, *_ in _DIRECTION_HISTOGRAMS
 }
-
-
-def _zero_totals() -> Snapshot:
-    zero = DirectionTotals(
-        ops=0,
-        failed_ops=0,
-        blocks=0,
-        bytes=0,
-        failed_bytes=0,
-        time_ns=0,
-        size_counts=(0,) * (len(SIZE_BUCKETS_BYTES) + 1),
-        duration_counts=(0,) * (len(DURATION_BUCKETS_SECONDS) + 1),
-        throughput_counts=(0,) * (len(THROUGHPUT_BUCKETS_BYTES_PER_SECOND) + 1),
-        throughput_sum=0,
-    )
-    return Snapshot(
-        transfers={d: zero for d in DIRECTIONS},
-        lookups=dict.fromkeys(("blocks_queried", "blocks_hit", "tokens_queried", "tokens_hit"), 0),
-        manager=dict.fromkeys(
-            (*_MANAGER_COUNTER_KEYS, *(key for _, key, _ in _GAUGES)),
-            0,
-        ),
-    )
-
-
-def _add_direction(a: DirectionTotals, b: DirectionTotals) -> DirectionTotals:
-    return DirectionTotals(
-        ops=a.ops + b.ops,
-        failed_ops=a.failed_ops + b.failed_ops,
-        blocks=a.blocks + b.blocks,
-        bytes=a.bytes + b.bytes,
-        failed_bytes=a.failed_bytes + b.failed_bytes,
-        time_ns=a.time_ns + b.time_ns,
-        # Equal lengths are guaranteed by parse_snapshot.
-        size_counts=tuple(map(operator.add, a.size_counts, b.size_counts)),
-        duration_counts=tuple(map(operator.add, a.duration_counts, b.duration_counts)),
-        throughput_counts=tuple(map(operator.add, a.throughput_counts, b.throughput_counts)),
-        throughput_sum=a.throughput_sum + b.throughput_sum,
-    )
-
-
-def _accumulate(total: Snapshot, interval: Snapshot) -> Snapshot:
-    """Counters add up; occupancy gauges take the interval's (latest) value."""
-    manager = dict(interval.manager)
-    for key in _MANAGER_COUNTER_KEYS:
-        manager[key] += total.manager[key]
-    return replace(
-        total,
-        transfers={
-            d: _add_direction(total.transfers[d], interval.transfers[d]) for d in DIRECTIONS
-        },
-        lookups={k: v + interval.lookups[k] for k, v in total.lookups.items()},
-        manager=manager,
-    )
 
 
 def _check_label_value(what: str, value: str, max_length: int) -> None:
@@ -219,8 +173,8 @@ class OffloadPromMetrics(Collector):
     counter, histogram and gauge families. Thread-safe. Registers itself in ``registry`` (the
     global ``prometheus_client.REGISTRY`` when None).
 
-    Every series exists, at zero, for both directions of every engine in ``engines`` from the
-    first scrape; an engine first seen by ``observe`` gets its series from then on, and
+    Every series exists, at zero, for every direction, tier and error kind of every engine in
+    ``engines`` from the first scrape; an engine first seen by ``observe`` gets its series from then on, and
     ``remove_engine`` drops them. At most ``max_engines`` engines (default
     :data:`DEFAULT_MAX_ENGINES`) have series at once, and an engine label is at most
     :data:`MAX_ENGINE_LABEL_LENGTH` characters: both bound the size of a scrape.
@@ -263,7 +217,10 @@ class OffloadPromMetrics(Collector):
                 raise InvalidArgumentError(
                     f"engines lists more than max_engines={max_engines} engines"
                 )
-        self._totals: dict[str, Snapshot] = {label: _zero_totals() for label in given}
+        # One Rust snapshot per engine, read as cumulative totals; mutated only under the lock.
+        self._totals: dict[str, OffloadingConnectorStats] = {
+            label: OffloadingConnectorStats() for label in given
+        }
         self._registry = REGISTRY if registry is None else registry
         try:
             self._registry.register(self)
@@ -298,25 +255,28 @@ class OffloadPromMetrics(Collector):
             return tuple(self._totals)
 
     def observe(self, stats: object, engine: str | int = "0") -> None:
-        """Add one interval's snapshot (an ``OffloadingConnectorStats`` or its version-1 dict)
-        into the totals of ``engine``.
+        """Add one interval's snapshot (an ``OffloadingConnectorStats`` or its plain-data dict,
+        version 2 or 1) into the totals of ``engine``.
 
-        Transfer, lookup and manager counts add up; the occupancy gauges (capacity, resident,
-        pinned) take the snapshot's values, so pass the engine's aggregated snapshot (scheduler
-        and workers together). A malformed snapshot raises
+        Counts add up (saturating at 2^64 - 1); the gauges (CPU-tier occupancy, the remote
+        write queue) take the snapshot's values, so pass the engine's aggregated snapshot
+        (scheduler and workers together). A malformed snapshot raises
         :class:`~kvoff.errors.InvalidArgumentError` and changes nothing.
         """
         label = _engine_label(engine)
-        interval = parse_snapshot(stats)
+        interval = as_stats(stats)
         with self._lock:
             total = self._totals.get(label)
-            if total is None and len(self._totals) >= self._max_engines:
-                raise InvalidStateError(
-                    f"engine {label!r} would be engine {len(self._totals) + 1} of an exporter "
-                    f"with max_engines={self._max_engines}; remove_engine() one that has "
-                    f"stopped, or build the exporter with a larger max_engines"
-                )
-            self._totals[label] = _accumulate(_zero_totals() if total is None else total, interval)
+            if total is None:
+                if len(self._totals) >= self._max_engines:
+                    raise InvalidStateError(
+                        f"engine {label!r} would be engine {len(self._totals) + 1} of an "
+                        f"exporter with max_engines={self._max_engines}; remove_engine() one "
+                        f"that has stopped, or build the exporter with a larger max_engines"
+                    )
+                total = self._totals[label] = OffloadingConnectorStats()
+            # Counters add (saturating at 2^64 - 1), gauges take the interval's values.
+            total.accumulate(interval)
 
     def remove_engine(self, engine: str | int) -> None:
         """Drop every series of ``engine``: the next scrape no longer shows it, and its slot
@@ -331,8 +291,8 @@ class OffloadPromMetrics(Collector):
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
-            # Totals are immutable, so a shallow copy is a consistent view of every engine.
-            totals = dict(self._totals)
+            # Copies (about 1 KB each) taken together: every engine as of one instant.
+            totals = {label: copy.copy(snap) for label, snap in self._totals.items()}
         return self._families(totals)
 
     def describe(self) -> Iterable[Metric]:
@@ -340,59 +300,37 @@ class OffloadPromMetrics(Collector):
         # names at register() time, which is where a clash must surface.
         return self._families({})
 
-    def _families(self, totals: Mapping[str, Snapshot]) -> list[Metric]:
+    def _families(self, snapshots: Mapping[str, OffloadingConnectorStats]) -> list[Metric]:
+        totals = {engine: snap.to_dict() for engine, snap in snapshots.items()}
         ns = self._namespace
         const_names = list(self._labels)
         const_values = list(self._labels.values())
-        dir_labels = [*const_names, "engine", "direction"]
         engine_labels = [*const_names, "engine"]
         families: list[Metric] = []
 
-        for name, field, unit, doc in _TRANSFER_COUNTERS:
-            c = CounterMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
-            for engine, snap in totals.items():
-                for d in DIRECTIONS:
-                    value = getattr(snap.transfers[d], field)
-                    c.add_metric([*const_values, engine, d], value)
-            families.append(c)
-
-        seconds = CounterMetricFamily(
-            f"{ns}_transfer_seconds",
-            "Time spent in successful transfers.",
-            labels=dir_labels,
-            unit="seconds",
-        )
-        for engine, snap in totals.items():
-            for d in DIRECTIONS:
-                seconds.add_metric([*const_values, engine, d], snap.transfers[d].time_ns / 1e9)
-        families.append(seconds)
-
-        for name, _, counts_field, unit, doc, sum_of in _TRANSFER_HISTOGRAMS:
-            h = HistogramMetricFamily(f"{ns}_{name}", doc, labels=dir_labels, unit=unit)
-            for engine, snap in totals.items():
-                for d in DIRECTIONS:
-                    t = snap.transfers[d]
-                    h.add_metric(
-                        [*const_values, engine, d],
-                        list(zip(_LE[name], _cumulative(getattr(t, counts_field)), strict=True)),
-                        sum_value=sum_of(t),
-                    )
-            families.append(h)
+        families.extend(_direction_families(f"{ns}_transfer", DIRECTIONS, "", totals, self._labels))
 
         for name, section, key, doc in _ENGINE_COUNTERS:
             c = CounterMetricFamily(f"{ns}_{name}", doc, labels=engine_labels)
             for engine, snap in totals.items():
-                c.add_metric([*const_values, engine], getattr(snap, section)[key])
+                c.add_metric([*const_values, engine], snap[section][key])
             families.append(c)
 
         for name, key, doc in _GAUGES:
             g = GaugeMetricFamily(f"{ns}_{name}", doc, labels=engine_labels)
             for engine, snap in totals.items():
-                g.add_metric([*const_values, engine], snap.manager[key])
+                g.add_metric([*const_values, engine], snap["manager"][key])
             families.append(g)
 
+        families.extend(
+            _direction_families(
+                f"{ns}_remote", REMOTE_DIRECTIONS, _REMOTE_HELP, totals, self._labels
+            )
+        )
+        families.extend(remote_tier_families(ns, totals, self._labels))
+
         if self._vllm_compatible:
-            families.extend(vllm_families(totals, self._labels))
+            families.extend(vllm_families(snapshots, self._labels))
         return families
 
     def _clashing_metrics(self, exc: ValueError) -> list[str]:
@@ -420,6 +358,48 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
     "histogram": ("_bucket", "_sum", "_count", "_created"),
     "gauge": (),
 }
+
+
+def _direction_families(
+    prefix: str,
+    directions: Sequence[str],
+    what: str,
+    totals: Mapping[str, _Data],
+    const_labels: Mapping[str, str],
+) -> list[Metric]:
+    """The counters, seconds and histograms of one direction subsystem, one series per
+    (engine, direction)."""
+    labels = [*const_labels, "engine", "direction"]
+    const_values = list(const_labels.values())
+    families: list[Metric] = []
+    for noun, field, unit, doc in _DIRECTION_COUNTERS:
+        c = CounterMetricFamily(f"{prefix}_{noun}", what + doc, labels=labels, unit=unit)
+        for engine, snap in totals.items():
+            for d in directions:
+                c.add_metric([*const_values, engine, d], snap["transfers"][d][field])
+        families.append(c)
+
+    seconds = CounterMetricFamily(
+        f"{prefix}_seconds", what + "Time spent in successful transfers.", labels=labels,
+        unit="seconds",
+    )  # fmt: skip
+    for engine, snap in totals.items():
+        for d in directions:
+            seconds.add_metric([*const_values, engine, d], snap["transfers"][d]["time_ns"] / 1e9)
+    families.append(seconds)
+
+    for noun, _, counts_field, unit, doc, sum_of in _DIRECTION_HISTOGRAMS:
+        h = HistogramMetricFamily(f"{prefix}_{noun}", what + doc, labels=labels, unit=unit)
+        for engine, snap in totals.items():
+            for d in directions:
+                t = snap["transfers"][d]
+                h.add_metric(
+                    [*const_values, engine, d],
+                    list(zip(_LE[noun], _cumulative(t[counts_field]), strict=True)),
+                    sum_value=sum_of(t),
+                )
+        families.append(h)
+    return families
 
 
 def _cumulative(counts: Sequence[int]) -> list[int]:

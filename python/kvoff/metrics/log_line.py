@@ -15,31 +15,68 @@ Format (decided here, tested exactly)::
 - A direction with no transfer at all prints ``idle``; one with only failures prints
   ``0 B (0 ops, 2 failed)``; failures are appended only when there are some.
 - Hits are blocks found over blocks looked up, with the ratio when anything was looked up.
+- With any remote-tier activity in the interval (a remote transfer, a block served by the
+  remote tier, a remote lookup, an error, a dropped write) a remote part follows::
+
+    , remote: CPU_to_REMOTE 8.4 MB in 4.0 ms (2.1 GB/s, 2 ops), REMOTE_to_CPU idle,
+    served 300 cpu / 12 remote blocks, 3 errors (2 timeout, 1 corrupt), 1 write dropped
+
+  "served" counts blocks handed to requests by the tier that held them.
 """
 
 from __future__ import annotations
 
-from kvoff.metrics.snapshot import DIRECTIONS, DirectionTotals, parse_snapshot
+from kvoff._core import Direction, DirectionStats, OffloadingConnectorStats
+from kvoff.metrics.snapshot import as_stats
 
 __all__ = ["format_stats"]
 
+_DIRECTIONS = Direction.GPU
 _BYTE_PREFIXES = ("k", "M", "G", "T", "P", "E")
 
 
 def format_stats(stats: object) -> str:
-    """Summarise a snapshot (an ``OffloadingConnectorStats`` or its version-1 dict) in one
-    line. Raises :class:`~kvoff.errors.InvalidArgumentError` for a malformed snapshot."""
-    snap = parse_snapshot(stats)
-    parts = [f"{d} {_direction(snap.transfers[d])}" for d in DIRECTIONS]
-    queried = snap.lookups["blocks_queried"]
-    hits = f"hits {snap.lookups['blocks_hit']}/{queried} blocks"
+    """Summarise a snapshot (an ``OffloadingConnectorStats`` or its plain-data dict, version 2
+    or 1) in one line. Raises :class:`~kvoff.errors.InvalidArgumentError` for a malformed
+    snapshot."""
+    snap = as_stats(stats)
+    parts = [f"{d} {_direction(snap.direction(d))}" for d in _DIRECTIONS]
+    summary = snap.reduce()
+    queried, hit = summary["blocks_queried"], summary["blocks_hit"]
+    hits = f"hits {hit}/{queried} blocks"
     if queried:
-        hits += f" ({100 * snap.lookups['blocks_hit'] / queried:.1f}%)"
+        hits += f" ({100 * hit / queried:.1f}%)"
     parts.append(hits)
-    return "KV offload: " + ", ".join(parts)
+    remote = _remote(snap)
+    return "KV offload: " + ", ".join(parts) + (f", remote: {remote}" if remote else "")
 
 
-def _direction(t: DirectionTotals) -> str:
+def _remote(snap: OffloadingConnectorStats) -> str:
+    """The remote part, or "" when the interval saw no remote-tier activity."""
+    data = snap.to_dict()
+    hits, remote = data["hits"], data["remote"]
+    directions = [snap.direction(d) for d in Direction.REMOTE]
+    errors = {k: n for k, n in remote["errors"].items() if n}
+    active = (
+        any(t.ops or t.failed_ops for t in directions)
+        or hits["remote"]["blocks"]
+        or remote["lookups"]["blocks_queried"]
+        or errors
+        or remote["writes_dropped"]
+    )
+    if not active:
+        return ""
+    parts = [f"{t.direction} {_direction(t)}" for t in directions]
+    parts.append(f"served {hits['cpu']['blocks']} cpu / {hits['remote']['blocks']} remote blocks")
+    if errors:
+        kinds = ", ".join(f"{n} {k}" for k, n in errors.items())
+        parts.append(f"{_plural(sum(errors.values()), 'error')} ({kinds})")
+    if remote["writes_dropped"]:
+        parts.append(f"{_plural(remote['writes_dropped'], 'write')} dropped")
+    return ", ".join(parts)
+
+
+def _direction(t: DirectionStats) -> str:
     if t.ops == 0 and t.failed_ops == 0:
         return "idle"
     counts = _plural(t.ops, "op")

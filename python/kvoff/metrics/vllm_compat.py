@@ -20,7 +20,8 @@ from typing import cast
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from kvoff.metrics.snapshot import DIRECTIONS, SIZE_BUCKETS_BYTES, Snapshot
+from kvoff._core import Direction, OffloadingConnectorStats
+from kvoff.metrics.snapshot import SIZE_BUCKETS_BYTES
 
 __all__ = ["VLLM_SIZE_BUCKETS_BYTES", "le_label", "merge_size_counts", "vllm_families"]
 
@@ -37,6 +38,8 @@ VLLM_SIZE_BUCKETS_BYTES: tuple[float, ...] = (
 _VLLM_BOUND_INDEX: tuple[int, ...] = tuple(
     SIZE_BUCKETS_BYTES.index(bound) for bound in VLLM_SIZE_BUCKETS_BYTES
 )
+# vLLM's transfer_type values: the GPU link's two directions.
+_DIRECTIONS = Direction.GPU
 _VLLM_LE: tuple[str, ...] = (*(le_label(b) for b in VLLM_SIZE_BUCKETS_BYTES), "+Inf")
 
 
@@ -48,7 +51,9 @@ def merge_size_counts(counts: Sequence[int]) -> list[int]:
     return merged
 
 
-def vllm_families(totals: Mapping[str, Snapshot], const_labels: Mapping[str, str]) -> list[Metric]:
+def vllm_families(
+    totals: Mapping[str, OffloadingConnectorStats], const_labels: Mapping[str, str]
+) -> list[Metric]:
     """The three vLLM families, one series per (engine, transfer type); no series when
     ``totals`` is empty (what ``describe()`` needs)."""
     names = [*const_labels, "engine", "transfer_type"]
@@ -68,8 +73,8 @@ def vllm_families(totals: Mapping[str, Snapshot], const_labels: Mapping[str, str
         labels=names,
     )
     for engine, snap in totals.items():
-        for direction in DIRECTIONS:
-            t = snap.transfers[direction]
+        for direction in _DIRECTIONS:
+            t = snap.direction(direction)
             values = [*const_labels.values(), engine, direction]
             total_bytes.add_metric(values, t.bytes)
             total_time.add_metric(values, t.time_ns / 1e9)

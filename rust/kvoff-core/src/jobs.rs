@@ -106,6 +106,13 @@ impl JobTracker {
         bytes: u64,
     ) -> Result<u64> {
         check_transfer_bytes(bytes)?;
+        if !direction.is_gpu() {
+            return Err(KvoffError::InvalidArgument(format!(
+                "the JobTracker tracks GPU transfers (\"GPU_to_CPU\", \"CPU_to_GPU\"), not {:?}; \
+                 record remote-tier transfers with StatsAccumulator.record_transfer",
+                direction.as_str()
+            )));
+        }
         if self.requests.get(req_id).is_some_and(|r| r.finished) {
             return Err(KvoffError::InvalidState(format!(
                 "request {req_id:?} is already marked finished; no new jobs may be submitted for it"
@@ -115,9 +122,10 @@ impl JobTracker {
         self.next_job_id += 1;
         let req = self.requests.entry_ref(req_id).or_default();
         req.jobs.push(job_id);
-        match direction {
-            Direction::GpuToCpu => req.pending_stores += 1,
-            Direction::CpuToGpu => req.pending_loads += 1,
+        if direction == Direction::GpuToCpu {
+            req.pending_stores += 1;
+        } else {
+            req.pending_loads += 1;
         }
         let (key, _) = self.requests.get_key_value(req_id).expect("inserted above");
         self.jobs.insert(
@@ -157,18 +165,16 @@ impl JobTracker {
         if let Some(pos) = req.jobs.iter().position(|&j| j == job_id) {
             req.jobs.remove(pos);
         }
-        match job.direction {
-            Direction::GpuToCpu => {
-                req.pending_stores -= 1;
-                if req.pending_stores == 0 && req.finished {
-                    self.finished.storing.push(Arc::clone(&job.req_id));
-                }
+        // submit() admits only the two GPU directions.
+        if job.direction == Direction::GpuToCpu {
+            req.pending_stores -= 1;
+            if req.pending_stores == 0 && req.finished {
+                self.finished.storing.push(Arc::clone(&job.req_id));
             }
-            Direction::CpuToGpu => {
-                req.pending_loads -= 1;
-                if req.pending_loads == 0 && self.loading_reported.insert(Arc::clone(&job.req_id)) {
-                    self.finished.loading.push(Arc::clone(&job.req_id));
-                }
+        } else {
+            req.pending_loads -= 1;
+            if req.pending_loads == 0 && self.loading_reported.insert(Arc::clone(&job.req_id)) {
+                self.finished.loading.push(Arc::clone(&job.req_id));
             }
         }
         if req.idle_and_finished() {

@@ -168,7 +168,7 @@ proptest! {
     #[test]
     fn reduce_is_total_over_every_snapshot(s in any_snapshot()) {
         let reduced = s.reduce();
-        prop_assert_eq!(reduced.len(), 32);
+        prop_assert_eq!(reduced.len(), StatsSnapshot::REDUCED_LEN);
         for (key, v) in reduced {
             match v {
                 Reduced::Int(_) => {}

@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use kvoff_core::stats::{Reduced, StatsAccumulator, StatsSnapshot};
+use kvoff_core::stats::snapshot::FORMAT_VERSION;
+use kvoff_core::stats::{Reduced, RemoteErrorKind, StatsAccumulator, StatsSnapshot};
 use kvoff_core::{Direction, KvoffError, ManagerStatsSink};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple, PyType};
 
 use crate::errors::to_py;
-use crate::stats_args::{count, direction, flag, seconds, type_name, Given};
+use crate::stats_args::{count, direction, flag, seconds, text, type_name, Given};
 use crate::stats_plain;
+use crate::stats_view::{self, PyDirectionStats};
 
 /// Frozen: every method takes `&self`, so Python threads share one accumulator without
 /// the binding's runtime borrow flag, and the same `Arc` can be the manager's stats sink.
@@ -107,6 +109,62 @@ impl PyStatsAccumulator {
         let r = count("resident", resident)?;
         let p = count("pinned", pinned)?;
         to_py(self.inner.set_occupancy_checked(c, r, p))
+    }
+
+    /// One request's reported hit, split by the tier that served it.
+    #[pyo3(
+        signature = (cpu_blocks, cpu_tokens, remote_blocks = Given::Default, remote_tokens = Given::Default),
+        text_signature = "($self, cpu_blocks, cpu_tokens, remote_blocks=0, remote_tokens=0)"
+    )]
+    fn record_hits(
+        &self,
+        cpu_blocks: &Bound<'_, PyAny>,
+        cpu_tokens: &Bound<'_, PyAny>,
+        remote_blocks: Given<'_>,
+        remote_tokens: Given<'_>,
+    ) -> PyResult<()> {
+        let optional = |name: &str, v: Given<'_>| match v {
+            Given::Value(v) => count(name, &v),
+            Given::Default => Ok(0),
+        };
+        let cb = count("cpu_blocks", cpu_blocks)?;
+        let ct = count("cpu_tokens", cpu_tokens)?;
+        let rb = optional("remote_blocks", remote_blocks)?;
+        let rt = optional("remote_tokens", remote_tokens)?;
+        self.inner.record_hits(cb, ct, rb, rt);
+        Ok(())
+    }
+
+    fn record_remote_lookup(
+        &self,
+        blocks_queried: &Bound<'_, PyAny>,
+        blocks_hit: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        to_py(self.inner.record_remote_lookup(
+            count("blocks_queried", blocks_queried)?,
+            count("blocks_hit", blocks_hit)?,
+        ))
+    }
+
+    #[pyo3(signature = (kind, n = Given::Default), text_signature = "($self, kind, n=1)")]
+    fn record_remote_error(&self, kind: &Bound<'_, PyAny>, n: Given<'_>) -> PyResult<()> {
+        let kind: RemoteErrorKind = to_py(text("kind", kind)?.parse())?;
+        let n = match n {
+            Given::Value(v) => count("n", &v)?,
+            Given::Default => 1,
+        };
+        self.inner.record_remote_error(kind, n);
+        Ok(())
+    }
+
+    fn record_writes_dropped(&self, n: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner.record_writes_dropped(count("n", n)?);
+        Ok(())
+    }
+
+    fn set_write_queue(&self, blocks: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner.set_write_queue(count("blocks", blocks)?);
+        Ok(())
     }
 
     fn take(&self) -> PyOffloadingConnectorStats {
@@ -257,6 +315,49 @@ impl PyOffloadingConnectorStats {
         Ok(slf)
     }
 
+    /// Adds the interval `other` into this snapshot, read as cumulative totals, and returns
+    /// this snapshot: counters add (saturating at 2^64 - 1, never failing), gauges take
+    /// `other`'s values.
+    fn accumulate<'py>(slf: Bound<'py, Self>, other: &Bound<'py, Self>) -> Bound<'py, Self> {
+        // Copy first: `other` may be `slf` itself, which cannot be borrowed twice.
+        let theirs = other.borrow().inner.clone();
+        slf.borrow_mut().inner.accumulate(&theirs);
+        slf
+    }
+
+    /// One direction's counters as a frozen `DirectionStats`.
+    fn direction(&self, name: &Bound<'_, PyAny>) -> PyResult<PyDirectionStats> {
+        let d = self::direction(name)?;
+        Ok(PyDirectionStats {
+            direction: d.as_str(),
+            inner: self.inner.direction(d).clone(),
+        })
+    }
+
+    /// The histogram bucket bounds this build uses (what `to_dict()["buckets"]` carries).
+    #[staticmethod]
+    fn buckets(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        stats_view::buckets(py)
+    }
+
+    /// The format version `to_dict()` and `to_bytes()` write (version 1 is read too).
+    #[classattr]
+    const VERSION: u32 = FORMAT_VERSION;
+
+    /// The remote tier's error kinds, in the order `to_dict()["remote"]["errors"]` lists them.
+    #[classattr]
+    #[pyo3(name = "REMOTE_ERROR_KINDS")]
+    fn remote_error_kinds(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        PyTuple::new(py, RemoteErrorKind::ALL_NAMES)
+    }
+
+    /// The tiers a hit is attributed to (`to_dict()["hits"]` keys).
+    #[classattr]
+    #[pyo3(name = "TIERS")]
+    fn tiers(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        PyTuple::new(py, ["cpu", "remote"])
+    }
+
     fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }
@@ -301,5 +402,6 @@ impl PyOffloadingConnectorStats {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStatsAccumulator>()?;
     m.add_class::<PyOffloadingConnectorStats>()?;
+    m.add_class::<PyDirectionStats>()?;
     Ok(())
 }

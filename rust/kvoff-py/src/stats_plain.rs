@@ -24,9 +24,16 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         if let Ok(i) = obj.extract::<i64>() {
             return Ok(Value::Int(i128::from(i)));
         }
-        return Ok(obj
-            .extract::<i128>()
-            .map_or_else(|_| Value::Other("int beyond 128 bits".into()), Value::Int));
+        if let Ok(i) = obj.extract::<i128>() {
+            return Ok(Value::Int(i));
+        }
+        // Beyond i128: keep the sign and size only (printing 10**5000 would raise in Python).
+        let bits = obj
+            .call_method0("bit_length")
+            .and_then(|b| b.extract::<u64>())
+            .unwrap_or(u64::MAX);
+        let negative = obj.lt(0).unwrap_or(false);
+        return Ok(Value::HugeInt { negative, bits });
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         return Ok(Value::Float(f.value()));
@@ -82,6 +89,11 @@ pub(crate) fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAn
             Ok(u) => u.into_pyobject(py)?.into_any(),
             Err(_) => i.into_pyobject(py)?.into_any(),
         },
+        // Never produced by `to_value`; shown as its description if a caller builds one.
+        Value::HugeInt { negative, bits } => {
+            let sign = if *negative { "-" } else { "" };
+            PyString::new(py, &format!("<{sign}int of {bits} bits>")).into_any()
+        }
         Value::Float(f) => PyFloat::new(py, *f).into_any(),
         Value::List(items) => {
             let list = PyList::empty(py);

@@ -46,7 +46,10 @@ use crate::stats::histogram::{
     duration_bucket, seconds_to_ns, size_bucket, throughput_bps, throughput_bucket,
     DURATION_BUCKETS, SIZE_BUCKETS, THROUGHPUT_BUCKETS,
 };
-use crate::stats::snapshot::{DirectionStats, LookupStats, ManagerStats, StatsSnapshot};
+use crate::stats::snapshot::{
+    DirectionStats, HitStats, LookupStats, ManagerStats, RemoteErrorKind, RemoteTierStats,
+    StatsSnapshot,
+};
 
 /// Keeps each bank and each `in_flight` count on its own cache lines (128 bytes covers the
 /// adjacent-line prefetcher on x86), so writers of one do not bounce the other's lines.
@@ -137,7 +140,7 @@ impl AtomicDirection {
 
 #[derive(Default)]
 struct Bank {
-    transfers: [AtomicDirection; 2],
+    transfers: [AtomicDirection; 4],
     blocks_queried: AtomicU64,
     blocks_hit: AtomicU64,
     tokens_queried: AtomicU64,
@@ -145,6 +148,14 @@ struct Bank {
     blocks_stored: AtomicU64,
     blocks_evicted: AtomicU64,
     allocation_failures: AtomicU64,
+    hit_cpu_blocks: AtomicU64,
+    hit_cpu_tokens: AtomicU64,
+    hit_remote_blocks: AtomicU64,
+    hit_remote_tokens: AtomicU64,
+    remote_lookup_blocks_queried: AtomicU64,
+    remote_lookup_blocks_hit: AtomicU64,
+    remote_errors: [AtomicU64; 8],
+    writes_dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -152,6 +163,7 @@ struct Gauges {
     capacity: AtomicU64,
     resident: AtomicU64,
     pinned: AtomicU64,
+    write_queue_blocks: AtomicU64,
 }
 
 /// Lock-free recorder of transfers, lookups and manager counters. Share it as
@@ -310,6 +322,59 @@ impl StatsAccumulator {
         add(field(guard.bank()), v);
     }
 
+    /// Records one request's hit as the connector reported it to the engine: blocks (and the
+    /// tokens they cover) served by the CPU tier, and those served by the remote tier (fetched
+    /// into the CPU tier for this request). One call per reported hit, so the split lands in
+    /// one snapshot.
+    pub fn record_hits(
+        &self,
+        cpu_blocks: u64,
+        cpu_tokens: u64,
+        remote_blocks: u64,
+        remote_tokens: u64,
+    ) {
+        let guard = self.enter();
+        let b = guard.bank();
+        add(&b.hit_cpu_blocks, cpu_blocks);
+        add(&b.hit_cpu_tokens, cpu_tokens);
+        add(&b.hit_remote_blocks, remote_blocks);
+        add(&b.hit_remote_tokens, remote_tokens);
+    }
+
+    /// Records one answered remote-tier lookup; hits may not exceed what was queried.
+    pub fn record_remote_lookup(&self, blocks_queried: u64, blocks_hit: u64) -> Result<()> {
+        if blocks_hit > blocks_queried {
+            return Err(KvoffError::InvalidArgument(format!(
+                "a remote lookup cannot hit more than it queried: blocks \
+                 {blocks_hit}/{blocks_queried}"
+            )));
+        }
+        let guard = self.enter();
+        let b = guard.bank();
+        add(&b.remote_lookup_blocks_queried, blocks_queried);
+        add(&b.remote_lookup_blocks_hit, blocks_hit);
+        Ok(())
+    }
+
+    /// Counts `n` remote-tier errors of one kind.
+    pub fn record_remote_error(&self, kind: RemoteErrorKind, n: u64) {
+        let guard = self.enter();
+        add(&guard.bank().remote_errors[kind.index()], n);
+    }
+
+    /// Counts `n` pending writes pushed out of the full write-behind queue.
+    pub fn record_writes_dropped(&self, n: u64) {
+        self.add_one(|b| &b.writes_dropped, n);
+    }
+
+    /// Sets the write-behind queue depth gauge (latest value; `take()` does not reset it).
+    pub fn set_write_queue(&self, blocks: u64) {
+        self.gauges
+            .0
+            .write_queue_blocks
+            .store(blocks, Ordering::Relaxed);
+    }
+
     /// Sets the occupancy gauges from untrusted input: pinned blocks are resident, and resident
     /// blocks fit the capacity. (The manager's own reports go through the sink unchecked.)
     pub fn set_occupancy_checked(&self, capacity: u64, resident: u64, pinned: u64) -> Result<()> {
@@ -345,7 +410,7 @@ impl StatsAccumulator {
         let bank = &self.banks[old].0;
         let g = &self.gauges.0;
         StatsSnapshot {
-            transfers: [bank.transfers[0].drain(), bank.transfers[1].drain()],
+            transfers: std::array::from_fn(|i| bank.transfers[i].drain()),
             lookups: LookupStats {
                 blocks_queried: drain(&bank.blocks_queried),
                 blocks_hit: drain(&bank.blocks_hit),
@@ -359,6 +424,19 @@ impl StatsAccumulator {
                 capacity_blocks: g.capacity.load(Ordering::Relaxed),
                 resident_blocks: g.resident.load(Ordering::Relaxed),
                 pinned_blocks: g.pinned.load(Ordering::Relaxed),
+            },
+            hits: HitStats {
+                cpu_blocks: drain(&bank.hit_cpu_blocks),
+                cpu_tokens: drain(&bank.hit_cpu_tokens),
+                remote_blocks: drain(&bank.hit_remote_blocks),
+                remote_tokens: drain(&bank.hit_remote_tokens),
+            },
+            remote: RemoteTierStats {
+                lookup_blocks_queried: drain(&bank.remote_lookup_blocks_queried),
+                lookup_blocks_hit: drain(&bank.remote_lookup_blocks_hit),
+                errors: drain_array(&bank.remote_errors),
+                writes_dropped: drain(&bank.writes_dropped),
+                write_queue_blocks: g.write_queue_blocks.load(Ordering::Relaxed),
             },
         }
     }
@@ -485,6 +563,70 @@ mod tests {
         assert_eq!(acc.take().manager.blocks_stored, 1);
         acc.record_stored(2);
         assert_eq!(acc.take().manager.blocks_stored, 2);
+    }
+
+    #[test]
+    fn remote_tier_records_land_in_their_fields() {
+        let acc = StatsAccumulator::new();
+        acc.record_transfer(Direction::CpuToRemote, 4_194_352, 1, 2e-3, true)
+            .expect("valid");
+        acc.record_transfer(Direction::RemoteToCpu, 4_194_304, 1, 0.5, false)
+            .expect("valid");
+        acc.record_hits(3, 48, 2, 32);
+        acc.record_hits(1, 16, 0, 0);
+        acc.record_remote_lookup(8, 5).expect("valid");
+        acc.record_remote_error(RemoteErrorKind::Timeout, 2);
+        acc.record_remote_error(RemoteErrorKind::Corrupt, 1);
+        acc.record_writes_dropped(7);
+        acc.set_write_queue(12);
+        let snap = acc.take();
+        let write = snap.direction(Direction::CpuToRemote);
+        assert_eq!(
+            (write.ops, write.blocks, write.bytes, write.time_ns),
+            (1, 1, 4_194_352, 2_000_000)
+        );
+        let read = snap.direction(Direction::RemoteToCpu);
+        assert_eq!(
+            (read.ops, read.failed_ops, read.failed_bytes),
+            (0, 1, 4_194_304)
+        );
+        assert!(snap.transfers[..2]
+            .iter()
+            .all(|d| d.counters().all(|&c| c == 0)));
+        assert_eq!(
+            snap.hits,
+            HitStats {
+                cpu_blocks: 4,
+                cpu_tokens: 64,
+                remote_blocks: 2,
+                remote_tokens: 32
+            }
+        );
+        assert_eq!(
+            snap.remote,
+            RemoteTierStats {
+                lookup_blocks_queried: 8,
+                lookup_blocks_hit: 5,
+                errors: [0, 2, 0, 0, 0, 0, 0, 1],
+                writes_dropped: 7,
+                write_queue_blocks: 12,
+            }
+        );
+        // Interval counters restart; the queue gauge stays.
+        let t = acc.take();
+        assert_eq!(t.hits, HitStats::default());
+        assert_eq!(t.remote.errors, [0; 8]);
+        assert_eq!(t.remote.write_queue_blocks, 12);
+        let e = acc
+            .record_remote_lookup(2, 3)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "a remote lookup cannot hit more than it queried: blocks 3/2"
+        );
+        assert_eq!(acc.take().remote.lookup_blocks_queried, 0);
     }
 
     #[test]

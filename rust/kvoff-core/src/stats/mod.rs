@@ -10,4 +10,7 @@ pub use accumulator::{
     check_transfer_bytes, duration_ns, StatsAccumulator, MAX_TRANSFER_BYTES, MAX_TRANSFER_SECONDS,
 };
 pub use plain::Value;
-pub use snapshot::{DirectionStats, LookupStats, ManagerStats, Reduced, StatsSnapshot};
+pub use snapshot::{
+    DirectionStats, HitStats, LookupStats, ManagerStats, Reduced, RemoteErrorKind, RemoteTierStats,
+    StatsSnapshot,
+};

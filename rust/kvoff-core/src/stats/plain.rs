@@ -1,12 +1,13 @@
-//! The snapshot as a tree of plain values (the `to_dict()` layout, format version 1, in
-//! docs/ARCHITECTURE.md) and its validation. The binding only converts between this tree and
+//! The snapshot as a tree of plain values (the `to_dict()` layout, format version 2, in
+//! docs/ARCHITECTURE.md) and its validation, which also reads version-1 trees. The binding only converts between this tree and
 //! Python objects, so every check lives here and is tested without Python.
 
 use crate::direction::Direction;
 use crate::error::{KvoffError, Result};
 use crate::stats::histogram::{DURATION_BOUNDS_SECONDS, SIZE_BOUNDS_BYTES, THROUGHPUT_BOUNDS_BPS};
 use crate::stats::snapshot::{
-    DirectionStats, LookupStats, ManagerStats, StatsSnapshot, FORMAT_VERSION,
+    DirectionStats, HitStats, LookupStats, ManagerStats, RemoteErrorKind, RemoteTierStats,
+    StatsSnapshot, FORMAT_VERSION, FORMAT_VERSION_1,
 };
 
 /// A plain value as it crosses a process boundary.
@@ -14,6 +15,12 @@ use crate::stats::snapshot::{
 pub enum Value {
     /// An integer (never a bool); wide enough to carry negative or oversized input to the check.
     Int(i128),
+    /// An integer beyond `i128` (its sign and bit length), kept apart so a message can say what
+    /// it was without printing thousands of digits.
+    HugeInt {
+        negative: bool,
+        bits: u64,
+    },
     Float(f64),
     List(Vec<Value>),
     Map(Vec<(String, Value)>),
@@ -21,7 +28,21 @@ pub enum Value {
     Other(String),
 }
 
-const TOP_KEYS: [&str; 5] = ["version", "buckets", "transfers", "lookups", "manager"];
+const TOP_KEYS_V1: [&str; 5] = ["version", "buckets", "transfers", "lookups", "manager"];
+const TOP_KEYS: [&str; 7] = [
+    "version",
+    "buckets",
+    "transfers",
+    "lookups",
+    "manager",
+    "hits",
+    "remote",
+];
+const TIER_KEYS: [&str; 2] = ["cpu", "remote"];
+const HIT_KEYS: [&str; 2] = ["blocks", "tokens"];
+const REMOTE_KEYS: [&str; 4] = ["lookups", "errors", "writes_dropped", "write_queue_blocks"];
+const REMOTE_LOOKUP_KEYS: [&str; 2] = ["blocks_queried", "blocks_hit"];
+const ERROR_KEYS: [&str; 8] = RemoteErrorKind::ALL_NAMES;
 const BUCKET_KEYS: [&str; 3] = [
     "size_bytes",
     "duration_seconds",
@@ -118,7 +139,7 @@ fn invalid(path: &str, why: impl std::fmt::Display) -> KvoffError {
 
 fn type_name(v: &Value) -> &str {
     match v {
-        Value::Int(_) => "int",
+        Value::Int(_) | Value::HugeInt { .. } => "int",
         Value::Float(_) => "float",
         Value::List(_) => "list",
         Value::Map(_) => "dict",
@@ -167,6 +188,17 @@ fn count(v: &Value, path: &str) -> Result<u64> {
         Value::Int(i) => {
             u64::try_from(*i).map_err(|_| invalid(path, format_args!("count {i} exceeds 2^64 - 1")))
         }
+        Value::HugeInt {
+            negative: true,
+            bits,
+        } => Err(invalid(
+            path,
+            format_args!("negative count (an int of {bits} bits)"),
+        )),
+        Value::HugeInt { bits, .. } => Err(invalid(
+            path,
+            format_args!("count (an int of {bits} bits) exceeds 2^64 - 1"),
+        )),
         other => Err(invalid(
             path,
             format_args!("expected int, got {}", type_name(other)),
@@ -259,6 +291,8 @@ impl StatsSnapshot {
     pub fn to_value(&self) -> Value {
         let l = &self.lookups;
         let m = &self.manager;
+        let h = &self.hits;
+        let r = &self.remote;
         map(
             &TOP_KEYS,
             vec![
@@ -293,68 +327,162 @@ impl StatsSnapshot {
                     .map(int)
                     .collect(),
                 ),
+                map(
+                    &TIER_KEYS,
+                    vec![
+                        map(&HIT_KEYS, vec![int(h.cpu_blocks), int(h.cpu_tokens)]),
+                        map(&HIT_KEYS, vec![int(h.remote_blocks), int(h.remote_tokens)]),
+                    ],
+                ),
+                map(
+                    &REMOTE_KEYS,
+                    vec![
+                        map(
+                            &REMOTE_LOOKUP_KEYS,
+                            vec![int(r.lookup_blocks_queried), int(r.lookup_blocks_hit)],
+                        ),
+                        map(&ERROR_KEYS, r.errors.iter().map(|&e| int(e)).collect()),
+                        int(r.writes_dropped),
+                        int(r.write_queue_blocks),
+                    ],
+                ),
             ],
         )
     }
 
-    /// Parses and validates a `to_dict()` tree: exact keys, version, bucket layout, and every
-    /// count an int in `0..=2^64-1`. Errors name the key path at fault.
+    /// Parses and validates a `to_dict()` tree of version 2, or of version 1 (whose remote
+    /// directions, hits and remote counters are zero): exact keys for its version, bucket
+    /// layout, and every count an int in `0..=2^64-1`. Errors name the key path at fault.
     pub fn from_value(v: &Value) -> Result<Self> {
-        let [version, buckets, transfers, lookups, manager] = fields(v, "", TOP_KEYS)?;
-        match version {
-            Value::Int(n) if *n == i128::from(FORMAT_VERSION) => {}
-            Value::Int(n) => {
-                return Err(invalid(
-                    "version",
-                    format_args!(
-                        "unsupported format version {n} (this build reads {FORMAT_VERSION})"
-                    ),
-                ))
-            }
-            other => {
-                return Err(invalid(
-                    "version",
-                    format_args!("expected int, got {}", type_name(other)),
-                ))
-            }
+        // The version decides which keys are expected, so it is checked first.
+        let version = match v {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k == "version").map(|e| &e.1),
+            _ => None,
+        };
+        if version.map(check_version).transpose()? == Some(FORMAT_VERSION_1) {
+            let [_, buckets, transfers, lookups, manager] = fields(v, "", TOP_KEYS_V1)?;
+            check_buckets(buckets)?;
+            let mut snap = StatsSnapshot::default();
+            transfers_from(transfers, Direction::GPU, &mut snap)?;
+            snap.lookups = lookups_from(lookups)?;
+            snap.manager = manager_from(manager)?;
+            return Ok(snap);
         }
-        let layout = bucket_layout();
-        let want = fields(&layout, "buckets", BUCKET_KEYS)?;
-        let got = fields(buckets, "buckets", BUCKET_KEYS)?;
-        for ((g, w), key) in got.iter().zip(want).zip(BUCKET_KEYS) {
-            check_bounds(g, &join("buckets", key), w)?;
-        }
-        let [g2c, c2g] = fields(
-            transfers,
-            "transfers",
-            Direction::ALL.map(Direction::as_str),
-        )?;
-        let transfers = [
-            direction_from(g2c, "transfers.GPU_to_CPU")?,
-            direction_from(c2g, "transfers.CPU_to_GPU")?,
-        ];
-        let l = fields(lookups, "lookups", LOOKUP_KEYS)?;
-        let m = fields(manager, "manager", MANAGER_KEYS)?;
-        let lp = |i: usize| join("lookups", LOOKUP_KEYS[i]);
-        let mp = |i: usize| join("manager", MANAGER_KEYS[i]);
-        Ok(StatsSnapshot {
-            transfers,
-            lookups: LookupStats {
-                blocks_queried: count(l[0], &lp(0))?,
-                blocks_hit: count(l[1], &lp(1))?,
-                tokens_queried: count(l[2], &lp(2))?,
-                tokens_hit: count(l[3], &lp(3))?,
-            },
-            manager: ManagerStats {
-                blocks_stored: count(m[0], &mp(0))?,
-                blocks_evicted: count(m[1], &mp(1))?,
-                allocation_failures: count(m[2], &mp(2))?,
-                capacity_blocks: count(m[3], &mp(3))?,
-                resident_blocks: count(m[4], &mp(4))?,
-                pinned_blocks: count(m[5], &mp(5))?,
-            },
-        })
+        let [_, buckets, transfers, lookups, manager, hits, remote] = fields(v, "", TOP_KEYS)?;
+        check_buckets(buckets)?;
+        let mut snap = StatsSnapshot::default();
+        transfers_from(transfers, Direction::ALL, &mut snap)?;
+        snap.lookups = lookups_from(lookups)?;
+        snap.manager = manager_from(manager)?;
+        snap.hits = hits_from(hits)?;
+        snap.remote = remote_from(remote)?;
+        Ok(snap)
     }
+}
+
+/// Reads exactly `directions` from the `transfers` map into `snap`.
+fn transfers_from<const N: usize>(
+    v: &Value,
+    directions: [Direction; N],
+    snap: &mut StatsSnapshot,
+) -> Result<()> {
+    let values = fields(v, "transfers", directions.map(Direction::as_str))?;
+    for (d, value) in directions.into_iter().zip(values) {
+        snap.transfers[d.index()] = direction_from(value, &join("transfers", d.as_str()))?;
+    }
+    Ok(())
+}
+
+/// The version, 1 or 2; anything else is an error naming what this build reads.
+fn check_version(v: &Value) -> Result<u32> {
+    let unsupported = |shown: String| {
+        invalid(
+            "version",
+            format_args!(
+                "unsupported format version {shown} (this build reads {FORMAT_VERSION_1} and \
+                 {FORMAT_VERSION})"
+            ),
+        )
+    };
+    match v {
+        Value::Int(n) if *n == i128::from(FORMAT_VERSION) => Ok(FORMAT_VERSION),
+        Value::Int(n) if *n == i128::from(FORMAT_VERSION_1) => Ok(FORMAT_VERSION_1),
+        Value::Int(n) => Err(unsupported(n.to_string())),
+        Value::HugeInt { bits, .. } => Err(unsupported(format!("(an int of {bits} bits)"))),
+        other => Err(invalid(
+            "version",
+            format_args!("expected int, got {}", type_name(other)),
+        )),
+    }
+}
+
+fn check_buckets(buckets: &Value) -> Result<()> {
+    let layout = bucket_layout();
+    let want = fields(&layout, "buckets", BUCKET_KEYS)?;
+    let got = fields(buckets, "buckets", BUCKET_KEYS)?;
+    for ((g, w), key) in got.iter().zip(want).zip(BUCKET_KEYS) {
+        check_bounds(g, &join("buckets", key), w)?;
+    }
+    Ok(())
+}
+
+/// The counts of exactly `keys` under `path`, in that order.
+fn counts_of<const N: usize>(v: &Value, path: &str, keys: [&str; N]) -> Result<[u64; N]> {
+    let f = fields(v, path, keys)?;
+    let mut out = [0u64; N];
+    for ((slot, value), key) in out.iter_mut().zip(f).zip(keys) {
+        *slot = count(value, &join(path, key))?;
+    }
+    Ok(out)
+}
+
+fn lookups_from(v: &Value) -> Result<LookupStats> {
+    let [blocks_queried, blocks_hit, tokens_queried, tokens_hit] =
+        counts_of(v, "lookups", LOOKUP_KEYS)?;
+    Ok(LookupStats {
+        blocks_queried,
+        blocks_hit,
+        tokens_queried,
+        tokens_hit,
+    })
+}
+
+fn manager_from(v: &Value) -> Result<ManagerStats> {
+    let [blocks_stored, blocks_evicted, allocation_failures, capacity_blocks, resident_blocks, pinned_blocks] =
+        counts_of(v, "manager", MANAGER_KEYS)?;
+    Ok(ManagerStats {
+        blocks_stored,
+        blocks_evicted,
+        allocation_failures,
+        capacity_blocks,
+        resident_blocks,
+        pinned_blocks,
+    })
+}
+
+fn hits_from(v: &Value) -> Result<HitStats> {
+    let [cpu, remote] = fields(v, "hits", TIER_KEYS)?;
+    let [cpu_blocks, cpu_tokens] = counts_of(cpu, "hits.cpu", HIT_KEYS)?;
+    let [remote_blocks, remote_tokens] = counts_of(remote, "hits.remote", HIT_KEYS)?;
+    Ok(HitStats {
+        cpu_blocks,
+        cpu_tokens,
+        remote_blocks,
+        remote_tokens,
+    })
+}
+
+fn remote_from(v: &Value) -> Result<RemoteTierStats> {
+    let [lookups, errors, dropped, queue] = fields(v, "remote", REMOTE_KEYS)?;
+    let [lookup_blocks_queried, lookup_blocks_hit] =
+        counts_of(lookups, "remote.lookups", REMOTE_LOOKUP_KEYS)?;
+    Ok(RemoteTierStats {
+        lookup_blocks_queried,
+        lookup_blocks_hit,
+        errors: counts_of(errors, "remote.errors", ERROR_KEYS)?,
+        writes_dropped: count(dropped, "remote.writes_dropped")?,
+        write_queue_blocks: count(queue, "remote.write_queue_blocks")?,
+    })
 }
 
 #[cfg(test)]
@@ -418,8 +546,30 @@ mod tests {
 
     #[test]
     fn every_kind_of_bad_input_names_its_key() {
-        let e = error_for(&["version"], Some(Value::Int(2)));
-        assert!(e.contains("version: unsupported format version 2"), "{e}");
+        let e = error_for(&["version"], Some(Value::Int(3)));
+        assert!(
+            e.ends_with("version: unsupported format version 3 (this build reads 1 and 2)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_input_in_the_version_2_parts_names_its_key() {
+        let e = error_for(&["hits"], None);
+        assert!(e.ends_with("stats dict: hits: missing key"), "{e}");
+        let e = error_for(&["remote", "errors", "oom"], Some(Value::Int(-1)));
+        assert!(e.ends_with("remote.errors.oom: negative count -1"), "{e}");
+        let e = error_for(&["hits", "remote", "tokens"], Some(Value::Float(2.0)));
+        assert!(
+            e.ends_with("hits.remote.tokens: expected int, got float"),
+            "{e}"
+        );
+        let e = error_for(&["transfers", "REMOTE_to_CPU"], None);
+        assert!(e.ends_with("transfers.REMOTE_to_CPU: missing key"), "{e}");
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_in_the_version_1_parts_names_its_key() {
         let e = error_for(&["version"], Some(Value::Other("str".into())));
         assert!(e.contains("version: expected int, got str"), "{e}");
         let e = error_for(&["lookups"], None);
@@ -487,11 +637,86 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("stats dict: unknown key \"extra\""), "{e}");
+        let e = error_for(
+            &["transfers", "GPU_to_CPU", "ops"],
+            Some(Value::HugeInt {
+                negative: false,
+                bits: 1329,
+            }),
+        );
+        assert!(
+            e.contains("transfers.GPU_to_CPU.ops: count (an int of 1329 bits) exceeds 2^64 - 1"),
+            "{e}"
+        );
+        let e = error_for(
+            &["lookups", "tokens_hit"],
+            Some(Value::HugeInt {
+                negative: true,
+                bits: 200,
+            }),
+        );
+        assert!(
+            e.contains("lookups.tokens_hit: negative count (an int of 200 bits)"),
+            "{e}"
+        );
         let e = StatsSnapshot::from_value(&Value::Other("NoneType".into()))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("stats dict: expected dict, got NoneType"), "{e}");
+    }
+
+    /// `sample()`'s tree as version 1 wrote it: no remote directions, hits or remote section.
+    fn version_1_tree() -> Value {
+        let mut v = sample().to_value();
+        edit(&mut v, &["version"], Some(Value::Int(1)));
+        edit(&mut v, &["hits"], None);
+        edit(&mut v, &["remote"], None);
+        edit(&mut v, &["transfers", "CPU_to_REMOTE"], None);
+        edit(&mut v, &["transfers", "REMOTE_to_CPU"], None);
+        v
+    }
+
+    #[test]
+    fn a_version_1_tree_reads_with_the_version_2_parts_zero() {
+        let mut expected = sample();
+        expected.transfers[2] = DirectionStats::default();
+        expected.transfers[3] = DirectionStats::default();
+        expected.hits = HitStats::default();
+        expected.remote = RemoteTierStats::default();
+        assert_eq!(StatsSnapshot::from_value(&version_1_tree()), Ok(expected));
+        // Version 1's keys exactly: a version-2 part in a version-1 tree is an unknown key.
+        let mut v = version_1_tree();
+        if let Value::Map(entries) = &mut v {
+            entries.push(("hits".into(), Value::Map(vec![])));
+        }
+        let e = StatsSnapshot::from_value(&v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("stats dict: unknown key \"hits\""), "{e}");
+        let mut v = version_1_tree();
+        edit(
+            &mut v,
+            &["transfers", "GPU_to_CPU"],
+            Some(sample().direction(Direction::GpuToCpu).clone()).map(|d| direction_value(&d)),
+        );
+        if let Value::Map(entries) = &mut v {
+            if let Some((_, Value::Map(t))) = entries.iter_mut().find(|(k, _)| k == "transfers") {
+                t.push((
+                    "CPU_to_REMOTE".into(),
+                    direction_value(&DirectionStats::default()),
+                ));
+            }
+        }
+        let e = StatsSnapshot::from_value(&v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("transfers: unknown key \"CPU_to_REMOTE\""),
+            "{e}"
+        );
     }
 
     #[test]
