@@ -86,7 +86,7 @@ class Rig:
             self.remote_tiers = [sched_remote, *worker_remotes]
         self.sched = OffloadingScheduler(
             self.manager, GBS, CBS, num_workers=num_workers, remote=sched_remote,
-            **(sched_kw or {}),
+            stats=self.stats, **(sched_kw or {}),
         )  # fmt: skip
         self.workers = [
             OffloadingWorker(

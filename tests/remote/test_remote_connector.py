@@ -27,6 +27,7 @@ from kvoff.connector import (
     WorkerOutput,
 )
 from kvoff.remote import RemoteLayout, RemoteTier
+from kvoff.remote.codec import HEADER_BYTES
 
 WAIT = {"remote_max_wait_steps": 10**6}  # a loaded test machine: wait as long as it takes
 C_IDS = list(range(22, 32))
@@ -285,3 +286,110 @@ def test_mismatched_layouts_are_refused(redis_server: RedisServer) -> None:
         rig.worker.start_loads(
             StepMetadata(remote_fetches=[RemoteFetchSpec(0, "A", [101], np.array([0]))])
         )
+
+
+# -- the connector's stats accumulator carries the remote tier --------------------------------
+
+
+def scrape(snap: Any) -> dict[str, float]:
+    """One engine's snapshot observed by an exporter, scraped: series line -> value."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from kvoff.metrics import OffloadPromMetrics
+
+    reg = CollectorRegistry()
+    OffloadPromMetrics(reg).observe(snap)
+    lines = generate_latest(reg).decode().splitlines()
+    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in lines if ln[:1] != "#")}
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_the_second_engines_snapshot_counts_what_redis_served_it(
+    redis_server: RedisServer, rigs: list[Rig], tp: int
+) -> None:
+    a = _rig(rigs, redis_server.url, tp, kv_seed=0)
+    b = _rig(rigs, redis_server.url, tp, kv_seed=None)
+    store_a(a)
+    drain_writes(a)
+    nbytes = a.transfers[0].cpu_block_bytes
+    wrote = a.stats.take().to_dict()
+    # Every rank wrote its shard of the 4 blocks (a write counts the value, header included):
+    # forwarded from each worker's RemoteStats.
+    written = wrote["transfers"]["CPU_to_REMOTE"]
+    assert (written["blocks"], written["bytes"]) == (4 * tp, 4 * tp * (nbytes + HEADER_BYTES))
+    assert written["ops"] == sum(w["directions"]["CPU_to_REMOTE"]["ops"] for w in worker_totals(a))
+    assert wrote["hits"] == {
+        "cpu": {"blocks": 0, "tokens": 0},
+        "remote": {"blocks": 0, "tokens": 0},
+    }
+
+    assert settle(b, "B", B_HASHES, B_IDS, 40)[0] == 32
+    b.run_step([])
+    assert b.sched.take_finished_loading() == ["B"]
+    snap = b.stats.take()
+    got = snap.to_dict()
+    assert got["hits"] == {"cpu": {"blocks": 0, "tokens": 0}, "remote": {"blocks": 4, "tokens": 32}}
+    fetched = got["transfers"]["REMOTE_to_CPU"]
+    ops = [w["directions"]["REMOTE_to_CPU"]["ops"] for w in worker_totals(b)]
+    assert (fetched["ops"], fetched["blocks"], fetched["bytes"]) == (
+        sum(ops),
+        4 * tp,
+        4 * tp * nbytes,
+    )
+    assert min(ops) >= 1 and fetched["failed_ops"] == 0
+    # The scheduler's lookups (forwarded from its tier's RemoteStats): A's 4 blocks found.
+    sched_lookups = b.remote_tiers[0].stats.totals()["lookups"]
+    assert got["remote"]["lookups"] == {
+        "blocks_queried": sched_lookups["blocks_queried"],
+        "blocks_hit": sched_lookups["blocks_hit"],
+    }
+    assert got["remote"]["lookups"]["blocks_hit"] == 4
+    assert got["remote"]["errors"] == dict.fromkeys(got["remote"]["errors"], 0)
+    series = scrape(snap)
+    assert series['kvoff_hit_blocks_total{engine="0",tier="remote"}'] == 4.0
+    assert series['kvoff_hit_blocks_total{engine="0",tier="cpu"}'] == 0.0
+
+    # A second request over the same prefix is a CPU hit now, in the next interval.
+    assert settle(b, "C", B_HASHES, C_IDS, 40) == (32, 0)
+    again = b.stats.take().to_dict()
+    assert again["hits"] == {
+        "cpu": {"blocks": 4, "tokens": 32},
+        "remote": {"blocks": 0, "tokens": 0},
+    }
+    assert again["transfers"]["REMOTE_to_CPU"]["ops"] == 0
+
+
+def test_a_dead_server_shows_as_connection_errors_in_the_snapshot(
+    server_factory: Any, rigs: list[Rig]
+) -> None:
+    dead = server_factory(start=False)
+    a = _rig(rigs, dead.url, kv_seed=0, remote_kw={"backoff_initial": 60.0, "backoff_max": 60.0})
+    store_a(a)
+    snap = a.stats.take()
+    assert snap.to_dict()["remote"]["errors"]["connection"] == 1
+    assert a.remote_tiers[0].stats.totals()["errors"]["connection"] == 1
+    assert scrape(snap)['kvoff_remote_errors_total{engine="0",kind="connection"}'] == 1.0
+
+
+def test_a_remote_tier_feeds_one_accumulator(redis_server: RedisServer) -> None:
+    from kvoff import StatsAccumulator
+
+    rig = Rig()
+    nbytes = rig.transfers[0].cpu_block_bytes
+    layout = RemoteLayout(
+        model="m", dtype="bfloat16", layout="kv_split", block_bytes=nbytes,
+        cpu_block_size=64, gpu_block_size=16,
+    )  # fmt: skip
+    mine, other = StatsAccumulator(), StatsAccumulator()
+    with RemoteTier.for_worker(redis_server.url, layout) as tier:
+        OffloadingWorker(rig.transfers[0], JobTracker(stats=mine), remote=tier)
+        OffloadingWorker(rig.transfers[0], JobTracker(stats=mine), remote=tier)  # the same: fine
+        assert tier.stats.accumulator is mine
+        with pytest.raises(InvalidStateError, match="already forwards into another"):
+            OffloadingWorker(rig.transfers[0], JobTracker(stats=other), remote=tier)
+        assert tier.stats.accumulator is mine
+        with pytest.raises(InvalidArgumentError, match="must be a StatsAccumulator, got dict"):
+            tier.stats.attach({})  # type: ignore[arg-type]
+        assert tier.stats.accumulator is mine
+    with pytest.raises(InvalidArgumentError, match="stats must be a StatsAccumulator or None"):
+        OffloadingScheduler(rig.manager, 16, 64, stats=object())  # type: ignore[arg-type]

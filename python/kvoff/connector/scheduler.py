@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvoff._core import OffloadingEvent, OffloadingManager
+from kvoff._core import OffloadingEvent, OffloadingManager, StatsAccumulator
 from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.connector.messages import (
     LOAD,
@@ -87,6 +87,11 @@ class OffloadingScheduler:
     for writes to the remote tier at once (default: half the CPU tier). Blocks stored to the
     CPU tier are written to the remote tier behind the step (write-behind). The workers need
     the same remote tier (:meth:`RemoteTier.for_worker <kvoff.remote.RemoteTier.for_worker>`).
+
+    ``stats`` (the :class:`~kvoff.StatsAccumulator` the manager reports into, as a worker's
+    ``JobTracker(stats=...)``) gets one ``record_hits`` per hit the scheduler queues for loading,
+    split by tier as :meth:`tier_hits` counts it, and, with ``remote``, the scheduler tier's
+    lookups and errors (``RemoteStats.attach``).
     """
 
     def __init__(
@@ -99,7 +104,12 @@ class OffloadingScheduler:
         remote: RemoteTier | None = None,
         remote_max_wait_steps: int = 4,
         remote_max_write_pins: int | None = None,
+        stats: StatsAccumulator | None = None,
     ) -> None:
+        if stats is not None and not isinstance(stats, StatsAccumulator):
+            raise InvalidArgumentError(
+                f"stats must be a StatsAccumulator or None, got {type(stats).__name__}"
+            )
         if gpu_block_size <= 0 or cpu_block_size <= 0:
             raise InvalidArgumentError(
                 f"block sizes must be positive, got gpu_block_size={gpu_block_size}, "
@@ -147,6 +157,10 @@ class OffloadingScheduler:
                 max_wait_steps=remote_max_wait_steps,
                 max_write_pins=remote_max_write_pins,
             )
+            if stats is not None:
+                remote.stats.attach(stats)
+        #: The accumulator hits are recorded into, or None.
+        self.stats = stats
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -468,11 +482,17 @@ class OffloadingScheduler:
         """Tokens ``computed .. end`` come from CPU blocks ``names`` (``first_cpu ..``): count
         each block's share under the tier it came from."""
         cbs = self.cpu_block_size
+        got = [0, 0, 0, 0]
         for i, h in enumerate(names):
             lo = (first_cpu + i) * cbs
             tier = 1 if h in fetched else 0
-            self._hits[tier] += 1
-            self._hits[2 + tier] += min(end, lo + cbs) - max(computed, lo)
+            got[tier] += 1
+            got[2 + tier] += min(end, lo + cbs) - max(computed, lo)
+        for i, n in enumerate(got):
+            self._hits[i] += n
+        if self.stats is not None and names:
+            # One call per reported hit: its split lands in one snapshot.
+            self.stats.record_hits(got[0], got[2], got[1], got[3])
 
     def _new_transfer(
         self, req_id: str, direction: str, names: list[BlockHash], gpu_ids: np.ndarray

@@ -45,7 +45,9 @@ class OffloadingWorker:
     ``remote`` (a :meth:`RemoteTier.for_worker <kvoff.remote.RemoteTier.for_worker>` for this
     rank) runs the scheduler's remote fetches (into this rank's CPU blocks, verified before
     they are reported) and writes (borrowing the pinned CPU blocks) on the tier's background
-    threads; nothing here waits on the network. The caller closes the tier.
+    threads; nothing here waits on the network. The caller closes the tier. With a tracker
+    that has stats, the tier's records (both remote directions, errors, dropped writes, the
+    queue gauge) are forwarded into that accumulator as they happen (``RemoteStats.attach``).
     """
 
     def __init__(
@@ -68,6 +70,8 @@ class OffloadingWorker:
                     f"{transfer.cpu_block_bytes}, rank={self.rank} (use "
                     "RemoteTier.for_worker(url, layout, rank))"
                 )
+            if tracker.stats is not None:
+                remote.stats.attach(tracker.stats)
         #: The remote tier's worker side, or None.
         self.remote = remote
         self._fetch_of_job: dict[int, int] = {}

@@ -14,7 +14,8 @@ import copy
 import threading
 from typing import Any, Final
 
-from kvoff._core import OffloadingConnectorStats
+from kvoff._core import Direction, OffloadingConnectorStats, StatsAccumulator
+from kvoff.errors import InvalidArgumentError, InvalidStateError
 
 __all__ = ["ERROR_KINDS", "REMOTE_DIRECTIONS", "RemoteStats"]
 
@@ -27,8 +28,8 @@ THROUGHPUT_BUCKETS_BYTES_PER_SECOND: Final[tuple[float, ...]] = tuple(
     _BOUNDS["throughput_bytes_per_second"]
 )
 
-WRITE: Final = "CPU_to_REMOTE"
-READ: Final = "REMOTE_to_CPU"
+WRITE: Final = Direction.CPU_TO_REMOTE
+READ: Final = Direction.REMOTE_TO_CPU
 REMOTE_DIRECTIONS: Final = (WRITE, READ)
 
 #: Why an operation or a value failed. connection / timeout / auth / oom / server come from
@@ -93,18 +94,53 @@ def _bucket(bounds: tuple[float, ...], value: float) -> int:
 
 class RemoteStats:
     """Thread-safe counters. :meth:`take` returns the interval since the last take (gauges as
-    they are now); :meth:`totals` everything since construction."""
+    they are now); :meth:`totals` everything since construction.
+
+    Once :meth:`attach` has given it a :class:`~kvoff.StatsAccumulator`, every record is also
+    forwarded into it as it happens (the mapping is docs/ARCHITECTURE.md's stats section), so
+    the connector's snapshot and ``/metrics`` carry the remote tier. Counters kept only here:
+    lookup round trips, ``fetch.blocks_missing``, the write-behind counters other than
+    ``dropped``, the link's disconnects / reconnects and the ``queue_bytes`` / ``up`` gauges.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._total = _fresh()
         self._taken = _fresh()
+        self._sink: StatsAccumulator | None = None
+
+    @property
+    def accumulator(self) -> StatsAccumulator | None:
+        """The accumulator records are forwarded into, or None."""
+        return self._sink
+
+    def attach(self, accumulator: StatsAccumulator) -> None:
+        """Forward every later record into ``accumulator`` (and set its write-queue gauge to
+        the current depth now). Attaching the same accumulator again does nothing; a
+        different one is refused (InvalidStateError, the first stays): one process's tier
+        reports into one snapshot. Not a StatsAccumulator: InvalidArgumentError."""
+        if not isinstance(accumulator, StatsAccumulator):
+            raise InvalidArgumentError(
+                f"accumulator must be a StatsAccumulator, got {type(accumulator).__name__}"
+            )
+        with self._lock:
+            if self._sink is accumulator:
+                return
+            if self._sink is not None:
+                raise InvalidStateError(
+                    "this RemoteStats already forwards into another StatsAccumulator (a remote "
+                    "tier feeds one process's snapshot); nothing was changed"
+                )
+            self._sink = accumulator
+            accumulator.set_write_queue(self._total["gauges"]["queue_depth"])
 
     def record_op(
         self, direction: str, *, blocks: int, nbytes: int, seconds: float, success: bool
     ) -> None:
         with self._lock:
             d = self._total["directions"][direction]
+            if self._sink is not None:
+                self._sink.record_transfer(direction, nbytes, seconds, success, blocks)
             if not success:
                 d["failed_ops"] += 1
                 d["failed_bytes"] += nbytes
@@ -125,18 +161,26 @@ class RemoteStats:
             lk["requests"] += 1
             lk["blocks_queried"] += queried
             lk["blocks_hit"] += hit
+            if self._sink is not None:
+                self._sink.record_remote_lookup(queried, hit)
 
     def record_error(self, kind: str, n: int = 1) -> None:
         with self._lock:
             self._total["errors"][kind] += n
+            if self._sink is not None:
+                self._sink.record_remote_error(kind, n)
 
     def add(self, group: str, name: str, n: int = 1) -> None:
         with self._lock:
             self._total[group][name] += n
+            if self._sink is not None and (group, name) == ("write_behind", "dropped"):
+                self._sink.record_writes_dropped(n)
 
     def set_gauge(self, name: str, value: int) -> None:
         with self._lock:
             self._total["gauges"][name] = value
+            if self._sink is not None and name == "queue_depth":
+                self._sink.set_write_queue(value)
 
     def totals(self) -> dict[str, Any]:
         with self._lock:
