@@ -6,6 +6,8 @@ costs the bench nothing but remote errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 from _redis_proc import RedisServer, free_port
 
-from _bench_run import kvoff
+from _bench_run import kvoff, scrape, wait_for_summary
 
 PASSWORD = "s3cr3t-Pw"
 CPU_BLOCK_TOKENS = 64
@@ -95,3 +97,40 @@ def test_a_bench_whose_redis_is_not_there_finishes_on_the_cpu_tier(tmp_path: Pat
     (line,) = [x for x in text.splitlines() if x.startswith("remote errors ")]
     n = r["errors_total"]
     assert line.split(None, 2)[2].startswith(f"{n} (connection {n}); ")
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_the_second_benchs_metrics_show_what_redis_served_it(
+    server_factory: Callable[..., RedisServer], tmp_path: Path, tp: int
+) -> None:
+    server = server_factory()
+    url = server.url
+    bench(url, tmp_path / "first.json", "--tp", str(tp))
+    port = free_port()
+    json_path = tmp_path / "second.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvoff", *RUN, "--remote", url, "--json", str(json_path),
+         "--tp", str(tp), "--metrics-port", str(port), "--linger", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        summary = wait_for_summary(proc, json_path, timeout=300)
+        series = scrape(port)
+    finally:
+        proc.kill()
+        proc.communicate()
+    r = summary["remote"]
+    assert r["blocks_hit_remote"] > 0 and r["fetch_ops"] > 0
+
+    def value(name: str, **labels: str) -> float:
+        key = tuple(sorted({"engine": "0", "model_name": "tiny", **labels}.items()))
+        return series[(name, key)]
+
+    assert value("kvoff_hit_blocks_total", tier="remote") == r["blocks_hit_remote"]
+    assert value("kvoff_hit_blocks_total", tier="cpu") == r["blocks_hit_cpu"]
+    assert value("kvoff_hit_tokens_total", tier="remote") == r["tokens_hit_remote"]
+    fetch = {"direction": "REMOTE_to_CPU"}
+    assert value("kvoff_remote_ops_total", **fetch) == r["fetch_ops"]
+    assert value("kvoff_remote_bytes_total", **fetch) == r["fetch_bytes"]
+    assert value("kvoff_remote_lookup_hit_blocks_total") == r["lookup_blocks_hit"]
+    assert value("kvoff_remote_errors_total", kind="connection") == 0

@@ -137,6 +137,8 @@ class SimulatedEngine:
             cfg.cpu_block_size,
             num_workers=cfg.tp,
             remote=self.remote,
+            # Hits by tier and the scheduler tier's lookups land in the snapshots (/metrics).
+            stats=self.stats,
         )
         shard = ShardConfig(
             cfg.shape,
