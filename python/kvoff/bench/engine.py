@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvoff._core import OffloadingConnectorStats, OffloadingManager, StatsAccumulator
+from kvoff._core import Direction, OffloadingConnectorStats, OffloadingManager, StatsAccumulator
 from kvoff.bench.presets import ModelShape
 from kvoff.bench.ranks import LocalRanks, ProcessRanks, RankFailure, RankInfo, RankResult
 from kvoff.bench.remote import DRAIN_SECONDS, RemoteTally, remote_layout
@@ -94,7 +94,7 @@ class EngineTotals:
     bookkeeping_seconds: float = 0.0
     wall_seconds: float = 0.0
     transfer_times: dict[str, list[float]] = field(
-        default_factory=lambda: {"GPU_to_CPU": [], "CPU_to_GPU": []}
+        default_factory=lambda: {d: [] for d in Direction.GPU}
     )
     # Per rank: transfer durations (--tp N only; with one rank they are transfer_times).
     rank_transfer_times: dict[int, dict[str, list[float]]] = field(default_factory=dict)
@@ -354,7 +354,7 @@ class SimulatedEngine:
             if reply.snapshot is not None:
                 rank = reply.output.rank
                 rank_snaps.append((rank, reply.snapshot))
-                mine = t.rank_transfer_times.setdefault(rank, {"GPU_to_CPU": [], "CPU_to_GPU": []})
+                mine = t.rank_transfer_times.setdefault(rank, {d: [] for d in Direction.GPU})
                 for d, times in reply.transfer_times.items():
                     mine[d].extend(times)
         if self.on_snapshot is not None:

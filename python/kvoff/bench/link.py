@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from kvoff._core import Direction
+
 _PROBE_BYTES = 256 << 20
 _REPEATS = 5
 
@@ -16,7 +18,10 @@ def single_copy_gb_per_s(device: torch.device) -> dict[str, float]:
     stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
     out: dict[str, float] = {}
     with torch.cuda.stream(stream):
-        for name, dst, src in (("GPU_to_CPU", host, dev), ("CPU_to_GPU", dev, host)):
+        for name, dst, src in (
+            (Direction.GPU_TO_CPU, host, dev),
+            (Direction.CPU_TO_GPU, dev, host),
+        ):
             dst.copy_(src, non_blocking=True)  # warm-up
             times = []
             for _ in range(_REPEATS):

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kvoff._core import Direction
+
 if TYPE_CHECKING:
     from kvoff.bench.presets import ModelShape
     from kvoff.connector import TierHits
@@ -130,7 +132,7 @@ def summarize_remote(
     url: str, hits: TierHits, path: RemotePath, tally: RemoteTally, unsettled: int
 ) -> RemoteSummary:
     c = tally.counts
-    read, write = c["directions"]["REMOTE_to_CPU"], c["directions"]["CPU_to_REMOTE"]
+    read, write = c["directions"][Direction.REMOTE_TO_CPU], c["directions"][Direction.CPU_TO_REMOTE]
     wb, lk = c["write_behind"], c["lookups"]
     return RemoteSummary(
         url=url,

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from kvoff._core import Direction
 from kvoff.bench.engine import EngineTotals, RankFailed
 from kvoff.bench.ranks import RankInfo, RankResult
 from kvoff.bench.remote import RemoteSummary, render_remote
 
-DIRECTIONS = ("GPU_to_CPU", "CPU_to_GPU")
+DIRECTIONS = Direction.GPU
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def render(s: Summary) -> str:
     ]
     if s.tp > 1:
         for r in s.ranks:
-            store, load = r.transfers["GPU_to_CPU"], r.transfers["CPU_to_GPU"]
+            store, load = r.transfers[Direction.GPU_TO_CPU], r.transfers[Direction.CPU_TO_GPU]
             node = "" if r.numa_node is None else f", NUMA node {r.numa_node}"
             verified = (
                 "failed: its verification counts are lost"

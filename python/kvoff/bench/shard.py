@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kvoff._core import JobTracker, OffloadingConnectorStats, StatsAccumulator
+from kvoff._core import Direction, JobTracker, OffloadingConnectorStats, StatsAccumulator
 from kvoff.bench.presets import ModelShape
 from kvoff.connector import OffloadingWorker, StepMetadata, WorkerOutput
 from kvoff.transfer import CpuGpuTransfer, TransferResult
@@ -105,7 +105,7 @@ class KvShard:
         )
         self.blocks_verified = 0
         self._mismatch = torch.zeros((), dtype=torch.int64, device=self.device)
-        self._times: dict[str, list[float]] = {"GPU_to_CPU": [], "CPU_to_GPU": []}
+        self._times: dict[str, list[float]] = {d: [] for d in Direction.GPU}
 
     def step(
         self, meta: StepMetadata, computing: Sequence[Blocks], finished: list[str]
@@ -172,6 +172,6 @@ class KvShard:
             self._times[result.transfer_type].append(result.transfer_time)
 
     def _reply(self, out: WorkerOutput) -> StepReply:
-        times, self._times = self._times, {"GPU_to_CPU": [], "CPU_to_GPU": []}
+        times, self._times = self._times, {d: [] for d in Direction.GPU}
         remote = self.remote.stats.take() if self.remote is not None else None
         return StepReply(out, self.worker.num_jobs_in_flight, times, remote_stats=remote)

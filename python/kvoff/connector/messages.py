@@ -8,10 +8,12 @@ from typing import Final
 
 import numpy as np
 
+from kvoff._core import Direction
+
 BlockHash = bytes | int
 
-STORE: Final = "GPU_to_CPU"
-LOAD: Final = "CPU_to_GPU"
+STORE: Final = Direction.GPU_TO_CPU
+LOAD: Final = Direction.CPU_TO_GPU
 
 
 @dataclass(frozen=True)
