@@ -1,4 +1,4 @@
-//! `StatsAccumulator` and `OffloadingConnectorStats` (DESIGN §3).
+//! `StatsAccumulator` and `OffloadingConnectorStats` (docs/DESIGN.md, "Stats").
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Lock-free transfer and lookup statistics (DESIGN §3): bucket bounds, the accumulator that
+//! Lock-free transfer and lookup statistics (docs/DESIGN.md, "Stats"): bucket bounds, the accumulator that
 //! records from many threads, and the plain-data snapshot it hands out.
 
 pub mod accumulator;
