@@ -174,8 +174,8 @@ class OffloadPromMetrics(Collector):
     global ``prometheus_client.REGISTRY`` when None).
 
     Every series exists, at zero, for every direction, tier and error kind of every engine in
-    ``engines`` from the first scrape; an engine first seen by ``observe`` gets its series from then on, and
-    ``remove_engine`` drops them. At most ``max_engines`` engines (default
+    ``engines`` from the first scrape; an engine first seen by ``observe`` gets its series from
+    then on, and ``remove_engine`` drops them. At most ``max_engines`` engines (default
     :data:`DEFAULT_MAX_ENGINES`) have series at once, and an engine label is at most
     :data:`MAX_ENGINE_LABEL_LENGTH` characters: both bound the size of a scrape.
 
