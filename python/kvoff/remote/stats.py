@@ -1,15 +1,15 @@
 """Counters of the remote tier, shared by its threads.
 
-The two remote directions carry the same fields as a transfer direction of the v1 stats
-snapshot (ops, failed_ops, blocks, bytes, failed_bytes, time_ns and the size / duration /
-throughput histograms over the same bucket bounds), so phase B can fold them into the
-snapshot schema as ``CPU_to_REMOTE`` and ``REMOTE_to_CPU`` without converting anything.
-An op is one pipelined round trip (a batch of blocks), as a transfer op is one job.
+The two remote directions (``CPU_to_REMOTE``, ``REMOTE_to_CPU``) are kept by the core's
+``StatsAccumulator``, so they carry exactly the fields, bucket bounds and bucket rules of a
+transfer direction of the stats snapshot (ops, failed_ops, blocks, bytes, failed_bytes,
+time_ns, the size / duration / throughput histograms). An op is one pipelined round trip (a
+batch of blocks), as a transfer op is one job. The rest (lookup round trips, write-behind,
+link, gauges) are plain counters here.
 """
 
 from __future__ import annotations
 
-import bisect
 import copy
 import threading
 from typing import Any, Final
@@ -19,53 +19,20 @@ from kvoff.errors import InvalidArgumentError, InvalidStateError
 
 __all__ = ["ERROR_KINDS", "REMOTE_DIRECTIONS", "RemoteStats"]
 
-# The bucket bounds the core's snapshot carries (the one definition), read from the core so
-# that this module needs neither kvoff.metrics nor prometheus-client.
-_BOUNDS = OffloadingConnectorStats().to_dict()["buckets"]
-SIZE_BUCKETS_BYTES: Final[tuple[float, ...]] = tuple(_BOUNDS["size_bytes"])
-DURATION_BUCKETS_SECONDS: Final[tuple[float, ...]] = tuple(_BOUNDS["duration_seconds"])
-THROUGHPUT_BUCKETS_BYTES_PER_SECOND: Final[tuple[float, ...]] = tuple(
-    _BOUNDS["throughput_bytes_per_second"]
-)
-
 WRITE: Final = Direction.CPU_TO_REMOTE
 READ: Final = Direction.REMOTE_TO_CPU
 REMOTE_DIRECTIONS: Final = (WRITE, READ)
 
-#: Why an operation or a value failed. connection / timeout / auth / oom / server come from
-#: the network or the server; truncated / foreign / corrupt are values that failed the check.
-ERROR_KINDS: Final = (
-    "connection",
-    "timeout",
-    "auth",
-    "oom",
-    "server",
-    "truncated",
-    "foreign",
-    "corrupt",
-)
+#: Why an operation or a value failed (the schema's kinds): connection / timeout / auth / oom /
+#: server come from the network or the server; truncated / foreign / corrupt are values that
+#: failed the check.
+ERROR_KINDS: Final[tuple[str, ...]] = OffloadingConnectorStats.REMOTE_ERROR_KINDS
 
 _GAUGES: Final = ("queue_depth", "queue_bytes", "up")
 
 
-def _direction() -> dict[str, Any]:
-    return {
-        "ops": 0,
-        "failed_ops": 0,
-        "blocks": 0,
-        "bytes": 0,
-        "failed_bytes": 0,
-        "time_ns": 0,
-        "size_counts": [0] * (len(SIZE_BUCKETS_BYTES) + 1),
-        "duration_counts": [0] * (len(DURATION_BUCKETS_SECONDS) + 1),
-        "throughput_counts": [0] * (len(THROUGHPUT_BUCKETS_BYTES_PER_SECOND) + 1),
-        "throughput_sum": 0,
-    }
-
-
 def _fresh() -> dict[str, Any]:
     return {
-        "directions": {d: _direction() for d in REMOTE_DIRECTIONS},
         # Existence checks answered (several share one round trip when queued together),
         # blocks asked about, blocks found (the leading run).
         "lookups": {"requests": 0, "blocks_queried": 0, "blocks_hit": 0},
@@ -87,11 +54,6 @@ def _fresh() -> dict[str, Any]:
     }
 
 
-def _bucket(bounds: tuple[float, ...], value: float) -> int:
-    # A value equal to a bound belongs to that bound's bucket (Prometheus `le`).
-    return bisect.bisect_left(bounds, value)
-
-
 class RemoteStats:
     """Thread-safe counters. :meth:`take` returns the interval since the last take (gauges as
     they are now); :meth:`totals` everything since construction.
@@ -106,8 +68,12 @@ class RemoteStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._total = _fresh()
-        self._taken = _fresh()
+        # The remote directions: recorded into the core's accumulator, folded into the running
+        # total whenever the counters are read.
+        self._ops = StatsAccumulator()
+        self._ops_total = OffloadingConnectorStats()
         self._sink: StatsAccumulator | None = None
+        self._taken = self._now()
 
     @property
     def accumulator(self) -> StatsAccumulator | None:
@@ -138,22 +104,9 @@ class RemoteStats:
         self, direction: str, *, blocks: int, nbytes: int, seconds: float, success: bool
     ) -> None:
         with self._lock:
-            d = self._total["directions"][direction]
+            self._ops.record_transfer(direction, nbytes, seconds, success, blocks)
             if self._sink is not None:
                 self._sink.record_transfer(direction, nbytes, seconds, success, blocks)
-            if not success:
-                d["failed_ops"] += 1
-                d["failed_bytes"] += nbytes
-                return
-            d["ops"] += 1
-            d["blocks"] += blocks
-            d["bytes"] += nbytes
-            d["time_ns"] += round(seconds * 1e9)
-            d["size_counts"][_bucket(SIZE_BUCKETS_BYTES, nbytes)] += 1
-            d["duration_counts"][_bucket(DURATION_BUCKETS_SECONDS, seconds)] += 1
-            rate = nbytes / seconds if seconds > 0 else 0.0
-            d["throughput_counts"][_bucket(THROUGHPUT_BUCKETS_BYTES_PER_SECOND, rate)] += 1
-            d["throughput_sum"] += round(rate)
 
     def record_lookup(self, queried: int, hit: int) -> None:
         with self._lock:
@@ -182,13 +135,21 @@ class RemoteStats:
             if self._sink is not None and name == "queue_depth":
                 self._sink.set_write_queue(value)
 
+    def _now(self) -> dict[str, Any]:
+        """Everything since construction (call with the lock held)."""
+        self._ops_total.accumulate(self._ops.take())
+        transfers = self._ops_total.to_dict()["transfers"]
+        now = copy.deepcopy(self._total)
+        now["directions"] = {d: transfers[d] for d in REMOTE_DIRECTIONS}
+        return now
+
     def totals(self) -> dict[str, Any]:
         with self._lock:
-            return copy.deepcopy(self._total)
+            return self._now()
 
     def take(self) -> dict[str, Any]:
         with self._lock:
-            now = copy.deepcopy(self._total)
+            now = self._now()
             out: dict[str, Any] = _minus(now, self._taken)
             out["gauges"] = dict(now["gauges"])
             self._taken = now
