@@ -6,8 +6,7 @@ and CPU at close to PCIe speed, with everything it does reported to Prometheus.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kvoff._core import (
     Direction,
@@ -23,6 +22,7 @@ from kvoff._core import (
     VllmRequestState,
     __version__,
 )
+from kvoff._lazy import lazy_names
 from kvoff.errors import (
     HashTypeError,
     InvalidArgumentError,
@@ -57,17 +57,7 @@ if TYPE_CHECKING:
     from kvoff.transfer import CpuGpuTransfer, TransferResult
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kvoff' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names("kvoff", globals(), _LAZY)
 
 
 __all__ = [

@@ -7,9 +7,9 @@ copy engine, hence torch) loads on first use (PEP 562), so a scheduler process p
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from kvoff._lazy import lazy_names
 from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.connector.messages import (
     LOAD,
@@ -30,17 +30,7 @@ if TYPE_CHECKING:
     from kvoff.connector.worker import OffloadingWorker
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kvoff.connector' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names("kvoff.connector", globals(), _LAZY)
 
 
 __all__ = [

@@ -11,8 +11,9 @@ pulls in none of vLLM's connector machinery early.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kvoff._lazy import lazy_names
 
 if TYPE_CHECKING:
     from kvoff.vllm.connector import KvoffConnector
@@ -43,10 +44,6 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'kvoff.vllm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"kvoff.vllm.{where}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(
+    "kvoff.vllm", globals(), {name: f"kvoff.vllm.{module}" for name, module in _WHERE.items()}
+)
