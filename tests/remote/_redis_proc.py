@@ -20,17 +20,24 @@ from pathlib import Path
 
 import pytest
 
-REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 
 
-def require_redis_server() -> str:
-    if REDIS_SERVER is None:
-        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
+def require_tool(name: str, reason: str) -> str:
+    """The tool's path; without it the test skips, saying why, unless ``KVOFF_REQUIRE_REDIS=1``
+    (CI, which installs redis-server, redis-tools and openssl) makes its absence a failure."""
+    path = shutil.which(name)
+    if path is None:
         if os.environ.get("KVOFF_REQUIRE_REDIS") == "1":
             pytest.fail(reason + "; KVOFF_REQUIRE_REDIS=1 makes this a failure")
         pytest.skip(reason)
-    return REDIS_SERVER
+    return path
+
+
+def require_redis_server() -> str:
+    return require_tool(
+        "redis-server", "redis-server is not installed (Debian: apt-get install redis-server)"
+    )
 
 
 def free_port() -> int:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import torch
-from _redis_proc import REDIS_CLI, RedisServer, free_cluster_port, free_port, wait_until
+from _redis_proc import (
+    REDIS_CLI,
+    RedisServer,
+    free_cluster_port,
+    free_port,
+    require_tool,
+    wait_until,
+)
 from _remote_data import BLOCK_BYTES, bhash, block
 
 from kvoff.remote import LookupResult, RemoteLayout, RemoteTier
@@ -37,8 +42,7 @@ def _round_trip(tier: RemoteTier, n: int) -> None:
 
 
 def _cluster(server_factory: ServerFactory) -> list[RedisServer]:
-    if REDIS_CLI is None:
-        pytest.skip("redis-cli is not installed (Debian: apt-get install redis-tools)")
+    require_tool("redis-cli", "redis-cli is not installed (Debian: apt-get install redis-tools)")
     nodes = [
         server_factory(
             {
@@ -122,8 +126,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 def test_tls(
     server_factory: ServerFactory, layout: RemoteLayout, tier_factory: TierFactory, tmp_path: Path
 ) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: no certificate for the TLS server")
+    require_tool("openssl", "openssl is not installed: no certificate for the TLS server")
     cert, key = _self_signed(tmp_path)
     tls_port = free_port()
     server = server_factory(
