@@ -5,10 +5,12 @@ workers say exactly what the scheduler says."""
 
 from __future__ import annotations
 
-from _connector_rig import B_HASHES, B_IDS, Rig, store_a
+from _connector_rig import B_HASHES, B_IDS, NUM_CPU_BLOCKS, Rig, store_a
 from kvoff.connector import LOAD, WorkerOutput
 from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.transfer import TransferResult
+
+READY = NUM_CPU_BLOCKS  # the ready count every output carries (the tier is whole)
 
 
 class _HeldLoads:
@@ -48,22 +50,22 @@ def test_a_request_finished_while_loading_is_held_on_the_rank_still_loading() ->
     assert rig.sched.request_finished("B") is True  # aborted while its load writes its blocks
     out0 = rig.workers[0].get_finished(["B"])
     out1 = rig.workers[1].get_finished(["B"])
-    assert out0 == WorkerOutput([(1, True)], ["B"], ["B"], rank=0)
+    assert out0 == WorkerOutput([(1, True)], ["B"], ["B"], rank=0, ready_cpu_blocks=READY)
     # Rank 1 is still loading into B's GPU blocks: they are not free on it.
-    assert out1 == WorkerOutput([], [], [], rank=1)
+    assert out1 == WorkerOutput([], [], [], rank=1, ready_cpu_blocks=READY)
     rig.sched.update_from_output(out0)
     rig.sched.update_from_output(out1)
     assert (rig.sched.take_freeable(), rig.sched.take_finished_loading()) == ([], [])
     slow.release()
     out1 = rig.workers[1].get_finished()
-    assert out1 == WorkerOutput([(1, True)], ["B"], ["B"], rank=1)
+    assert out1 == WorkerOutput([(1, True)], ["B"], ["B"], rank=1, ready_cpu_blocks=READY)
     rig.sched.update_from_output(out1)
     assert (rig.sched.take_freeable(), rig.sched.take_finished_loading()) == (["B"], ["B"])
     assert rig.manager.pinned == 0
     assert not rig.sched.has_request("B")
     # Nothing is reported twice, and each worker's tracker forgot B.
     for w in rig.workers:
-        assert w.get_finished() == WorkerOutput(rank=w.rank)
+        assert w.get_finished() == WorkerOutput(rank=w.rank, ready_cpu_blocks=READY)
         assert w.tracker.pending_jobs("B") == []
 
 

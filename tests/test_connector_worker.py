@@ -13,6 +13,7 @@ from _connector_rig import (
     A_IDS,
     B_HASHES,
     B_IDS,
+    NUM_CPU_BLOCKS,
     Rig,
     assert_same_block,
     store_a,
@@ -22,6 +23,9 @@ from kvoff.connector import LOAD, STORE, RequestStep, StepMetadata, TransferSpec
 from kvoff.transfer import TransferResult
 
 D_HASHES, D_IDS = [400, 401], [33, 34, 35]  # 9 tokens: one full CPU block (GPU 33, 34)
+
+# Every output carries the tier's ready count: the whole tier, allocated up front.
+READY = NUM_CPU_BLOCKS
 
 
 class _CallbackBug(RuntimeError):
@@ -54,12 +58,14 @@ def test_a_raising_callback_loses_no_load_and_the_blocks_are_unpinned() -> None:
     assert cb.seen == [0, 1]
     assert rig.manager.pinned == 4  # nothing reported to the scheduler yet
     out = rig.worker.get_finished()
-    assert out == WorkerOutput(transfers=[(1, True)], finished_loading=["B"])
+    assert out == WorkerOutput(
+        transfers=[(1, True)], finished_loading=["B"], ready_cpu_blocks=READY
+    )
     assert cb.seen == [0, 1]  # each result is given to the callback once
     rig.sched.update_from_output(out)
     assert rig.manager.pinned == 0
     assert rig.sched.num_transfers_in_flight == 0
-    assert rig.worker.get_finished() == WorkerOutput()
+    assert rig.worker.get_finished() == WorkerOutput(ready_cpu_blocks=READY)
     for a, b in zip(A_IDS[:8], B_IDS[:8], strict=True):
         assert_same_block(rig, b, a)
     r = rig.stats.take().reduce()
@@ -83,13 +89,17 @@ def test_every_result_of_a_poll_survives_and_merges_into_the_next_output() -> No
     assert rig.manager.block_state(101) == -1
     assert rig.manager.lookup([101]) == 0  # nothing of A is loadable before the report
     out = rig.worker.get_finished()
-    assert out == WorkerOutput(transfers=[(0, True), (1, True)], finished_storing=["A"])
+    assert out == WorkerOutput(
+        transfers=[(0, True), (1, True)], finished_storing=["A"], ready_cpu_blocks=READY
+    )
     rig.sched.update_from_output(out)
     assert rig.sched.take_freeable() == ["A"]
     assert [rig.manager.block_state(h) for h in (101, 103, 105, 107, 401)] == [0] * 5
     assert rig.admit("B", B_HASHES, B_IDS, 40) == 32
     rig.worker.start_loads(rig.sched.build_step([]))
-    assert rig.worker.get_finished() == WorkerOutput(transfers=[(2, True)], finished_loading=["B"])
+    assert rig.worker.get_finished() == WorkerOutput(
+        transfers=[(2, True)], finished_loading=["B"], ready_cpu_blocks=READY
+    )
     assert cb.seen == [0, 1, 2]
 
 
@@ -106,7 +116,10 @@ def test_undelivered_output_and_new_results_come_back_together() -> None:
     rig.worker.submit_stores(rig.sched.build_step([RequestStep("D", D_HASHES, D_IDS, 9)]))
     out = rig.worker.get_finished(["D"])
     assert out == WorkerOutput(
-        transfers=[(1, True), (2, True)], finished_storing=["D"], finished_loading=["B"]
+        transfers=[(1, True), (2, True)],
+        finished_storing=["D"],
+        finished_loading=["B"],
+        ready_cpu_blocks=READY,
     )
     rig.sched.update_from_output(out)
     assert (rig.manager.pinned, rig.sched.num_transfers_in_flight) == (0, 0)
@@ -135,13 +148,15 @@ def test_start_loads_twice_is_refused_before_anything_is_issued() -> None:
     assert list(rig.transfers[0].in_flight()) == [1]
     assert (rig.worker.num_jobs_in_flight, rig.worker.tracker.num_pending) == (1, 1)
     out = rig.worker.get_finished()
-    assert out == WorkerOutput(transfers=[(1, True)], finished_loading=["B"])
+    assert out == WorkerOutput(
+        transfers=[(1, True)], finished_loading=["B"], ready_cpu_blocks=READY
+    )
     rig.sched.update_from_output(out)
     assert rig.manager.pinned == 0
     # Once reported, the id is still refused: the scheduler would see it twice.
     with pytest.raises(InvalidStateError, match=r"transfer 1 .* is not newer than transfer 1"):
         rig.worker.start_loads(meta)
-    assert rig.worker.get_finished() == WorkerOutput()
+    assert rig.worker.get_finished() == WorkerOutput(ready_cpu_blocks=READY)
     assert rig.stats.take().reduce()["CPU_to_GPU_ops"] == 1
 
 
@@ -220,7 +235,9 @@ def test_a_refused_finished_request_loses_no_result() -> None:
         rig.worker.get_finished(["A"])
     rig.worker.tracker = tracker
     out = rig.worker.get_finished(["A"])
-    assert out == WorkerOutput(transfers=[(0, True)], finished_storing=["A"])
+    assert out == WorkerOutput(
+        transfers=[(0, True)], finished_storing=["A"], ready_cpu_blocks=READY
+    )
     rig.sched.update_from_output(out)
     assert rig.manager.block_state(101) == 0
 
@@ -233,5 +250,5 @@ def test_finished_request_ids_must_be_strings_and_nothing_is_consumed() -> None:
         rig.worker.get_finished(["A", 5])  # type: ignore[list-item]
     assert list(rig.transfers[0].in_flight()) == [0]  # the result was not taken
     assert rig.worker.get_finished(["A"]) == WorkerOutput(
-        transfers=[(0, True)], finished_storing=["A"]
+        transfers=[(0, True)], finished_storing=["A"], ready_cpu_blocks=READY
     )

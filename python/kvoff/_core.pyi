@@ -125,6 +125,11 @@ class OffloadingManager:
     With ``stats``, every successful call also reports into that accumulator (lookups and hits
     in blocks and tokens, blocks stored, evictions, allocation failures, occupancy gauges), so
     one snapshot describes the interval for the scheduler and the workers alike.
+
+    ``usable_blocks`` (default ``num_blocks``) is for a tier still being allocated: only block
+    ids ``0 .. usable_blocks - 1`` are ever handed out, and :meth:`set_usable_blocks` raises the
+    limit as more of the tier becomes ready. The ``capacity_blocks`` gauge reports the usable
+    count. Above ``num_blocks`` is InvalidArgumentError.
     """
 
     def __new__(
@@ -134,6 +139,7 @@ class OffloadingManager:
         policy: str = "lru",
         enable_events: bool = False,
         stats: StatsAccumulator | None = None,
+        usable_blocks: int | None = None,
     ) -> OffloadingManager: ...
     def lookup(self, block_hashes: _BlockHashes) -> int:
         """Length of the longest run of present and ready blocks from the first hash."""
@@ -163,6 +169,11 @@ class OffloadingManager:
         """Finish stores. On success blocks in flight become ready (state 0); on failure they
         are freed. Blocks already ready are left alone. UnknownHashError for a hash not present.
         """
+    def set_usable_blocks(self, usable_blocks: int) -> None:
+        """Let block ids ``0 .. usable_blocks - 1`` be handed out (the same value again does
+        nothing). The limit only grows: below the current one is InvalidStateError, above
+        :attr:`capacity` (or not a non-negative int) InvalidArgumentError; either way nothing
+        changes."""
     def take_events(self) -> list[OffloadingEvent]:
         """Events since the last call; always empty unless ``enable_events=True``."""
     def block_state(self, block_hash: _BlockHash) -> int:
@@ -180,8 +191,11 @@ class OffloadingManager:
     def capacity(self) -> int:
         """Total CPU blocks (``num_blocks``)."""
     @property
+    def usable_blocks(self) -> int:
+        """Blocks that may be handed out now (ids below it), at most :attr:`capacity`."""
+    @property
     def free(self) -> int:
-        """Blocks not allocated (``capacity - resident``)."""
+        """Blocks not allocated among the usable ones (``usable_blocks - resident``)."""
     @property
     def resident(self) -> int:
         """Allocated blocks, in any state."""

@@ -105,6 +105,11 @@ class WorkerOutput:
     #: Hashes of :class:`RemoteWriteSpec` blocks this rank no longer reads (written, already
     #: on the server, dropped or failed): the scheduler unpins them once every rank did.
     remote_released: list[BlockHash] = field(default_factory=list)
+    #: CPU blocks ``[0, n)`` of this rank's tier that are allocated (pinned) and usable, as of
+    #: this output (``CpuGpuTransfer.ready_cpu_blocks``; it only grows). The scheduler lets its
+    #: manager hand out ids below the minimum over the ranks. None: not reported (the
+    #: scheduler's limit stays as it is).
+    ready_cpu_blocks: int | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kvoff._core import OffloadingEvent, OffloadingManager, StatsAccumulator
+from kvoff.connector.growth import UsableLimit
 from kvoff.connector.lifecycle import RequestLifecycle
 from kvoff.connector.messages import (
     LOAD,
@@ -88,6 +89,12 @@ class OffloadingScheduler:
     CPU tier are written to the remote tier behind the step (write-behind). The workers need
     the same remote tier (:meth:`RemoteTier.for_worker <kvoff.remote.RemoteTier.for_worker>`).
 
+    A CPU tier still being allocated (each worker's ``CpuGpuTransfer(alloc_in_background=True)``)
+    grows: build the manager with ``usable_blocks=0`` and every :class:`WorkerOutput` raises its
+    usable limit to the minimum ``ready_cpu_blocks`` over the ranks (:mod:`.growth`), so no
+    CPU block a rank has not pinned yet is ever handed out; :attr:`usable_cpu_blocks` and the
+    ``capacity_blocks`` gauge show the growth.
+
     ``stats`` (the :class:`~kvoff.StatsAccumulator` the manager reports into, as a worker's
     ``JobTracker(stats=...)``) gets one ``record_hits`` per hit the scheduler queues for loading,
     split by tier as :meth:`tier_hits` counts it, and, with ``remote``, the scheduler tier's
@@ -143,6 +150,7 @@ class OffloadingScheduler:
         # Fed with transfers as they complete on every rank: the engine-wide lifecycle.
         self._lifecycle = RequestLifecycle()
         self._failed_ranks: set[int] = set()
+        self._usable = UsableLimit(manager, num_workers)
         self._hits = [0, 0, 0, 0]  # blocks cpu, blocks remote, tokens cpu, tokens remote
         self._hits_taken = [0, 0, 0, 0]
         #: The remote tier's scheduler side, or None without one.
@@ -317,10 +325,12 @@ class OffloadingScheduler:
         loaded blocks are unpinned.
 
         Raises (applying nothing):
-            InvalidArgumentError: ``output.rank`` is not a rank of this scheduler.
+            InvalidArgumentError: ``output.rank`` is not a rank of this scheduler, or
+                ``output.ready_cpu_blocks`` is neither None nor a non-negative int.
             InvalidStateError: a transfer id that is not in flight, one named twice, one this
                 rank already reported (its output applied twice, or two workers with one rank),
-                or an output of a rank failed by :meth:`fail_rank`.
+                an output of a rank failed by :meth:`fail_rank`, or fewer ready CPU blocks
+                than this rank reported before.
         """
         rank = self._rank(output.rank, "WorkerOutput.rank")
         if rank in self._failed_ranks:
@@ -345,6 +355,7 @@ class OffloadingScheduler:
                 f"rank {rank} already reported transfer ids {again}; nothing was applied (is "
                 f"this output applied twice, or do two workers have rank {rank}?)"
             )
+        ready = self._usable.check(rank, output.ready_cpu_blocks)
         if self.remote is not None:
             self.remote.check_output(rank, output.remote_fetches, output.remote_released)
         elif output.remote_fetches or output.remote_released:
@@ -352,6 +363,7 @@ class OffloadingScheduler:
                 f"rank {rank} reported remote-tier results but this scheduler has no remote "
                 "tier; nothing was applied"
             )
+        self._usable.apply(rank, ready)
         for tid, success in output.transfers:
             t = self._transfers[tid]
             t.outcomes[rank] = bool(success)
@@ -395,6 +407,16 @@ class OffloadingScheduler:
                     self._complete(tid, t)
                     done.append(tid)
         return done
+
+    @property
+    def usable_cpu_blocks(self) -> int:
+        """CPU blocks the manager may hand out now (``manager.usable_blocks``): the capacity,
+        or, for a tier still being allocated, what every rank reported ready."""
+        return self.manager.usable_blocks
+
+    def ready_cpu_blocks(self) -> dict[int, int]:
+        """Per rank, the latest ``WorkerOutput.ready_cpu_blocks`` it reported."""
+        return self._usable.ready_by_rank()
 
     @property
     def failed_ranks(self) -> list[int]:

@@ -31,7 +31,9 @@ class OffloadingWorker:
 
     Per step: :meth:`start_loads` before the model's forward pass, :meth:`submit_stores` after
     it (a store waits for the compute stream, so the blocks it reads are final), then
-    :meth:`get_finished`.
+    :meth:`get_finished`. Every output carries the transfer's ``ready_cpu_blocks``, so a tier
+    allocated in the background (``CpuGpuTransfer(alloc_in_background=True)``) grows the
+    scheduler's usable limit as its chunks are pinned.
 
     ``rank`` is this worker's tensor-parallel rank (``0 .. num_workers - 1`` of the scheduler):
     each worker of one scheduler has its own, and the scheduler counts a transfer's reports by
@@ -136,7 +138,11 @@ class OffloadingWorker:
         self._undelivered = _merge(
             self._undelivered,
             WorkerOutput(
-                transfers, rank=self.rank, remote_fetches=fetches, remote_released=released
+                transfers,
+                rank=self.rank,
+                remote_fetches=fetches,
+                remote_released=released,
+                ready_cpu_blocks=self.transfer.ready_cpu_blocks,
             ),
         )
         idle = [r for r in finished if not self._lifecycle.finish(r)]
@@ -319,4 +325,6 @@ def _merge(first: WorkerOutput | None, then: WorkerOutput) -> WorkerOutput:
         then.rank,
         [*first.remote_fetches, *then.remote_fetches],
         [*first.remote_released, *then.remote_released],
+        # The newer count: the tier only grows.
+        then.ready_cpu_blocks if then.ready_cpu_blocks is not None else first.ready_cpu_blocks,
     )

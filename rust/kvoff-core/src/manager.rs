@@ -18,7 +18,7 @@ use crate::index::{prefetch_line, BlockIndex, PREFETCH_AHEAD};
 use crate::key::{BlockKey, BlockKeyRef};
 use crate::memory::{self, AllocFailed};
 use crate::policy::{EvictionPolicy, PolicyKind, PolicyState};
-use crate::pool::IdPool;
+use crate::pool::{IdPool, LimitRefused};
 use crate::sink::ManagerStatsSink;
 
 pub use crate::index::EvictedKeys;
@@ -105,6 +105,7 @@ impl std::fmt::Debug for OffloadingManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OffloadingManager")
             .field("capacity", &self.capacity())
+            .field("usable", &self.usable())
             .field("resident", &self.resident())
             .field("pinned", &self.pinned)
             .field("policy", &self.policy_kind)
@@ -193,6 +194,47 @@ impl OffloadingManager {
         })
     }
 
+    /// The same manager with only block ids `0..usable` usable for now: a tier whose memory
+    /// arrives chunk by chunk (pinned in the background) starts with what is ready, and
+    /// [`OffloadingManager::set_usable`] raises the limit as more arrives. No id at or above
+    /// the limit is ever handed out. `InvalidArgument` above the capacity.
+    pub fn with_usable(mut self, usable: u32) -> Result<Self> {
+        self.pool = self
+            .pool
+            .with_limit(usable)
+            .map_err(|refused| Self::limit_error(u64::from(usable), refused))?;
+        self.report_occupancy();
+        Ok(self)
+    }
+
+    /// Raise the usable limit to `usable` blocks (ids `0..usable`); the same value again is a
+    /// no-op. Refused, with nothing changed: below the current limit (`InvalidState`: memory
+    /// that was usable never goes away, and ids above the new limit may be in use), above the
+    /// capacity (`InvalidArgument`).
+    pub fn set_usable(&mut self, usable: u64) -> Result<()> {
+        let beyond = LimitRefused::BeyondCapacity {
+            capacity: self.pool.capacity(),
+        };
+        let limit = u32::try_from(usable).map_err(|_| Self::limit_error(usable, beyond))?;
+        self.pool
+            .set_limit(limit)
+            .map_err(|refused| Self::limit_error(usable, refused))?;
+        self.report_occupancy();
+        Ok(())
+    }
+
+    fn limit_error(usable: u64, refused: LimitRefused) -> KvoffError {
+        match refused {
+            LimitRefused::BeyondCapacity { capacity } => KvoffError::InvalidArgument(format!(
+                "usable_blocks must be at most the capacity, {capacity} blocks, got {usable}"
+            )),
+            LimitRefused::Shrinks { limit } => KvoffError::InvalidState(format!(
+                "usable_blocks only grows: it is {limit}, so {usable} is refused (blocks once \
+                 usable stay usable, and ids at or above {usable} may be in use)"
+            )),
+        }
+    }
+
     /// Report into `sink` after every successful call from now on.
     pub fn set_sink(&mut self, sink: Option<Arc<dyn ManagerStatsSink>>) {
         self.sink = sink;
@@ -205,6 +247,13 @@ impl OffloadingManager {
         u64::from(self.pool.capacity())
     }
 
+    /// Blocks that may be handed out now: ids `0..usable`, at most the capacity.
+    #[must_use]
+    pub fn usable(&self) -> u64 {
+        u64::from(self.pool.limit())
+    }
+
+    /// Blocks that can be allocated without evicting (`usable - resident`).
     #[must_use]
     pub fn free(&self) -> u64 {
         u64::from(self.pool.free())
@@ -586,9 +635,10 @@ impl OffloadingManager {
         self.events.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// The capacity gauge is the usable capacity: it shows a tier still being pinned growing.
     fn report_occupancy(&self) {
         if let Some(sink) = &self.sink {
-            sink.set_occupancy(self.capacity(), self.resident(), self.pinned);
+            sink.set_occupancy(self.usable(), self.resident(), self.pinned);
         }
     }
 }

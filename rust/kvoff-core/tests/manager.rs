@@ -391,3 +391,61 @@ fn reports_into_the_stats_sink() {
     m.prepare_load(&keys(&[9])).expect_err("unknown");
     assert!(rec.take().is_empty());
 }
+
+#[test]
+fn a_growing_tier_hands_out_only_usable_ids() {
+    let rec = Arc::new(Recorder::default());
+    let mut m = mgr(6, "lru").with_usable(2).expect("within the capacity");
+    m.set_sink(Some(rec.clone()));
+    assert_eq!(rec.take(), ["occupancy 2 0 0"]);
+    assert_eq!((m.capacity(), m.usable(), m.free()), (6, 2, 2));
+    assert_eq!(store(&mut m, &[1, 2]), (vec![0, 1], vec![]));
+    // Full at the limit: the next store evicts rather than take id 2.
+    assert_eq!(store(&mut m, &[3]), (vec![0], owned(&[1])));
+    m.set_usable(4).expect("grows");
+    assert_eq!(
+        rec.take()[..],
+        [
+            "stored 2",
+            "occupancy 2 2 2",
+            "occupancy 2 2 0",
+            "stored 1",
+            "evicted 1",
+            "occupancy 2 2 1",
+            "occupancy 2 2 0",
+            "occupancy 4 2 0"
+        ]
+    );
+    assert_eq!(m.free(), 2);
+    assert_eq!(store(&mut m, &[4, 5, 6]), (vec![2, 3, 1], owned(&[2])));
+    let before = snapshot(&m, &[1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        m.set_usable(3),
+        Err(KvoffError::InvalidState(
+            "usable_blocks only grows: it is 4, so 3 is refused (blocks once usable stay \
+             usable, and ids at or above 3 may be in use)"
+                .into()
+        ))
+    );
+    assert_eq!(
+        m.set_usable(7),
+        Err(KvoffError::InvalidArgument(
+            "usable_blocks must be at most the capacity, 6 blocks, got 7".into()
+        ))
+    );
+    assert_eq!(
+        m.set_usable(u64::MAX),
+        Err(KvoffError::InvalidArgument(format!(
+            "usable_blocks must be at most the capacity, 6 blocks, got {}",
+            u64::MAX
+        )))
+    );
+    assert_eq!((snapshot(&m, &[1, 2, 3, 4, 5, 6]), m.usable()), (before, 4));
+    m.set_usable(4).expect("the same limit again");
+    m.set_usable(6).expect("up to the capacity");
+    assert_eq!(store(&mut m, &[7, 8]), (vec![4, 5], vec![]));
+    assert!(mgr(3, "arc").with_usable(4).is_err_and(|e| e
+        == KvoffError::InvalidArgument(
+            "usable_blocks must be at most the capacity, 3 blocks, got 4".into()
+        )));
+}

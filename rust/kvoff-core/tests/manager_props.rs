@@ -17,6 +17,9 @@ enum Op {
     Touch(Vec<i128>),
     PrepareStore(Vec<i128>),
     CompleteStore(Vec<i128>, bool),
+    /// Set the usable limit to this many blocks (refused when it shrinks or passes the
+    /// capacity).
+    SetUsable(u64),
 }
 
 fn key_list() -> impl Strategy<Value = Vec<i128>> {
@@ -31,6 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key_list().prop_map(Op::Touch),
         3 => key_list().prop_map(Op::PrepareStore),
         3 => (key_list(), any::<bool>()).prop_map(|(k, s)| Op::CompleteStore(k, s)),
+        1 => (0u64..12).prop_map(Op::SetUsable),
     ]
 }
 
@@ -80,12 +84,16 @@ fn observe(m: &OffloadingManager) -> Observed {
 
 fn check_invariants(m: &OffloadingManager) {
     let (per_key, _, [free, resident, pinned]) = observe(m);
-    assert_eq!(free + resident, m.capacity());
+    assert!(m.usable() <= m.capacity());
+    assert_eq!(free + resident, m.usable());
     let present: Vec<(u32, i32)> = per_key.iter().flatten().copied().collect();
     assert_eq!(present.len() as u64, resident);
     let ids: HashSet<u32> = present.iter().map(|&(id, _)| id).collect();
     assert_eq!(ids.len(), present.len(), "block ids are unique");
-    assert!(ids.iter().all(|&id| u64::from(id) < m.capacity()));
+    assert!(
+        ids.iter().all(|&id| u64::from(id) < m.usable()),
+        "no id at or above the usable limit is handed out"
+    );
     assert!(present.iter().all(|&(_, s)| s >= -1));
     assert_eq!(
         present.iter().filter(|&&(_, s)| s != 0).count() as u64,
@@ -118,15 +126,18 @@ fn check_invariants(m: &OffloadingManager) {
     }
 }
 
-fn run(capacity: u32, policy: PolicyKind, ops: &[Op]) {
+fn run(capacity: u32, usable: u32, policy: PolicyKind, ops: &[Op]) {
     let mut m = OffloadingManager::new(
         NonZeroU32::new(capacity).expect("positive"),
         NonZeroU64::new(16).expect("positive"),
         policy,
         true,
     )
-    .expect("valid manager");
+    .expect("valid manager")
+    .with_usable(usable.min(capacity))
+    .expect("within the capacity");
     for op in ops {
+        let usable_before = m.usable();
         let before = observe(&m);
         let counters_before = m.counters();
         let failed = match op {
@@ -142,6 +153,12 @@ fn run(capacity: u32, policy: PolicyKind, ops: &[Op]) {
             Op::CompleteLoad(v) => m.complete_load(&refs(v)).is_err(),
             Op::Touch(v) => m.touch(&refs(v)).is_err(),
             Op::CompleteStore(v, ok) => m.complete_store(&refs(v), *ok).is_err(),
+            Op::SetUsable(n) => {
+                let refused = m.set_usable(*n).is_err();
+                assert_eq!(refused, *n < usable_before || *n > m.capacity());
+                assert_eq!(m.usable(), if refused { usable_before } else { *n });
+                refused
+            }
             Op::PrepareStore(v) => match m.prepare_store(&refs(v)) {
                 Err(_) => true,
                 Ok(None) => {
@@ -192,11 +209,22 @@ proptest! {
 
     #[test]
     fn lru_invariants(capacity in 1u32..10, ops in prop::collection::vec(op(), 1..200)) {
-        run(capacity, PolicyKind::Lru, &ops);
+        run(capacity, capacity, PolicyKind::Lru, &ops);
     }
 
     #[test]
     fn arc_invariants(capacity in 1u32..10, ops in prop::collection::vec(op(), 1..200)) {
-        run(capacity, PolicyKind::Arc, &ops);
+        run(capacity, capacity, PolicyKind::Arc, &ops);
+    }
+
+    #[test]
+    fn growing_tier_invariants(
+        capacity in 1u32..10,
+        usable in 0u32..10,
+        arc in any::<bool>(),
+        ops in prop::collection::vec(op(), 1..200),
+    ) {
+        let policy = if arc { PolicyKind::Arc } else { PolicyKind::Lru };
+        run(capacity, usable, policy, &ops);
     }
 }

@@ -16,6 +16,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::errors::{invalid_argument_error, new_err, to_py};
 use crate::stats::PyStatsAccumulator;
+use crate::stats_args::count;
 use keys::Hashes;
 use values::{key_to_py, keys_to_py, PyLoadStoreSpec, PyOffloadingEvent, PyPrepareStoreOutput};
 
@@ -125,17 +126,26 @@ impl PyOffloadingManager {
 #[pymethods]
 impl PyOffloadingManager {
     #[new]
-    #[pyo3(signature = (num_blocks, block_size = 16, policy = "lru", enable_events = false, stats = None))]
+    #[pyo3(signature = (num_blocks, block_size = 16, policy = "lru", enable_events = false, stats = None, usable_blocks = None))]
     fn new(
         num_blocks: i64,
         block_size: i64,
         policy: &str,
         enable_events: bool,
         stats: Option<PyRef<'_, PyStatsAccumulator>>,
+        usable_blocks: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let usable = usable_blocks
+            .map(|obj| count("usable_blocks", obj))
+            .transpose()?;
         let mut core = to_py(construction_args(num_blocks, block_size, policy).and_then(
             |(capacity, block_size, policy)| {
-                OffloadingManager::new(capacity, block_size, policy, enable_events)
+                let core = OffloadingManager::new(capacity, block_size, policy, enable_events)?;
+                match usable {
+                    // Beyond u32 is beyond any capacity: the core says so in its words.
+                    Some(n) => core.with_usable(u32::try_from(n).unwrap_or(u32::MAX)),
+                    None => Ok(core),
+                }
             },
         ))?;
         if let Some(stats) = stats {
@@ -215,6 +225,12 @@ impl PyOffloadingManager {
         Ok(())
     }
 
+    /// Raise the usable limit: block ids `0..usable_blocks` may be handed out from now on.
+    fn set_usable_blocks(&self, py: Python<'_>, usable_blocks: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = count("usable_blocks", usable_blocks)?;
+        to_py(self.lock(py)?.set_usable(n))
+    }
+
     /// Events since the last call (empty unless `enable_events=True`).
     fn take_events(&self, py: Python<'_>) -> PyResult<Vec<PyOffloadingEvent>> {
         let events = self.lock(py)?.take_events();
@@ -271,6 +287,11 @@ impl PyOffloadingManager {
     }
 
     #[getter]
+    fn usable_blocks(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.usable())
+    }
+
+    #[getter]
     fn free(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.lock(py)?.free())
     }
@@ -323,8 +344,14 @@ impl PyOffloadingManager {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let guard = self.lock(py)?;
         let m = &*guard;
+        let usable = if m.usable() == m.capacity() {
+            String::new()
+        } else {
+            format!(", usable_blocks={}", m.usable())
+        };
         Ok(format!(
-            "OffloadingManager(num_blocks={}, block_size={}, policy='{}', resident={}, pinned={})",
+            "OffloadingManager(num_blocks={}{usable}, block_size={}, policy='{}', resident={}, \
+             pinned={})",
             m.capacity(),
             m.block_size(),
             m.policy().as_str(),
