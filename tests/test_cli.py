@@ -58,12 +58,29 @@ def test_summary_table_is_printed(summary: dict[str, Any]) -> None:
     assert run.returncode == 0, run.stderr
     assert f"{summary['blocks_hit']}/{summary['blocks_queried']} blocks" in run.stdout
     assert "0 mismatched" in run.stdout
+    assert "start-up             tier pinned in the background: first step " in run.stdout
     if not torch.cuda.is_available():
         assert "device cpu (CPU tensors (no CUDA))" in run.stderr
 
 
+def test_the_tier_grows_while_the_engine_serves(summary: dict[str, Any]) -> None:
+    st = summary["startup"]
+    assert st["tier_in_background"] is True
+    # Served from the first step; the tier (one chunk) was whole before the run ended, and
+    # the usable limit grew to all of it.
+    assert 0 < st["first_step_seconds"] <= st["first_store_seconds"]
+    assert st["first_step_seconds"] <= st["tier_ready_seconds"]
+    assert st["usable_blocks_at_end"] == summary["cpu_capacity_blocks"]
+    assert list(st["alloc_seconds_by_rank"]) == ["0"] and st["pinning_gib_per_s"] > 0
+
+
 def test_same_seed_same_workload(summary: dict[str, Any]) -> None:
-    run = kvoff("bench", *SMALL_RUN, "--json", "-")
+    # The whole tier up front: when a background chunk lands would decide which early
+    # stores find room, and this compares the tier's history.
+    first = kvoff("bench", *SMALL_RUN, "--tier-upfront", "--json", "-")
+    summary = json.loads(first.stdout[first.stdout.index("{") :])
+    assert summary["startup"]["tier_in_background"] is False
+    run = kvoff("bench", *SMALL_RUN, "--tier-upfront", "--json", "-")
     again = json.loads(run.stdout[run.stdout.index("{") :])
     assert (again["requests"], again["tokens_prompt"]) == (
         summary["requests"],

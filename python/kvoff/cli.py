@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the same server: redis://[user:password@]host:port/db, rediss:// (TLS), "
         "redis+cluster://host:port; needs pip install 'kvoff[remote]'",
     )
+    b.add_argument(
+        "--tier-upfront",
+        action="store_true",
+        help="allocate (pin) the whole CPU tier before serving; by default it is pinned in "
+        "the background and the tier's usable blocks grow while the engine already serves",
+    )
     b.add_argument("--json", metavar="PATH", help="also write the summary as JSON ('-': stdout)")
     b.add_argument(
         "--metrics-port",
@@ -327,6 +333,7 @@ def _bench(args: argparse.Namespace) -> int:
         tp=plan.tp,
         exit_hook=parse_exit_hook(os.environ.get(RANK_EXIT_ENV)) if plan.tp > 1 else None,
         remote_url=plan.remote_url,
+        tier_in_background=not args.tier_upfront,
     )
     try:
         engine = SimulatedEngine(cfg, on_snapshot=on_snapshot)

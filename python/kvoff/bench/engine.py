@@ -51,6 +51,29 @@ class EngineConfig:
     exit_hook: tuple[int, int] | None = None
     # --remote: the remote tier behind the CPU tier (kvoff.bench.remote).
     remote_url: str | None = None
+    # Serve while the CPU tier is allocated (pinned) in the background (False: pin it all
+    # first, as before the growing tier).
+    tier_in_background: bool = True
+
+
+@dataclass
+class Startup:
+    """How soon the engine served, and how fast its CPU tier was pinned; seconds from the
+    start of the engine's construction (KV tensors, tier, ranks)."""
+
+    tier_in_background: bool
+    # The end of the first step (requests admitted and computed), and of the first step that
+    # issued a store (the tier in use).
+    first_step_seconds: float | None = None
+    first_store_seconds: float | None = None
+    # The end of the first step by which every rank reported its tier whole.
+    tier_ready_seconds: float | None = None
+    # The usable CPU blocks (minimum over ranks) when the run ended.
+    usable_blocks_at_end: int = 0
+    # Per rank, seconds its tier took to allocate (pin) whole, from the tier's start; and the
+    # rate of the slowest: one rank's tier bytes over its seconds, in GiB/s.
+    alloc_seconds_by_rank: dict[int, float] = field(default_factory=dict)
+    pinning_gib_per_s: float | None = None
 
 
 @dataclass
@@ -102,6 +125,7 @@ class EngineTotals:
     # --remote: the remote tier's counters (scheduler and ranks) and what was left unwritten.
     remote: RemoteTally | None = None
     remote_unsettled_at_exit: int = 0
+    startup: Startup | None = None
 
 
 class SimulatedEngine:
@@ -119,9 +143,16 @@ class SimulatedEngine:
         on_snapshot: Callable[[OffloadingConnectorStats, RankSnapshots], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._born = time.perf_counter()
         self.stats = StatsAccumulator()
+        # A tier pinned in the background starts with nothing usable; the ranks' outputs raise
+        # the limit (OffloadingScheduler, "growing tier").
         self.manager = OffloadingManager(
-            cfg.num_cpu_blocks, block_size=cfg.cpu_block_size, policy=cfg.policy, stats=self.stats
+            cfg.num_cpu_blocks,
+            block_size=cfg.cpu_block_size,
+            policy=cfg.policy,
+            stats=self.stats,
+            usable_blocks=0 if cfg.tier_in_background else None,
         )
         # With --remote the scheduler asks the remote tier (lookups) from this process; each
         # rank fetches and writes its shard's blocks from its own.
@@ -150,6 +181,7 @@ class SimulatedEngine:
             rank=0,
             tp=cfg.tp,
             remote_url=cfg.remote_url,
+            tier_in_background=cfg.tier_in_background,
         )
         # One rank shares this process and its accumulator, as an engine without tensor
         # parallelism would; N ranks are N processes, each recording into its own.
@@ -158,7 +190,12 @@ class SimulatedEngine:
         )
         self.rank_infos: list[RankInfo] = self.ranks.infos
         self.rank_results: list[RankResult] = []
-        self.totals = EngineTotals(remote=RemoteTally() if self.remote is not None else None)
+        self.totals = EngineTotals(
+            remote=RemoteTally() if self.remote is not None else None,
+            startup=Startup(cfg.tier_in_background),
+        )
+        # Ranks whose tier is whole, with the seconds it took them (from their tier's start).
+        self._alloc_seconds: dict[int, float] = {}
         self.on_snapshot = on_snapshot
         rng = np.random.default_rng(cfg.seed)
         # Shuffled so a request's GPU blocks are scattered, as in a long-running engine.
@@ -297,14 +334,36 @@ class SimulatedEngine:
 
         t0 = time.perf_counter()
         self._apply(replies, failures)
+        self._note_startup(bool(meta.stores))
         # The scheduler's view, not a worker's: it holds once every rank has loaded.
         loaded = sched.take_finished_loading()
         failed = sched.take_failed_loads()
         book += time.perf_counter() - t0
         self._after_output(loaded, failed, finished, book, replies)
 
+    def _note_startup(self, stored: bool) -> None:
+        s = self.totals.startup
+        assert s is not None
+        now = time.perf_counter() - self._born
+        if s.first_step_seconds is None:
+            s.first_step_seconds = now
+        if stored and s.first_store_seconds is None:
+            s.first_store_seconds = now
+        s.usable_blocks_at_end = self.scheduler.usable_cpu_blocks
+        if s.tier_ready_seconds is None and len(self._alloc_seconds) == self.cfg.tp:
+            # The first step after which every rank had its whole tier (to a step's precision).
+            s.tier_ready_seconds = now
+            s.alloc_seconds_by_rank = dict(sorted(self._alloc_seconds.items()))
+            slowest = max(self._alloc_seconds.values())
+            cfg = self.cfg
+            rank_bytes = cfg.num_cpu_blocks * cfg.cpu_block_size * cfg.shape.bytes_per_token()
+            rank_bytes //= cfg.tp
+            s.pinning_gib_per_s = rank_bytes / 2**30 / slowest if slowest > 0 else None
+
     def _apply(self, replies: list[StepReply], failures: list[RankFailure]) -> None:
         for reply in replies:
+            if reply.cpu_alloc_seconds is not None:
+                self._alloc_seconds.setdefault(reply.output.rank, reply.cpu_alloc_seconds)
             self.scheduler.update_from_output(reply.output)
         self._jobs_in_flight = max((r.jobs_in_flight for r in replies), default=0)
         for failure in failures:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from kvoff._core import Direction
-from kvoff.bench.engine import EngineTotals, RankFailed
+from kvoff.bench.engine import EngineTotals, RankFailed, Startup
 from kvoff.bench.ranks import RankInfo, RankResult
 from kvoff.bench.remote import RemoteSummary, render_remote
 
@@ -80,6 +80,8 @@ class Summary:
     rank_failures: list[RankFailed]
     # --remote only: which tier served the hits, and what the remote tier did.
     remote: RemoteSummary | None = None
+    # Time to the first served step and the tier's pinning rate (the growing tier).
+    startup: Startup | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -180,6 +182,25 @@ def summarize(
         ranks=ranks,
         rank_failures=list(totals.rank_failures),
         remote=remote,
+        startup=totals.startup,
+    )
+
+
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f} s"
+
+
+def _render_startup(st: Startup, capacity: int) -> str:
+    how = "tier pinned in the background" if st.tier_in_background else "tier pinned first"
+    rate = (
+        f"{st.pinning_gib_per_s:.2f} GiB/s"
+        if st.pinning_gib_per_s is not None
+        else f"not whole by the end ({st.usable_blocks_at_end} of {capacity} blocks usable)"
+    )
+    return (
+        f"{how}: first step {_seconds(st.first_step_seconds)}, first store"
+        f" {_seconds(st.first_store_seconds)}, tier whole {_seconds(st.tier_ready_seconds)};"
+        f" pinning {rate}"
     )
 
 
@@ -201,6 +222,8 @@ def render(s: Summary) -> str:
             f" ({s.tokens_from_cpu / max(s.tokens_prompt, 1):.1%})",
         ),
     ]
+    if s.startup is not None:
+        rows.append(("start-up", _render_startup(s.startup, s.cpu_capacity_blocks)))
     if s.remote is not None:
         rows += render_remote(s.remote)
     for d, t in s.transfers.items():

@@ -43,6 +43,9 @@ class ShardConfig:
     tp: int = 1
     # --remote: the remote tier's URL (this rank fetches and writes its shard's keys).
     remote_url: str | None = None
+    # Allocate (pin) the CPU tier in the background and serve meanwhile (the scheduler's
+    # usable limit follows each output's ready_cpu_blocks), or all of it before serving.
+    tier_in_background: bool = True
 
 
 @dataclass
@@ -57,6 +60,8 @@ class StepReply:
     snapshot: OffloadingConnectorStats | None = None
     # --remote: the rank's remote-tier counters since its last reply (RemoteStats.take()).
     remote_stats: dict[str, Any] | None = None
+    # Seconds the rank's CPU tier took to allocate (and pin) whole; None while it still is.
+    cpu_alloc_seconds: float | None = None
 
 
 class KvShard:
@@ -85,7 +90,12 @@ class KvShard:
             for _ in range(shape.num_layers)
         ]
         self.transfer = CpuGpuTransfer(
-            self.kv, cfg.gpu_block_size, cfg.cpu_block_size, cfg.num_cpu_blocks, layout="kv_split"
+            self.kv,
+            cfg.gpu_block_size,
+            cfg.cpu_block_size,
+            cfg.num_cpu_blocks,
+            layout="kv_split",
+            alloc_in_background=cfg.tier_in_background,
         )
         self.remote: RemoteTier | None = None
         if cfg.remote_url is not None:
@@ -174,4 +184,10 @@ class KvShard:
     def _reply(self, out: WorkerOutput) -> StepReply:
         times, self._times = self._times, {d: [] for d in Direction.GPU}
         remote = self.remote.stats.take() if self.remote is not None else None
-        return StepReply(out, self.worker.num_jobs_in_flight, times, remote_stats=remote)
+        return StepReply(
+            out,
+            self.worker.num_jobs_in_flight,
+            times,
+            remote_stats=remote,
+            cpu_alloc_seconds=self.transfer.cpu_alloc_seconds,
+        )

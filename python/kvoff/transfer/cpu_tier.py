@@ -25,10 +25,12 @@ every page in the allocating thread.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Set
 
 import torch
@@ -97,6 +99,18 @@ def allocate_chunk(nbytes: int, pin: bool, method: str = "alloc") -> torch.Tenso
     return chunk
 
 
+# Tiers whose allocating thread may still run. At exit each is stopped and joined: a daemon
+# thread still inside torch when the interpreter finalizes aborts the process ("terminate
+# called without an active exception") as it comes back for the GIL.
+_LIVE: weakref.WeakSet[CpuTier] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for tier in list(_LIVE):
+        tier.close(wait=True)
+
+
 class CpuTier:
     """``num_blocks`` CPU blocks of ``block_bytes`` each, in chunks of whole blocks.
 
@@ -141,6 +155,7 @@ class CpuTier:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._allocate, name="kvoff-cpu-tier", daemon=True)
         self._foreground = not background
+        _LIVE.add(self)
         self._thread.start()
         if not background:
             self._done.wait()
@@ -152,6 +167,11 @@ class CpuTier:
         try:
             if self.cpus is not None:
                 os.sched_setaffinity(0, self.cpus)  # this thread only (Linux)
+            if not self._foreground:
+                # Zero-filling is page faults, which more threads barely speed up (0.85 GiB/s
+                # with one or two on the 2-core dev VM); one thread leaves the other cores to
+                # the transfers and the engine. (OpenMP: this thread's team only.)
+                torch.set_num_threads(1)
             if self.pinned and self._device is not None:
                 # Pinning needs a context; use the tier's device, never create one on device 0.
                 torch.cuda.set_device(self._device)
@@ -198,9 +218,12 @@ class CpuTier:
             self._done.wait(0.005 if left is None else min(0.005, left))
         return self.ready_blocks
 
-    def close(self) -> None:
-        """Stop allocating after the chunk in progress (what is ready stays usable)."""
+    def close(self, wait: bool = False) -> None:
+        """Stop allocating after the chunk in progress (what is ready stays usable); with
+        ``wait``, return once that chunk is done and the thread has ended."""
         self._stop.set()
+        if wait and self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def __del__(self) -> None:
         # Registered memory must be unregistered before it is freed (the engine synchronized
