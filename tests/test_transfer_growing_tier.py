@@ -201,3 +201,30 @@ def test_no_placement_where_it_cannot_help(
 ) -> None:
     bus = _fake_sysfs(tmp_path, nodes, gpu_node)
     assert allocation_cpus(bus, tmp_path) == (None, None)
+
+
+_EXIT_WHILE_ALLOCATING = """
+import torch
+from kvoff.transfer import CpuGpuTransfer
+kv = [torch.zeros(2, 64, 16, 64, dtype=torch.bfloat16) for _ in range(2)]
+t = CpuGpuTransfer(kv, 16, 64, 4096, layout="kv_split", alloc_in_background=True)
+print(t.ready_cpu_blocks < 4096)
+"""
+
+
+def test_exiting_while_the_tier_is_allocated_ends_cleanly() -> None:
+    # A process that exits with its tier half allocated (a short bench, an engine that
+    # fails early): the thread was killed inside torch as the interpreter finalized, and the
+    # process aborted (status 134, "terminate called without an active exception").
+    import subprocess
+    import sys
+
+    import kvoff
+
+    # The kvoff under test, whatever the relative PYTHONPATH this run was started with.
+    env = {**os.environ, "PYTHONPATH": str(Path(kvoff.__file__).resolve().parents[1])}
+    run = subprocess.run(
+        [sys.executable, "-c", _EXIT_WHILE_ALLOCATING],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert (run.returncode, run.stdout, run.stderr) == (0, "True\n", "")
