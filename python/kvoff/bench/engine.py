@@ -126,6 +126,9 @@ class EngineTotals:
     remote: RemoteTally | None = None
     remote_unsettled_at_exit: int = 0
     startup: Startup | None = None
+    # CPU tensors: per direction, bytes and seconds of the copy_ baseline (host_baseline.py).
+    copy_bytes: dict[str, int] = field(default_factory=dict)
+    copy_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class SimulatedEngine:
@@ -410,6 +413,9 @@ class SimulatedEngine:
         for reply in replies:
             for d, times in reply.transfer_times.items():
                 t.transfer_times[d].extend(times)
+            for d, samples in reply.copy_samples.items():
+                t.copy_bytes[d] = t.copy_bytes.get(d, 0) + sum(n for n, _ in samples)
+                t.copy_seconds[d] = t.copy_seconds.get(d, 0.0) + sum(s for _, s in samples)
             if reply.snapshot is not None:
                 rank = reply.output.rank
                 rank_snaps.append((rank, reply.snapshot))

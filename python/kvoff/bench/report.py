@@ -27,7 +27,9 @@ class DirectionSummary:
     gb_per_s: float
     p50_ms: float
     p99_ms: float
-    # The same run's single large pinned copy in this direction (CUDA only), and our share of it.
+    # The same run's yardstick in this direction, and our share of it: on CUDA one large
+    # pinned copy (the link); on CPU tensors a plain copy_ of each transfer's bytes, timed
+    # right after it (Summary.baseline says which).
     link_gb_per_s: float | None
     fraction_of_link: float | None
 
@@ -82,6 +84,8 @@ class Summary:
     remote: RemoteSummary | None = None
     # Time to the first served step and the tier's pinning rate (the growing tier).
     startup: Startup | None = None
+    # What link_gb_per_s measures: "link" (CUDA) or "copy_" (CPU tensors), or None.
+    baseline: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -131,6 +135,10 @@ def summarize(
 ) -> Summary:
     """``stats`` is the ``to_dict()`` of all interval snapshots aggregated, ``rank_stats``
     the same per rank (with one rank, ``stats`` itself)."""
+    baseline = "link" if link else None
+    if link is None and totals.copy_seconds:
+        baseline = "copy_"
+        link = {d: totals.copy_bytes[d] / s / 1e9 for d, s in totals.copy_seconds.items() if s > 0}
     transfers = _directions(stats, totals.transfer_times, link)
     results = {r.rank: r for r in rank_results}
     failed = {f.rank for f in totals.rank_failures}
@@ -183,6 +191,7 @@ def summarize(
         rank_failures=list(totals.rank_failures),
         remote=remote,
         startup=totals.startup,
+        baseline=baseline,
     )
 
 
@@ -227,8 +236,10 @@ def render(s: Summary) -> str:
     if s.remote is not None:
         rows += render_remote(s.remote)
     for d, t in s.transfers.items():
+        yardstick = "copy_'s" if s.baseline == "copy_" else "the link's"
+        same = " for the same bytes" if s.baseline == "copy_" else ""
         link = (
-            f" ({t.fraction_of_link:.2f} of the link's {t.link_gb_per_s:.1f} GB/s)"
+            f" ({t.fraction_of_link:.2f} of {yardstick} {t.link_gb_per_s:.1f} GB/s{same})"
             if t.fraction_of_link is not None and t.link_gb_per_s is not None
             else ""
         )

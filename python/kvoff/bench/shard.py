@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from kvoff._core import Direction, JobTracker, OffloadingConnectorStats, StatsAccumulator
+from kvoff.bench.host_baseline import CopyBaseline
 from kvoff.bench.presets import ModelShape
 from kvoff.connector import OffloadingWorker, StepMetadata, WorkerOutput
 from kvoff.transfer import CpuGpuTransfer, TransferResult
@@ -62,6 +63,8 @@ class StepReply:
     remote_stats: dict[str, Any] | None = None
     # Seconds the rank's CPU tier took to allocate (and pin) whole; None while it still is.
     cpu_alloc_seconds: float | None = None
+    # CPU tensors: per direction, (bytes, seconds) of a plain copy_ of each transfer's bytes.
+    copy_samples: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 class KvShard:
@@ -116,6 +119,7 @@ class KvShard:
         self.blocks_verified = 0
         self._mismatch = torch.zeros((), dtype=torch.int64, device=self.device)
         self._times: dict[str, list[float]] = {d: [] for d in Direction.GPU}
+        self._baseline = CopyBaseline() if self.device.type == "cpu" else None
 
     def step(
         self, meta: StepMetadata, computing: Sequence[Blocks], finished: list[str]
@@ -180,6 +184,8 @@ class KvShard:
     def _on_result(self, result: TransferResult) -> None:
         if result.success:
             self._times[result.transfer_type].append(result.transfer_time)
+            if self._baseline is not None:
+                self._baseline.sample(result.transfer_type, result.transfer_size)
 
     def _reply(self, out: WorkerOutput) -> StepReply:
         times, self._times = self._times, {d: [] for d in Direction.GPU}
@@ -190,4 +196,5 @@ class KvShard:
             times,
             remote_stats=remote,
             cpu_alloc_seconds=self.transfer.cpu_alloc_seconds,
+            copy_samples=self._baseline.take() if self._baseline is not None else {},
         )
