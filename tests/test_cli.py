@@ -63,6 +63,16 @@ def test_summary_table_is_printed(summary: dict[str, Any]) -> None:
         assert "device cpu (CPU tensors (no CUDA))" in run.stderr
 
 
+def test_each_direction_is_measured_against_the_same_runs_yardstick(
+    summary: dict[str, Any],
+) -> None:
+    # CPU tensors: a plain copy_ of each transfer's bytes; CUDA: one large pinned copy.
+    assert summary["baseline"] == ("link" if torch.cuda.is_available() else "copy_")
+    for d in summary["transfers"].values():
+        assert d["link_gb_per_s"] > 0
+        assert d["fraction_of_link"] == pytest.approx(d["gb_per_s"] / d["link_gb_per_s"])
+
+
 def test_the_tier_grows_while_the_engine_serves(summary: dict[str, Any]) -> None:
     st = summary["startup"]
     assert st["tier_in_background"] is True
