@@ -112,7 +112,7 @@ _ENGINE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
      "Store requests refused for lack of a free or evictable CPU block."),
 )  # fmt: skip
 _GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("cpu_capacity_blocks", "capacity_blocks", "CPU tier capacity, in blocks."),
+    ("cpu_capacity_blocks", "capacity_blocks", "CPU tier usable capacity, in blocks."),
     ("cpu_resident_blocks", "resident_blocks", "Blocks held in the CPU tier."),
     ("cpu_pinned_blocks", "pinned_blocks", "CPU blocks pinned by in-flight loads or stores."),
 )
