@@ -173,6 +173,37 @@ def test_a_bad_or_shrinking_count_is_refused_and_nothing_of_the_output_is_applie
     assert sched.manager.block_state(11) == 0
 
 
+def test_a_store_refused_while_the_tier_grows_is_asked_again_once_there_is_room() -> None:
+    sched, _ = _scheduler(2, capacity=4)
+    hashes, gpu = [10, 11, 12, 13], [5, 6, 7, 8]
+    assert sched.get_num_new_matched_tokens("R", hashes, 17, 0) == 0
+    sched.update_state_after_alloc("R", hashes, gpu, 0, 0)
+    step = RequestStep("R", hashes, gpu, 17)
+    assert sched.build_step([step]).stores == []  # nothing usable yet
+    sched.update_from_output(WorkerOutput(rank=0, ready_cpu_blocks=4))
+    assert sched.build_step([step]).stores == []  # rank 1 has pinned nothing
+    sched.update_from_output(WorkerOutput(rank=1, ready_cpu_blocks=1))
+    assert sched.build_step([step]).stores == []  # room for one of the two blocks: all or none
+    sched.update_from_output(WorkerOutput(rank=1, ready_cpu_blocks=2))
+    (store,) = sched.build_step([step]).stores
+    assert (store.gpu_block_ids.tolist(), store.cpu_block_ids.tolist()) == ([5, 6, 7, 8], [0, 1])
+    assert sched.build_step([step]).stores == []  # stored: not asked again
+    assert sched.manager.allocation_failures == 3
+
+
+def test_once_the_tier_is_whole_a_refused_store_is_not_retried() -> None:
+    sched, _ = _scheduler(1, capacity=2)
+    sched.update_from_output(WorkerOutput(rank=0, ready_cpu_blocks=2))
+    a, b = [1, 2, 3, 4, 5, 6], [21, 22, 23, 24, 25, 26]
+    for req, hashes in (("A", a), ("B", b)):
+        assert sched.get_num_new_matched_tokens(req, hashes, 25, 0) == 0
+        sched.update_state_after_alloc(req, hashes, list(range(6)), 0, 0)
+    # A's 3 CPU blocks can never fit a 2-block tier: refused once, then left alone.
+    assert sched.build_step([RequestStep("A", a, list(range(6)), 25)]).stores == []
+    assert sched.build_step([RequestStep("A", a, list(range(6)), 25)]).stores == []
+    assert sched.manager.allocation_failures == 1
+
+
 # Property: over any interleaving of growth reports, stores and completions, no store names a
 # CPU block at or above the minimum every rank reported ready when its step was built.
 _event = st.one_of(

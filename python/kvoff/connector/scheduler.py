@@ -294,10 +294,13 @@ class OffloadingScheduler:
                 continue
             names = self.cpu_block_hashes(step.gpu_block_hashes, req.next_store_block, full)
             index_of = {h: req.next_store_block + i for i, h in enumerate(names)}
-            # A request that fails to get room does not retry those blocks: retrying every step
-            # would keep evicting for blocks the tier has already said it cannot hold.
-            req.next_store_block = full
             out = self.manager.prepare_store(names)
+            # A request that fails to get room does not retry those blocks: retrying every step
+            # would keep evicting for blocks the tier has already said it cannot hold. Unless
+            # the tier is still growing (its chunks being pinned): then room is coming, and a
+            # failed prepare_store evicted nothing, so the next step asks again.
+            if out is not None or self.manager.usable_blocks == self.manager.capacity:
+                req.next_store_block = full
             if out is None or not out.block_hashes_to_store:
                 continue
             ids = np.asarray(step.gpu_block_ids, dtype=np.int64)
