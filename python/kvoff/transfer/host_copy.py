@@ -8,15 +8,16 @@ copies 8 KiB rows at 0.6 GB/s with two threads, 3.2 GB/s with one). Here rows ar
 straight between the KV tensors and the tier, per region, in units of the widest element the
 layout allows (8 bytes for any usual KV cache):
 
-- a store's long run of adjacent CPU slots: ``torch.index_select(region, 0, ids, out=rows)``,
-  which writes the strided tier rows in place in one pass (numpy's ``take`` would buffer
-  them), with torch held to one thread;
+- a store's run of adjacent CPU slots (from 32 KiB of rows per region):
+  ``torch.index_select(region, 0, ids, out=rows)``, which writes the strided tier rows in
+  place in one pass (numpy's ``take`` would buffer them), with torch held to one thread;
 - everything else in numpy, whose calls cost about a microsecond where torch's cost several: a
   load's run is ``region[ids] = rows[run]`` (a fancy assignment from a view, one pass; torch's
   ``index_copy_`` is half as fast here), a store's short run ``rows[run] = region[ids]``.
   A load sees each row as one element (a numpy ``void`` of the row's bytes), so each row is one
-  ``memcpy`` rather than an element loop: 1.05-1.5x the int64 form on the 2-core VM, on the
-  scattered 8 KiB rows of the small preset (stores gained nothing, and keep the int64 form).
+  ``memcpy`` rather than an element loop: in interleaved medians on the 2-core VM, 1.0-1.1x
+  the int64 form through ``transfer_async`` (1.05-1.5x in a numpy-only probe) on the small
+  preset's scattered 8 KiB rows; a store's short run gained nothing from it.
 
 A job whose CPU ids are consecutive is one run, one call per region. A fragmented job (more
 runs than batches) is copied instead in batches of about 256 KiB of rows per region, slots
@@ -71,6 +72,12 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 _BATCH_BYTES = 256 << 10  # rows copied per call of a fragmented job: a temporary that stays in L2
+# A store's run from this many bytes of rows per region is one torch.index_select into the tier
+# rows (in place, no temporary), below it numpy (a temporary, then a copy: two passes, but a
+# microsecond a call where torch's costs several). On the 2-core VM, cache-cold, torch's
+# gather of 8 KiB rows ran at 5-7 GB/s against numpy's 4.6-5.8 from 16 rows (128 KiB) on,
+# and even with 4 rows; with 1 KiB rows the two met at about 32 KiB.
+_TORCH_STORE_BYTES = 32 << 10
 
 
 class HostCopier:
@@ -91,6 +98,8 @@ class HostCopier:
         ]
         longest = max(b - a for a, b in self._spans)
         self._batch = max(1, _BATCH_BYTES // (longest * w))  # rows per batch
+        # A store's run of at least this many rows goes through torch (see copy_rows).
+        self._torch_rows = max(1, _TORCH_STORE_BYTES // (longest * w))
         self._chunk_rows: dict[int, list[torch.Tensor]] = {}
         self._chunk_np_rows: dict[int, list[Rows]] = {}
         self._chunk_void_rows: dict[int, list[Rows]] = {}
@@ -148,8 +157,8 @@ class HostCopier:
         first (a run), or the given slots (a batch)."""
         rows, np_rows, void_rows = self._tier_rows(chunk)
         where = slice(slots, slots + gpu_ids.size) if isinstance(slots, int) else slots
-        if store and isinstance(slots, int) and gpu_ids.size >= self._batch:
-            # A long run: torch writes the strided tier rows in place, in one pass.
+        if store and isinstance(slots, int) and gpu_ids.size >= self._torch_rows:
+            # A run: torch writes the strided tier rows in place, in one pass.
             ids = torch.from_numpy(gpu_ids)
             for region, tier_rows in zip(self._regions, rows, strict=True):
                 torch.index_select(region, 0, ids, out=tier_rows[where])
