@@ -121,7 +121,9 @@ def pin_rate(gib: float, methods: list[str], chunks_mib: list[int]) -> list[dict
     return rows
 
 
-def _timed_jobs(t: CpuGpuTransfer, first_cpu: int, n: int, jid: list[int]) -> dict[str, list]:
+def _timed_jobs(
+    t: CpuGpuTransfer, first_cpu: int, n: int, jid: list[int]
+) -> dict[str, list[float]]:
     """``n`` stores then loads of 32 MiB each (wall-clock, and host time of transfer_async)."""
     cpu_blocks = JOB_GPU_BLOCKS // t.gpu_blocks_per_cpu_block
     out: dict[str, list[float]] = {"store": [], "load": [], "store_host": [], "load_host": []}
@@ -187,11 +189,11 @@ def wait_while_pinning(
                 "store_host_idle": _stats(idle["store_host"]),
             }
             rows.append(row)
-            s = row["store_while_pinning"]
+            busy_s = _stats(busy["store"]) if busy["store"] else {"p50_ms": 0.0, "max_ms": 0.0}
             print(
                 f"wait {method} {chunk} MiB: store p50/max while pinning "
-                f"{s['p50_ms'] if s else float('nan'):.2f}/{s['max_ms'] if s else float('nan'):.2f}"
-                f" ms, idle {row['store_idle']['p50_ms']:.2f} ms",
+                f"{busy_s['p50_ms']:.2f}/{busy_s['max_ms']:.2f} ms, idle "
+                f"{_stats(idle['store'])['p50_ms']:.2f} ms",
                 file=sys.stderr,
             )
             del t

@@ -35,7 +35,7 @@ class UsableLimit:
         try:
             if isinstance(ready, bool):
                 raise TypeError
-            n = operator.index(ready)  # type: ignore[call-overload]
+            n = operator.index(ready)  # type: ignore[arg-type]
         except TypeError:
             raise InvalidArgumentError(
                 f"rank {rank}: WorkerOutput.ready_cpu_blocks must be a non-negative int or "
