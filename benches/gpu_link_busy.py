@@ -49,8 +49,18 @@ def _keep_events() -> None:
     lane.enqueue = recording_enqueue  # type: ignore[method-assign]
 
 
-def _direction(ref: Any, jobs: list[tuple[int, Any, Any]], link: float | None) -> dict[str, Any]:
-    spans = sorted((ref.elapsed_time(s) / 1e3, ref.elapsed_time(e) / 1e3, b) for b, s, e in jobs)
+Span = tuple[float, float, int]  # start and end seconds after the reference event, bytes
+
+
+def _spans(ref: Any, jobs: list[tuple[int, Any, Any]]) -> list[Span]:
+    return sorted((ref.elapsed_time(s) / 1e3, ref.elapsed_time(e) / 1e3, b) for b, s, e in jobs)
+
+
+def _overlaps(span: Span, others: list[Span]) -> bool:
+    return any(s < span[1] and span[0] < e for s, e, _ in others)
+
+
+def _direction(spans: list[Span], other: list[Span], link: float | None) -> dict[str, Any]:
     total = sum(b for _, _, b in spans)
     summed = sum(e - s for s, e, _ in spans)
     busy, reach = 0.0, float("-inf")
@@ -67,11 +77,46 @@ def _direction(ref: Any, jobs: list[tuple[int, Any, Any]], link: float | None) -
         "gb_per_s_over_sum": total / summed / 1e9 if summed else 0.0,
         "gb_per_s_over_busy": total / busy / 1e9 if busy else 0.0,
     }
+    # Jobs that ran while the other direction was moving too share the host link both ways.
+    alone = [sp for sp in spans if not _overlaps(sp, other)]
+    for name, subset in (
+        ("alone", alone),
+        ("with_other_direction", [x for x in spans if x not in alone]),
+    ):
+        secs = sum(e - s for s, e, _ in subset)
+        out[f"jobs_{name}"] = len(subset)
+        out[f"gb_per_s_{name}"] = sum(b for _, _, b in subset) / secs / 1e9 if secs else 0.0
     if link:
         out["link_gb_per_s"] = link
+        out["fraction_alone"] = out["gb_per_s_alone"] / link
+        out["fraction_with_other_direction"] = out["gb_per_s_with_other_direction"] / link
         out["fraction_over_sum"] = out["gb_per_s_over_sum"] / link
         out["fraction_over_busy"] = out["gb_per_s_over_busy"] / link
     return out
+
+
+def _both_ways_probe(nbytes: int = 256 << 20, reps: int = 5) -> dict[str, float]:
+    """GB/s of each direction while both copy at once (one copy each, two streams), median."""
+    host = [torch.empty(nbytes, dtype=torch.uint8, pin_memory=True) for _ in (0, 1)]
+    dev = [torch.empty(nbytes, dtype=torch.uint8, device="cuda") for _ in (0, 1)]
+    streams = [torch.cuda.Stream() for _ in (0, 1)]  # type: ignore[no-untyped-call]
+    rates: dict[str, list[float]] = {"GPU_to_CPU": [], "CPU_to_GPU": []}
+    for _ in range(reps + 1):
+        torch.cuda.synchronize()
+        marks = []
+        for (name, dst, src), s in zip(
+            (("GPU_to_CPU", host[0], dev[0]), ("CPU_to_GPU", dev[1], host[1])), streams, strict=True
+        ):
+            e0, e1 = (torch.cuda.Event(enable_timing=True) for _ in (0, 1))  # type: ignore[no-untyped-call]
+            with torch.cuda.stream(s):
+                e0.record(s)
+                dst.copy_(src, non_blocking=True)
+                e1.record(s)
+            marks.append((name, e0, e1))
+        torch.cuda.synchronize()
+        for name, e0, e1 in marks:
+            rates[name].append(nbytes / (e0.elapsed_time(e1) / 1e3) / 1e9)
+    return {k: sorted(v[1:])[reps // 2] for k, v in rates.items()}
 
 
 def main() -> int:
@@ -89,10 +134,14 @@ def main() -> int:
     torch.cuda.synchronize()
     summary = json.loads(bench_json.read_text())
     report: dict[str, Any] = {"bench_exit": rc, "bench_transfers": summary.get("transfers")}
+    spans = {
+        store: _spans(ref, [(b, s, e) for st, b, s, e in _jobs if st == store])
+        for store in (True, False)
+    }
     for store, name in ((True, "GPU_to_CPU"), (False, "CPU_to_GPU")):
-        jobs = [(b, s, e) for st, b, s, e in _jobs if st == store]
         link = (summary.get("transfers", {}).get(name) or {}).get("link_gb_per_s")
-        report[name] = _direction(ref, jobs, link)
+        report[name] = _direction(spans[store], spans[not store], link)
+    report["both_ways_copy_gb_per_s"] = _both_ways_probe()
     args.out.write_text(json.dumps(report, indent=2, sort_keys=True))
     for name in ("GPU_to_CPU", "CPU_to_GPU"):
         r = report[name]
@@ -100,8 +149,12 @@ def main() -> int:
             f"{name}: {r['jobs']} jobs, {r['bytes'] / 1e9:.2f} GB; over the sum of job times "
             f"{r['gb_per_s_over_sum']:.1f} GB/s ({r.get('fraction_over_sum', 0):.3f} of the link), "
             f"over the busy time {r['gb_per_s_over_busy']:.1f} GB/s "
-            f"({r.get('fraction_over_busy', 0):.3f}); overlap {r['overlap_seconds'] * 1e3:.1f} ms"
+            f"({r.get('fraction_over_busy', 0):.3f}); overlap {r['overlap_seconds'] * 1e3:.1f} ms;"
+            f" {r['jobs_alone']} jobs alone {r['gb_per_s_alone']:.1f} GB/s, "
+            f"{r['jobs_with_other_direction']} beside the other direction "
+            f"{r['gb_per_s_with_other_direction']:.1f} GB/s"
         )
+    print(f"both ways at once, one 256 MiB copy each: {report['both_ways_copy_gb_per_s']}")
     return rc
 
 
