@@ -131,6 +131,7 @@ class StepRecord:
     removed: list[bytes] = field(default_factory=list)  # BlockRemoved hashes, medium CPU
     preempted: list[str] = field(default_factory=list)  # requests preempted by this schedule
     load_errors: list[int] = field(default_factory=list)  # GPU blocks reported invalid
+    flushed: list[tuple[str, list[int]]] = field(default_factory=list)  # stores flushed: req, ids
 
 
 class Engine:
@@ -211,6 +212,7 @@ class Engine:
         # What the worker reported in each step, per rank: vLLM's TransferResults.
         self.transfer_results: list[list[Any]] = [[] for _ in range(tp)]
         self.manager_events: list[Any] = []  # raw OffloadingEvents, with record_manager_events()
+        self._store_jobs: dict[int, tuple[str, list[int]]] = {}  # every store job: req, CPU ids
         # Per rank: load jobs submitted, not yet reported -> (request, GPU ids, first index).
         self._unchecked: list[dict[int, tuple[str, list[int], int]]] = [{} for _ in range(tp)]
         self._ctx = ForwardContext(no_compile_layers={}, attn_metadata={}, slot_mapping={})
@@ -353,6 +355,10 @@ class Engine:
         for job_id in sorted(meta.store_jobs):
             job = meta.store_jobs[job_id]
             rec.stores.append((job.req_id, [int(x) for x in job.dst_spec.block_ids]))
+            self._store_jobs[job_id] = rec.stores[-1]
+        rec.flushed = [
+            self._store_jobs[j] for j in sorted(meta.jobs_to_flush or ()) if j in self._store_jobs
+        ]
 
         # Every rank gets the same metadata, as the scheduler broadcasts it; each must see the
         # jobs as sent (handle_preemptions pops flushed stores from the object it is given).
@@ -363,6 +369,10 @@ class Engine:
             w = self.worker_connectors[rank]
             m = metas[rank]
             w.handle_preemptions(m)
+            # vLLM frees a preempted request's blocks after this call: what it flushes must be
+            # written by now (kvoff's worker waited for it).
+            unflushed = set(m.jobs_to_flush or ()) & self.worker(rank).in_flight()
+            assert not unflushed, f"rank {rank}: jobs {sorted(unflushed)} not flushed"
             w.bind_connector_metadata(m)
             w.start_load_kv(self._ctx)
             for job_id, job in m.load_jobs.items():
