@@ -145,6 +145,7 @@ class Engine:
         max_num_batched_tokens: int = 256,
         tp: int = 1,
         max_num_seqs: int = 16,
+        kv_load_failure_policy: str = "fail",
     ) -> None:
         self.num_gpu_blocks = num_gpu_blocks
         self.tp = tp
@@ -156,6 +157,7 @@ class Engine:
             max_num_batched_tokens,
             tp,
             max_num_seqs,
+            kv_load_failure_policy,
         )
         self.vllm_config = vllm_config
         spec = FullAttentionSpec(
@@ -212,6 +214,7 @@ class Engine:
         # What the worker reported in each step, per rank: vLLM's TransferResults.
         self.transfer_results: list[list[Any]] = [[] for _ in range(tp)]
         self.manager_events: list[Any] = []  # raw OffloadingEvents, with record_manager_events()
+        self.load_gpu_blocks: list[tuple[str, list[int]]] = []  # every load: req, GPU ids
         self._store_jobs: dict[int, tuple[str, list[int]]] = {}  # every store job: req, CPU ids
         # Per rank: load jobs submitted, not yet reported -> (request, GPU ids, first index).
         self._unchecked: list[dict[int, tuple[str, list[int], int]]] = [{} for _ in range(tp)]
@@ -232,6 +235,7 @@ class Engine:
         max_tokens: int,
         tp: int,
         max_num_seqs: int,
+        load_failure_policy: str,
     ) -> VllmConfig:
         model = ModelConfig(model=str(model_dir), skip_tokenizer_init=True, dtype="float16", seed=0)
         sched = SchedulerConfig(
@@ -252,6 +256,7 @@ class Engine:
                 kv_connector_module_path=module_path,
                 kv_role="kv_both",
                 kv_connector_extra_config=dict(extra),
+                kv_load_failure_policy=load_failure_policy,
             ),
             kv_events_config=KVEventsConfig(enable_kv_cache_events=True, publisher="null"),
             device_config=DeviceConfig("cpu"),
@@ -352,6 +357,7 @@ class Engine:
             job = meta.load_jobs[job_id]
             ids = [int(x) for x in job.src_spec.block_ids]
             rec.loads.append((job.req_id, ids, len(job.dst_spec.block_ids)))
+            self.load_gpu_blocks.append((job.req_id, [int(x) for x in job.dst_spec.block_ids]))
         for job_id in sorted(meta.store_jobs):
             job = meta.store_jobs[job_id]
             rec.stores.append((job.req_id, [int(x) for x in job.dst_spec.block_ids]))
