@@ -131,7 +131,8 @@ class StepRecord:
     removed: list[bytes] = field(default_factory=list)  # BlockRemoved hashes, medium CPU
     preempted: list[str] = field(default_factory=list)  # requests preempted by this schedule
     load_errors: list[int] = field(default_factory=list)  # GPU blocks reported invalid
-    flushed: list[tuple[str, list[int]]] = field(default_factory=list)  # stores flushed: req, ids
+    # Jobs the scheduler asked the workers to flush: ("load" | "store", req, CPU ids).
+    flushed: list[tuple[str, str, list[int]]] = field(default_factory=list)
 
 
 class Engine:
@@ -216,6 +217,7 @@ class Engine:
         self.manager_events: list[Any] = []  # raw OffloadingEvents, with record_manager_events()
         self.load_gpu_blocks: list[tuple[str, list[int]]] = []  # every load: req, GPU ids
         self._store_jobs: dict[int, tuple[str, list[int]]] = {}  # every store job: req, CPU ids
+        self._jobs_seen: dict[int, tuple[str, str, list[int]]] = {}  # every job: kind, req, ids
         # Per rank: load jobs submitted, not yet reported -> (request, GPU ids, first index).
         self._unchecked: list[dict[int, tuple[str, list[int], int]]] = [{} for _ in range(tp)]
         self._ctx = ForwardContext(no_compile_layers={}, attn_metadata={}, slot_mapping={})
@@ -357,14 +359,14 @@ class Engine:
             job = meta.load_jobs[job_id]
             ids = [int(x) for x in job.src_spec.block_ids]
             rec.loads.append((job.req_id, ids, len(job.dst_spec.block_ids)))
+            self._jobs_seen[job_id] = ("load", job.req_id, ids)
             self.load_gpu_blocks.append((job.req_id, [int(x) for x in job.dst_spec.block_ids]))
         for job_id in sorted(meta.store_jobs):
             job = meta.store_jobs[job_id]
             rec.stores.append((job.req_id, [int(x) for x in job.dst_spec.block_ids]))
             self._store_jobs[job_id] = rec.stores[-1]
-        rec.flushed = [
-            self._store_jobs[j] for j in sorted(meta.jobs_to_flush or ()) if j in self._store_jobs
-        ]
+            self._jobs_seen[job_id] = ("store", *rec.stores[-1])
+        rec.flushed = [self._jobs_seen[j] for j in sorted(meta.jobs_to_flush or ())]
 
         # Every rank gets the same metadata, as the scheduler broadcasts it; each must see the
         # jobs as sent (handle_preemptions pops flushed stores from the object it is given).

@@ -166,7 +166,7 @@ def test_preempted_request_flushes_its_store_and_loads_back_on_resume(model_dir:
     # The scheduler flushes b's store of its block 2 (created the step before): the harness
     # checks that kvoff's worker waited for it before the blocks were handed to a.
     assert recs[at - 1].stores == [("a", [4]), ("b", [5])]
-    assert recs[at].flushed == [("b", [5])]
+    assert recs[at].flushed == [("store", "b", [5])]
     # b's store was waited for, so kvoff's worker reports it first; then a's.
     assert recs[at].stored == [*ext(eng, "b", range(2, 3)), *ext(eng, "a", range(2, 3))]
     # While b waits, a alone decodes on and stores each block it fills.

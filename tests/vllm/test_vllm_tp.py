@@ -81,3 +81,52 @@ def test_jobs_complete_only_when_both_ranks_report(model_dir: Path, connector: s
     eng.run()
     assert eng.finished == ["a", "b"]
     assert [len(results) for results in eng.transfer_results] == [2, 2]
+
+
+def test_a_sync_load_on_a_slow_rank_is_waited_for_when_its_request_is_preempted(
+    model_dir: Path,
+) -> None:
+    # A load within the step (sync_load_budget_bytes) that rank 1 has not reported yet is
+    # still a pending job when vLLM preempts its request (here through
+    # reset_prefix_cache(reset_running_requests=True)): the scheduler asks the ranks to flush
+    # it, and each waits for it before the request's blocks are used again (the harness checks
+    # that nothing flushed is still in flight after handle_preemptions).
+    extra = {
+        "cpu_bytes_to_use": TIER * CHUNK_BYTES * TP,
+        "sync_load_budget_bytes": 1_000_000,
+    }
+    eng = Engine(
+        model_dir,
+        extra,
+        kv_connector="KvoffConnector",
+        kv_connector_module_path="kvoff.vllm",
+        tp=TP,
+    )
+    eng.add("a", prompt(1, 40))
+    eng.run()
+    assert eng.scheduler.reset_prefix_cache()
+    eng.add("b", [*prompt(1, 40), *prompt(2, 20)], max_tokens=5)
+    loading = eng.step(hold=frozenset({1}))
+    assert loading.loads == [("b", [0, 1], 2)]
+    assert loading.stores == [("b", [2])]
+    # A sync load: b ran in this very step, on the blocks rank 0 reported loaded.
+    assert eng.requests["b"].status == RequestStatus.RUNNING
+    assert eng.loads_checked == 2
+    # Pinned: the two chunks being loaded (rank 1 has not reported) and the chunk allocated
+    # for b's third block, whose store goes out next step.
+    assert eng.manager.core.pinned == 3
+
+    assert eng.scheduler.reset_prefix_cache(reset_running_requests=True)
+    flush = eng.step()
+    assert flush.preempted == ["b"]
+    assert flush.flushed == [("load", "b", [0, 1]), ("store", "b", [2])]
+    assert eng.loads_checked == 4  # rank 1's load, reported after its wait, byte for byte
+    # Both flushed jobs are complete on both ranks: nothing pinned, b's third block announced.
+    assert eng.manager.core.pinned == 0
+    assert flush.stored == [maybe_convert_block_hash(eng.requests["b"].block_hashes[2])]
+    resumed = eng.step()
+    assert resumed.loads == [("b", [0, 1, 2], 3)]  # b's blocks come back, from both ranks
+    eng.run()
+    assert eng.loads_checked == 10
+    assert eng.finished == ["a", "b"]
+    assert eng.manager.core.pinned == 0
