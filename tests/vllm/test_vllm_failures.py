@@ -22,6 +22,7 @@ pytest.importorskip(
 from _engine import CHUNK_BYTES, Engine
 from vllm.v1.core.kv_cache_utils import maybe_convert_block_hash
 from vllm.v1.kv_offload.base import LookupResult, Medium, make_offload_key
+from vllm.v1.request import RequestStatus
 
 TIER = 8  # chunks
 
@@ -178,3 +179,22 @@ def test_store_failed_on_one_rank_completes_as_failed_once_both_report(model_dir
     assert [eng.manager.core.lookup(x) for x in k] == [LookupResult.MISS] * 2
     assert [r.success for r in eng.transfer_results[0]] == [True]
     assert [r.success for r in eng.transfer_results[1]] == [False]
+
+
+def test_failed_load_fails_the_request_under_vllms_default_policy(model_dir: Path) -> None:
+    eng = engine(model_dir)  # kv_load_failure_policy="fail", vLLM's default
+    eng.add("a", prompt(1, 40))
+    eng.run()
+    assert eng.scheduler.reset_prefix_cache()
+    eng.fail_next_transfer(rank=0, store=False)
+    eng.add("b", prompt(1, 40))
+    recs = eng.run()
+    assert flatten(recs, "loads") == [("b", [0, 1], 2)]
+    assert eng.requests["b"].status == RequestStatus.FINISHED_ERROR
+    assert eng.finished == ["a", "b"]
+    # The engine goes on: the chunks are unpinned and serve the next request.
+    assert eng.manager.core.pinned == 0
+    eng.add("c", prompt(1, 40))
+    recs = eng.run()
+    assert flatten(recs, "loads") == [("c", [0, 1], 2)]
+    assert eng.loads_checked == 2
