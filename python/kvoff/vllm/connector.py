@@ -68,8 +68,8 @@ class KvoffConnector(OffloadingConnector):
         offloading_config = build_offloading_config(vllm_config, kv_cache_config)
         self._canonical_layout = offloading_config.canonical_layout
         spec = OffloadingSpecFactory.create_spec(offloading_config)
-        self.connector_scheduler: KvoffConnectorScheduler | None = None  # type: ignore[assignment]
-        self.connector_worker: KvoffConnectorWorker | None = None  # type: ignore[assignment]
+        self.connector_scheduler: KvoffConnectorScheduler | None = None
+        self.connector_worker: KvoffConnectorWorker | None = None
         if role == KVConnectorRole.SCHEDULER:
             self.connector_scheduler = KvoffConnectorScheduler(spec, vllm_config, kv_cache_config)
         elif role == KVConnectorRole.WORKER:

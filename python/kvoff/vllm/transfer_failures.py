@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vllm.config import VllmConfig
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorWorkerMetadata
 from vllm.distributed.kv_transfer.kv_connector.v1.offloading.common import (
     OffloadingConnectorMetadata,
@@ -35,6 +36,8 @@ from vllm.distributed.kv_transfer.kv_connector.v1.offloading.scheduler import (
 from vllm.distributed.kv_transfer.kv_connector.v1.offloading.worker import (
     OffloadingConnectorWorker,
 )
+from vllm.v1.kv_cache_interface import KVCacheConfig
+from vllm.v1.kv_offload.base import GPULoadStoreSpec, OffloadingSpec
 from vllm.v1.outputs import KVConnectorOutput
 
 __all__ = ["KvoffConnectorScheduler", "KvoffConnectorWorker", "KvoffWorkerMetadata"]
@@ -65,15 +68,18 @@ class KvoffWorkerMetadata(OffloadingWorkerMetadata):
 class KvoffConnectorWorker(OffloadingConnectorWorker):
     """vLLM's worker side, except that a failed job is reported instead of asserted away."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, spec: OffloadingSpec, vllm_config: VllmConfig, kv_cache_config: KVCacheConfig
+    ) -> None:
+        super().__init__(spec, vllm_config, kv_cache_config)
         self._connector_worker_meta = KvoffWorkerMetadata()
         self._load_dst_blocks: dict[int, list[int]] = {}  # load job id -> GPU blocks it fills
         self._load_errors: set[int] = set()
 
     def start_kv_transfers(self, metadata: OffloadingConnectorMetadata) -> None:
         for job_id, job in metadata.load_jobs.items():
-            self._load_dst_blocks[job_id] = [int(b) for b in job.dst_spec.block_ids]  # type: ignore[attr-defined]
+            if isinstance(job.dst_spec, GPULoadStoreSpec):  # vLLM's worker asserts it is
+                self._load_dst_blocks[job_id] = [int(b) for b in job.dst_spec.block_ids]
         super().start_kv_transfers(metadata)
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str], set[str]]:
@@ -123,8 +129,10 @@ class KvoffConnectorWorker(OffloadingConnectorWorker):
 class KvoffConnectorScheduler(OffloadingConnectorScheduler):
     """vLLM's scheduler side, except that a store some rank failed is completed as failed."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, spec: OffloadingSpec, vllm_config: VllmConfig, kv_cache_config: KVCacheConfig
+    ) -> None:
+        super().__init__(spec, vllm_config, kv_cache_config)
         # Store jobs some rank reported failed, until every rank has reported them.
         self._failed_stores: set[int] = set()
 
