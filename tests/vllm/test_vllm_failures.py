@@ -198,3 +198,32 @@ def test_failed_load_fails_the_request_under_vllms_default_policy(model_dir: Pat
     recs = eng.run()
     assert flatten(recs, "loads") == [("c", [0, 1], 2)]
     assert eng.loads_checked == 2
+
+
+def test_worker_metadata_sums_failures_over_ranks_and_survives_pickling() -> None:
+    import pickle
+
+    from vllm.distributed.kv_transfer.kv_connector.v1.offloading.common import (
+        OffloadingWorkerMetadata,
+    )
+
+    from kvoff.vllm.transfer_failures import KvoffWorkerMetadata
+
+    rank0, rank1 = KvoffWorkerMetadata(), KvoffWorkerMetadata()
+    for job in (3, 4):
+        rank0.mark_completed(job)
+        rank1.mark_completed(job)
+    rank0.mark_failed(4)
+    rank1.mark_failed(4)
+    rank0.transfer_stats.store.record(4096, 0.5)
+    merged = rank0.aggregate(rank1)
+    assert isinstance(merged, KvoffWorkerMetadata)
+    assert (merged.completed_jobs, merged.failed_jobs) == ({3: 2, 4: 2}, {4: 2})
+    assert merged.transfer_stats.store.bytes == 4096
+    # A rank with vLLM's plain metadata (no failures to report) merges in as zero failures.
+    plain = OffloadingWorkerMetadata(completed_jobs={5: 1})
+    assert merged.aggregate(plain).failed_jobs == {4: 2}  # type: ignore[attr-defined]
+    # What crosses vLLM's process boundary comes back equal.
+    assert pickle.loads(pickle.dumps(merged)) == merged
+    # The inputs are untouched.
+    assert (rank0.failed_jobs, rank1.failed_jobs) == ({4: 1}, {4: 1})
