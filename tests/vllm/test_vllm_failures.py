@@ -161,24 +161,31 @@ def test_failed_load_is_recomputed_by_vllm_and_the_chunks_stay(model_dir: Path) 
     ]
 
 
-def test_store_failed_on_one_rank_completes_as_failed_once_both_report(model_dir: Path) -> None:
+@pytest.mark.parametrize("slow", [0, 1], ids=["success-last", "failure-last"])
+def test_store_failed_on_one_rank_completes_as_failed_once_both_report(
+    model_dir: Path, slow: int
+) -> None:
+    # Rank 1's copy fails; rank ``slow`` reports a step late, so the failure arrives first
+    # (slow=0) or last (slow=1). Either way the job completes, as failed, with the last report.
     eng = engine(model_dir, tp=2)
     eng.record_manager_events()
     eng.fail_next_transfer(rank=1, store=True)
     eng.add("a", prompt(1, 40))
     first = eng.step()  # prefill; the store job is created
     assert first.stores == [("a", [0, 1])]
-    held = eng.step(hold=frozenset({1}))  # both ranks copy; only rank 0 (success) reports
+    held = eng.step(hold=frozenset({slow}))  # both ranks copy; one reports
     k = sorted(keys(eng, "a", range(2)))
     assert held.stored == []
     assert [eng.manager.core.lookup(x) for x in k] == [LookupResult.HIT_PENDING] * 2
     assert eng.manager_events == []
-    late = eng.step()  # rank 1 reports its failure: the job is complete, and failed
+    late = eng.step()  # the other rank reports: the job is complete, and failed
     assert late.stored == [] and late.removed == []
     assert raw_events(eng) == [(k, Medium.CPU, True, True)]
     assert [eng.manager.core.lookup(x) for x in k] == [LookupResult.MISS] * 2
     assert [r.success for r in eng.transfer_results[0]] == [True]
     assert [r.success for r in eng.transfer_results[1]] == [False]
+    eng.run()
+    assert len(eng.manager.core) == 0 and eng.manager.core.pinned == 0
 
 
 def test_failed_load_fails_the_request_under_vllms_default_policy(model_dir: Path) -> None:
