@@ -16,8 +16,9 @@ Sections (each one guarded: a failure is recorded in the JSON and the others sti
   seconds from construction to the end of the first step that stored into the tier, and to
   the whole tier, with the pinning rate and the usable capacity seen at each step (target: first
   served step under 1 s for 64 GiB);
-- ``bench`` (with ``--bench``): ``kvoff bench --preset llama-3-8b --cpu-gb <tier-gib>``, its
-  ``startup`` section and per-direction figures.
+- ``bench`` (with ``--bench``, run first): ``kvoff bench --preset llama-3-8b --cpu-gb
+  <tier-gib>`` with the tier pinned in the background, its ``startup`` section and
+  per-direction figures.
 
 Without CUDA it runs the same sections on CPU tensors (the tier zero-filled, not pinned), for
 checking the script itself (use small sizes).
@@ -309,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     methods = args.methods.split(",") if torch.cuda.is_available() else ["alloc"]
     chunks = [int(c) for c in args.chunks_mib.split(",")]
-    sections = args.sections.split(",") + (["bench"] if args.bench else [])
+    # The bench first: a subprocess with a tier of its own, while this process has pinned
+    # nothing yet (freed pinned memory may stay in torch's host cache).
+    sections = (["bench"] if args.bench else []) + args.sections.split(",")
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,

@@ -10,7 +10,11 @@
 # tests: the transfer, connector, CLI and README tests on CUDA, and the manager, stats and jobs
 #        tests (no GPU needed: they check the abi3 extension under this machine's Python);
 # bench: `kvoff bench --preset llama-3-8b --cpu-gb 16` (LRU); bench-all adds ARC and the small
-#        tiers (evictions; 0.25 GiB: allocation failures).
+#        tiers (evictions; 0.25 GiB: allocation failures). These pin the tier first
+#        (--tier-upfront), so their transfer rates stay comparable with earlier rounds;
+# startup (not in the default): benches/gpu_startup.py (pinning rate per method and chunk,
+#        transfers while pinning vs idle, the first served step with a 64 GiB growing tier, and
+#        kvoff bench on it with the tier pinned in the background, as by default).
 # Expects kvoff importable (PYTHONPATH=python with a built _core.abi3.so, or an installed wheel).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -29,7 +33,7 @@ if has engine; then
   python3 benches/gpu_host_time.py --out "$OUT/host_time.json" 2>&1 | tee "$OUT/host_time.txt"
   python3 benches/gpu_store_sizes.py --out "$OUT/sizes.json" 2>&1 | tee "$OUT/sizes.txt"
   python3 benches/gpu_link_busy.py --out "$OUT/link_busy.json" -- --preset llama-3-8b \
-    --gpu-blocks 4096 --requests 600 --no-progress --cpu-gb 16 --policy lru 2>&1 \
+    --gpu-blocks 4096 --requests 600 --no-progress --cpu-gb 16 --policy lru --tier-upfront 2>&1 \
     | tee "$OUT/link_busy.txt"
 fi
 if has tests; then
@@ -41,7 +45,7 @@ fi
 run() {  # name, then kvoff bench arguments
   local name=$1; shift
   python3 -m kvoff bench --preset llama-3-8b --gpu-blocks 4096 --requests 600 --no-progress \
-    --json "$OUT/bench_$name.json" "$@" 2>&1 | tee "$OUT/bench_$name.txt"
+    --tier-upfront --json "$OUT/bench_$name.json" "$@" 2>&1 | tee "$OUT/bench_$name.txt"
 }
 if has bench || has bench-all; then
   run lru16 --cpu-gb 16 --policy lru
@@ -50,4 +54,7 @@ if has bench-all; then
   run arc16 --cpu-gb 16 --policy arc
   run lru2 --cpu-gb 2 --policy lru
   run lru025 --cpu-gb 0.25 --policy lru
+fi
+if has startup; then
+  python3 benches/gpu_startup.py "$OUT/gpu_startup.json" --bench 2>&1 | tee "$OUT/gpu_startup.txt"
 fi
