@@ -305,3 +305,26 @@ def test_a_worker_reports_its_tier_growing_and_stores_use_only_ready_blocks(
         for layer in range(2):
             for k in range(2):
                 assert torch.equal(stored[slot, layer, k], kv[layer][k, g].flatten())
+
+
+def test_metrics_show_the_usable_capacity_growing() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from kvoff.metrics import OffloadPromMetrics
+
+    sched, acc = _scheduler(2, capacity=8)
+    reg = CollectorRegistry()
+    exporter = OffloadPromMetrics(reg)
+
+    def scraped() -> float | None:
+        exporter.observe(acc.take())
+        return reg.get_sample_value("kvoff_cpu_capacity_blocks", {"engine": "0"})
+
+    assert scraped() == 0
+    sched.update_from_output(WorkerOutput(rank=0, ready_cpu_blocks=4))
+    sched.update_from_output(WorkerOutput(rank=1, ready_cpu_blocks=2))
+    assert scraped() == 2
+    assert scraped() == 2  # a gauge: kept across intervals
+    sched.update_from_output(WorkerOutput(rank=1, ready_cpu_blocks=8))
+    sched.update_from_output(WorkerOutput(rank=0, ready_cpu_blocks=8))
+    assert scraped() == 8
