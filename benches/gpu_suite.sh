@@ -40,7 +40,7 @@ if has tests; then
   # pytest-benchmark may be missing there: run without the project's addopts.
   python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/test_transfer*.py \
     tests/test_connector*.py tests/test_cli*.py tests/test_readme.py tests/test_manager_*.py \
-    tests/test_stats_*.py tests/test_jobs*.py 2>&1 | tee "$OUT/pytest.log"
+    tests/test_stats_*.py tests/test_jobs*.py tests/test_growing_tier.py tests/test_bench_*.py 2>&1 | tee "$OUT/pytest.log"
 fi
 run() {  # name, then kvoff bench arguments
   local name=$1; shift
