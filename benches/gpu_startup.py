@@ -57,7 +57,9 @@ JOB_GPU_BLOCKS = 16  # 32 MiB per transfer
 
 
 def _device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _kv() -> list[torch.Tensor]:

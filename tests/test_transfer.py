@@ -306,3 +306,24 @@ def test_cuda_job_starts_after_the_previous_job_of_its_direction() -> None:
         assert torch.equal(after[40 + i], original[i])
     for i in range(16):
         assert torch.equal(after[i], original[24 + i])
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_background_tier_is_registered_and_round_trips() -> None:
+    # In the background the tier is registered by default (a cudaHostAlloc would hold the
+    # driver, and so every transfer, for a whole chunk); up front it is allocated pinned.
+    kv, name = make_kv("kv_split", device="cuda", num_blocks=64, block_shape=(16, 8, 64))
+    up_front = CpuGpuTransfer(kv, GPU_BS, GPU_BS, 8, layout=name)
+    assert up_front._tier._pin_method == "alloc"
+    t = CpuGpuTransfer(kv, GPU_BS, GPU_BS, 64, layout=name, alloc_in_background=True)
+    assert t._tier._pin_method == "register"
+    assert t.wait_cpu_blocks(timeout=60) == 64 and t.pinned and t.cpu_block(63).is_pinned()
+    original = all_blocks(kv, name, 64)
+    t.transfer_async(1, "GPU_to_CPU", list(range(32)), list(range(32, 64)))
+    t.wait([1])
+    t.transfer_async(2, "CPU_to_GPU", list(range(32, 64)), list(range(32, 64)))
+    t.wait([2])
+    after = all_blocks(kv, name, 64)
+    for i in range(32):
+        assert torch.equal(after[32 + i], original[i])

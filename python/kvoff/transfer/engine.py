@@ -107,10 +107,8 @@ class CpuGpuTransfer:
             ``num_staging_buffers`` buffers; each buffer holds whole GPU-block slots.
         num_staging_buffers: buffers (and CUDA streams) per direction (2 = double buffering).
         pin_chunk_bytes: the CPU tier is allocated and pinned in chunks of about this size.
-            None (the default): 256 MiB, or 32 MiB with ``alloc_in_background``: pinning a
-            chunk holds the CUDA driver's lock (``cudaHostAlloc`` / ``cudaHostRegister``), so
-            every transfer issued meanwhile waits for it; a small chunk bounds that wait
-            (about 15-25 ms at 0.5-0.7 s per GiB) and makes the first blocks usable sooner.
+            None (the default): 256 MiB, or 32 MiB with ``alloc_in_background`` (the first
+            blocks are usable sooner).
         copier: ``"auto"`` (CUDA: Triton when importable, else torch; CPU: ``"host"``),
             ``"triton"``, ``"torch"`` (both: the staged pipeline) or ``"host"`` (CPU tensors
             only: direct copies, no staging).
@@ -119,7 +117,12 @@ class CpuGpuTransfer:
         numa: on a machine with several NUMA nodes, allocate the tier from a thread running
             on the GPU's node's CPUs (first touch places the pages there).
         pin_method: how the tier is pinned with CUDA: ``"alloc"`` (torch's pinned allocator)
-            or ``"register"`` (pageable memory faulted in, then page-locked in place).
+            or ``"register"`` (pageable memory faulted in by the tier's thread, then
+            page-locked in place). None (the default): ``"register"`` with
+            ``alloc_in_background``, else ``"alloc"``. A ``cudaHostAlloc`` holds the CUDA
+            driver for the whole chunk, so every transfer issued meanwhile waits for it (on an
+            H200: 15 ms a transfer with 32 MiB chunks); a registration of memory already
+            faulted in does not (0.79 ms against 0.70 idle), at 1.9 GiB/s against 2.1.
         max_copy_programs: Triton copier only: at most this many programs along the rows
             axis of the gather/scatter grid (they loop over the rows), so the copy kernels
             hold fewer SMs beside compute; None: one program per row.
@@ -143,7 +146,7 @@ class CpuGpuTransfer:
         copier: str = "auto",
         alloc_in_background: bool = False,
         numa: bool = True,
-        pin_method: str = "alloc",
+        pin_method: str | None = None,
         max_copy_programs: int | None = None,
     ) -> None:
         gpu_bs = positive_int("gpu_block_size", gpu_block_size)
@@ -162,6 +165,8 @@ class CpuGpuTransfer:
             raise InvalidArgumentError(
                 f"unknown copier {copier!r}; expected 'auto', 'triton', 'torch' or 'host'"
             )
+        if pin_method is None:
+            pin_method = "register" if alloc_in_background else "alloc"
         if pin_method not in PIN_METHODS:
             raise InvalidArgumentError(
                 f"unknown pin_method {pin_method!r}; expected 'alloc' or 'register'"
