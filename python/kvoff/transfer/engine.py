@@ -32,7 +32,7 @@ from kvoff.transfer.host_copy import HostCopier
 from kvoff.transfer.ids import PinnedIdRing
 from kvoff.transfer.kernels import Copier, TorchCopier, TritonCopier, triton_usable
 from kvoff.transfer.layout import KvLayout, parse_layout, positive_int
-from kvoff.transfer.memcpy import Memcpy
+from kvoff.transfer.memcpy import Memcpy, driver_copy_available
 from kvoff.transfer.numa import allocation_cpus, pci_bus_id
 from kvoff.transfer.pipeline import CudaLane
 from kvoff.transfer.plan import Plan, as_block_ids, plan_job
@@ -119,10 +119,11 @@ class CpuGpuTransfer:
         pin_method: how the tier is pinned with CUDA: ``"alloc"`` (torch's pinned allocator)
             or ``"register"`` (pageable memory faulted in by the tier's thread, then
             page-locked in place). None (the default): ``"register"`` with
-            ``alloc_in_background``, else ``"alloc"``. A ``cudaHostAlloc`` holds the CUDA
-            driver for the whole chunk, so every transfer issued meanwhile waits for it (on an
-            H200: 15 ms a transfer with 32 MiB chunks); a registration of memory already
-            faulted in does not (0.79 ms against 0.70 idle), at 1.9 GiB/s against 2.1.
+            ``alloc_in_background`` where cuda-python makes the copies, else ``"alloc"``. A
+            ``cudaHostAlloc`` holds the CUDA driver for the whole chunk, so every transfer
+            issued meanwhile waits for it (on an H200: 15 ms a transfer with 32 MiB chunks); a
+            registration of memory already faulted in does not (0.79 ms against 0.70 idle),
+            at 1.9 GiB/s against 2.1.
         max_copy_programs: Triton copier only: at most this many programs along the rows
             axis of the gather/scatter grid (they loop over the rows), so the copy kernels
             hold fewer SMs beside compute; None: one program per row.
@@ -166,7 +167,10 @@ class CpuGpuTransfer:
                 f"unknown copier {copier!r}; expected 'auto', 'triton', 'torch' or 'host'"
             )
         if pin_method is None:
-            pin_method = "register" if alloc_in_background else "alloc"
+            # torch does not see registered memory as pinned (``is_pinned()`` is False), so its
+            # ``copy_`` would stage it: register only where the copies are cuda-python's.
+            direct = driver_copy_available()
+            pin_method = "register" if alloc_in_background and direct else "alloc"
         if pin_method not in PIN_METHODS:
             raise InvalidArgumentError(
                 f"unknown pin_method {pin_method!r}; expected 'alloc' or 'register'"

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Memcpy"]
+__all__ = ["Memcpy", "driver_copy_available"]
 
 DriverCopy = Callable[[int, int, int, int], None]
 
@@ -34,6 +34,12 @@ def _driver_copy() -> DriverCopy | None:
             raise RuntimeError(f"cuMemcpyAsync of {nbytes} bytes failed: {err}")
 
     return copy
+
+
+def driver_copy_available() -> bool:
+    """Whether cuda-python's driver binding imports (the copies then go through it, once
+    :class:`Memcpy`'s probe copy has come back exact)."""
+    return _driver_copy() is not None
 
 
 class Memcpy:
