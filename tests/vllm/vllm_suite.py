@@ -190,6 +190,7 @@ DESELECTED: dict[str, str] = {
 REPORT_ENV = "KVOFF_VLLM_SUITE_REPORT"
 
 _built: dict[str, int] = {}  # vLLM test id -> kvoff managers it built
+_outcomes: dict[str, str] = {}  # vLLM test id -> "passed", "failed" or "skipped"
 _current: list[str] = []  # the running test's id
 
 
@@ -225,7 +226,8 @@ def kvoff_cpu_manager(
     return manager
 
 
-def _matches(nodeid: str, entry: str) -> bool:
+def matches(nodeid: str, entry: str) -> bool:
+    """Whether a DESELECTED entry names this test (itself, a case of it, or its class)."""
     return nodeid == entry or nodeid.startswith((entry + "[", entry + "::"))
 
 
@@ -235,7 +237,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     deselected: list[pytest.Item] = []
     used: set[str] = set()
     for item in items:
-        entries = [e for e in DESELECTED if _matches(item.nodeid, e)]
+        entries = [e for e in DESELECTED if matches(item.nodeid, e)]
         used.update(entries)
         (deselected if entries else kept).append(item)
     if deselected:
@@ -246,7 +248,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # An entry no collected test matches: the test was renamed or removed upstream.
         "unmatched_entries": sorted(e for e in DESELECTED if e not in used),
         "kvoff_managers_built": _built,
+        "outcomes": _outcomes,
     }
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # One outcome per test over its phases: a failure anywhere wins, a skip in setup is a skip.
+    if report.failed:
+        _outcomes[report.nodeid] = "failed"
+    elif report.skipped:
+        _outcomes.setdefault(report.nodeid, "skipped")
+    elif report.when == "call":
+        _outcomes.setdefault(report.nodeid, "passed")
 
 
 _report_key = pytest.StashKey[dict[str, Any]]()
