@@ -38,16 +38,21 @@ EXPECTED_COUNTS = {
     "tests/v1/kv_offload/cpu/test_manager.py": (36, 32),
     "tests/v1/kv_offload/cpu/policies/test_factory.py": (6, 2),
     "tests/v1/kv_offload/tiering/test_tier_poll_thread.py": (1, 0),
-    "tests/v1/kv_connector/unit/offloading_connector/test_scheduler.py": (321, 122),
+    "tests/v1/kv_connector/unit/offloading_connector/test_scheduler.py": (324, 119),
     "tests/v1/kv_connector/unit/offloading_connector/test_events.py": (47, 4),
     "tests/v1/kv_connector/unit/offloading_connector/test_metrics.py": (38, 1),
 }
 # Per vLLM test file: how many of its tests build kvoff's manager (through the rebound name).
 EXPECTED_KVOFF_TESTS = {
-    "tests/v1/kv_offload/cpu/test_manager.py": 36,
+    "tests/v1/kv_offload/cpu/test_manager.py": 34,
     "tests/v1/kv_offload/tiering/test_tier_poll_thread.py": 1,
-    "tests/v1/kv_connector/unit/offloading_connector/test_scheduler.py": 104,
-    "tests/v1/kv_connector/unit/offloading_connector/test_events.py": 3,
+    "tests/v1/kv_connector/unit/offloading_connector/test_scheduler.py": 96,
+    "tests/v1/kv_connector/unit/offloading_connector/test_events.py": 11,
+}
+# The tests of test_manager.py that build no manager: they test vLLM's LRUCachePolicy alone.
+POLICY_ONLY = {
+    MANAGER_TESTS + "test_lru_insert_orders_positioned_chunks_without_followup_access[False]",
+    MANAGER_TESTS + "test_lru_insert_orders_positioned_chunks_without_followup_access[True]",
 }
 
 
@@ -148,6 +153,6 @@ def test_each_file_runs_and_deselects_what_it_did_on_0_33_0(suite_run: SuiteRun)
 def test_the_manager_tests_build_kvoffs_manager(suite_run: SuiteRun) -> None:
     built = suite_run.report["kvoff_managers_built"]
     assert per_file(built) == EXPECTED_KVOFF_TESTS
-    # Every test of vLLM's manager tests that ran did so against kvoff's manager.
+    # Every test of vLLM's manager tests that ran and builds a manager built kvoff's.
     ran = {t for t in suite_run.report["outcomes"] if t.startswith(MANAGER_TESTS)}
-    assert ran == {t for t in built if t.startswith(MANAGER_TESTS)}
+    assert ran - POLICY_ONLY == {t for t in built if t.startswith(MANAGER_TESTS)}
