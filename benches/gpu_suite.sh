@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA device, in one run; results go to $OUT (default ./out).
-#   bash benches/gpu_suite.sh [table] [tests] [bench] [bench-all]   (default: table tests bench)
+#   bash benches/gpu_suite.sh [table] [engine] [tests] [bench] [bench-all]
+#   (default: table engine tests bench)
 # table: benches/gpu_transfer.py (the transfer table: host time, idle wall-clock, both ways,
 #        behind compute, canonical layout, matmul slowdown, start-up);
+# engine: host time with many repeats (gpu_host_time.py), jobs by size against copy_
+#        (gpu_store_sizes.py), and the llama-3-8b bench's link use per direction
+#        (gpu_link_busy.py: overlap, jobs alone and beside the other direction);
 # tests: the transfer, connector, CLI and README tests on CUDA, and the manager, stats and jobs
 #        tests (no GPU needed: they check the abi3 extension under this machine's Python);
 # bench: `kvoff bench --preset llama-3-8b --cpu-gb 16` (LRU); bench-all adds ARC and the small
@@ -12,7 +16,7 @@ set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-parts=${*:-table tests bench}
+parts=${*:-table engine tests bench}
 has() { [[ " $parts " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,pcie.link.gen.max,pcie.link.width.max,driver_version --format=csv \
   | tee "$OUT/card.txt"
@@ -20,6 +24,13 @@ python3 -c "import torch, triton, kvoff; print('torch', torch.__version__, 'trit
 triton.__version__, 'kvoff', kvoff.__version__)" | tee -a "$OUT/card.txt"
 if has table; then
   python3 benches/gpu_transfer.py --out "$OUT" 2>&1 | tee "$OUT/gpu_transfer.txt"
+fi
+if has engine; then
+  python3 benches/gpu_host_time.py --out "$OUT/host_time.json" 2>&1 | tee "$OUT/host_time.txt"
+  python3 benches/gpu_store_sizes.py --out "$OUT/sizes.json" 2>&1 | tee "$OUT/sizes.txt"
+  python3 benches/gpu_link_busy.py --out "$OUT/link_busy.json" -- --preset llama-3-8b \
+    --gpu-blocks 4096 --requests 600 --no-progress --cpu-gb 16 --policy lru 2>&1 \
+    | tee "$OUT/link_busy.txt"
 fi
 if has tests; then
   # pytest-benchmark may be missing there: run without the project's addopts.

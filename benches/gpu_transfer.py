@@ -395,7 +395,7 @@ def cuda_main(args: argparse.Namespace) -> dict[str, Any]:
         "reps": args.reps,
     }
     torch.empty(1, device="cuda")  # context creation stays out of the start-up figures
-    for method, chunk_mib in (("alloc", 256), ("register", 32)):
+    for method, chunk_mib in () if args.no_startup else (("alloc", 256), ("register", 32)):
         _guarded(
             report,
             f"startup_{method}",
@@ -605,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--tier-gib", type=int, default=64, help="start-up: tier size")
     ap.add_argument("--pin-gib", type=int, default=4, help="start-up: GiB to pin for the rate")
+    ap.add_argument("--no-startup", action="store_true", help="skip the start-up section")
     ap.add_argument("--cpu", action="store_true", help="CPU mode even where CUDA is present")
     args = ap.parse_args(argv)
     use_cuda = torch.cuda.is_available() and not args.cpu

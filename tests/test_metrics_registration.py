@@ -47,7 +47,15 @@ KVOFF_NAMES = (
     "kvoff_transfer_throughput_bytes_per_second",
 )
 VLLM_NAMES = (
+    "vllm:kv_offload_allocation_failure_total",
+    "vllm:kv_offload_cpu_cache_usage_perc",
+    "vllm:kv_offload_load_bytes_total",
+    "vllm:kv_offload_load_size",
+    "vllm:kv_offload_load_time_total",
     "vllm:kv_offload_size",
+    "vllm:kv_offload_store_bytes_total",
+    "vllm:kv_offload_store_size",
+    "vllm:kv_offload_store_time_total",
     "vllm:kv_offload_total_bytes_total",
     "vllm:kv_offload_total_time_total",
 )
@@ -96,8 +104,8 @@ def test_two_vllm_compatible_exporters_clash_on_the_vllm_names_only() -> None:
         OffloadPromMetrics(reg, namespace="kvoff_b", vllm_compatible=True)
     assert info.value.metrics == VLLM_NAMES
     assert str(info.value).startswith(
-        "metrics vllm:kv_offload_size, vllm:kv_offload_total_bytes_total, "
-        "vllm:kv_offload_total_time_total are already registered"
+        "metrics vllm:kv_offload_allocation_failure_total, vllm:kv_offload_cpu_cache_usage_perc, "
+        "vllm:kv_offload_load_bytes_total, vllm:kv_offload_load_size, "
     )
     # Nothing of the refused exporter was registered.
     assert (

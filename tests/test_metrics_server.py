@@ -114,6 +114,12 @@ def test_http_scrape_returns_the_exact_values() -> None:
         key("vllm:kv_offload_size_bucket", **m, engine="0", transfer_type=G2C, le="+Inf"): 4,
         key("vllm:kv_offload_size_bucket", **m, engine="0", transfer_type=C2G, le="1.5e+08"): 2,
         key("vllm:kv_offload_size_count", **m, engine="1", transfer_type=C2G): 1,
+        key("vllm:kv_offload_store_bytes_total", **m, engine="0"): 5_302_004_096,
+        key("vllm:kv_offload_load_time_total", **m, engine="0"): 0.005262144,
+        key("vllm:kv_offload_store_size_bucket", **m, engine="0", le="2e+08"): 2,
+        key("vllm:kv_offload_load_size_count", **m, engine="1"): 1,
+        key("vllm:kv_offload_allocation_failure_total", **m, engine="0"): 3,
+        key("vllm:kv_offload_cpu_cache_usage_perc", **m, engine="0"): 0.0,
     }
     assert {k: samples.get(k) for k in expected} == expected
     assert types["kvoff_transfer_bytes"] == "counter"
@@ -123,12 +129,17 @@ def test_http_scrape_returns_the_exact_values() -> None:
     assert types["vllm:kv_offload_size"] == "histogram"
     # 2 engines x 4 directions (2 GPU, 2 remote) x (6 counters + 3 histograms) + 2 engines x
     # (7 counters + 3 gauges + the remote tier's 3 counters, 1 gauge, 2 x 2 tier hits and 8
-    # error kinds) + the vLLM families (GPU directions only): nothing missing, nothing extra.
+    # error kinds) + the vLLM families (GPU directions only; 0.33's flat names and the
+    # deprecated ones, each 2 counters and an 11-bucket histogram per direction, plus 0.33's
+    # allocation-failure counter and usage gauge per engine): nothing missing, nothing extra.
     # Histograms: 18, 19 and 14 buckets (with +Inf), each plus _count and _sum.
     per_direction = 6 + (18 + 2) + (19 + 2) + (14 + 2)
     per_engine = 7 + 3 + 3 + 1 + 2 * 2 + 8
-    vllm_per_direction = 2 + (11 + 2)
-    assert len(samples) == 8 * per_direction + 2 * per_engine + 4 * vllm_per_direction
+    vllm_per_direction = 2 * (2 + (11 + 2))
+    vllm_per_engine = 2
+    assert len(samples) == (
+        8 * per_direction + 2 * per_engine + 4 * vllm_per_direction + 2 * vllm_per_engine
+    )
 
 
 def test_openmetrics_scrape_parses_with_units() -> None:

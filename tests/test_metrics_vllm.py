@@ -116,3 +116,57 @@ def test_merge_matches_direct_bucketing_with_vllm_bounds(sizes: list[int]) -> No
     assert reg.get_sample_value(
         "vllm:kv_offload_size_sum", {"engine": "0", "transfer_type": C2G}
     ) == sum(sizes)
+
+
+def test_flat_033_names_are_exact_and_equal_the_deprecated_series(
+    reg: CollectorRegistry,
+) -> None:
+    # vLLM 0.33.0's names: the direction in the name, one series per engine.
+    def flat(name: str, engine: str) -> float | None:
+        return reg.get_sample_value(name, {"model_name": "m", "engine": engine})
+
+    assert flat("vllm:kv_offload_store_bytes_total", "0") == 5_302_004_096
+    assert flat("vllm:kv_offload_load_bytes_total", "0") == 150_262_144
+    assert flat("vllm:kv_offload_store_bytes_total", "1") == 0
+    assert flat("vllm:kv_offload_load_bytes_total", "1") == 65_536
+    assert flat("vllm:kv_offload_store_time_total", "0") == 20.01101
+    assert flat("vllm:kv_offload_load_time_total", "1") == 6.5536e-05
+    assert flat("vllm:kv_offload_store_size_count", "0") == 4
+    assert flat("vllm:kv_offload_load_size_sum", "0") == 150_262_144
+    for engine in ("0", "1"):
+        for verb, tt in (("store", G2C), ("load", C2G)):
+            old = {"model_name": "m", "engine": engine, "transfer_type": tt}
+            new = {"model_name": "m", "engine": engine}
+            assert [
+                reg.get_sample_value(f"vllm:kv_offload_{verb}_size_bucket", {**new, "le": le})
+                for le in VLLM_LE
+            ] == vllm_buckets(reg, **old)
+            for new_name, old_name in (
+                (f"vllm:kv_offload_{verb}_bytes_total", "vllm:kv_offload_total_bytes_total"),
+                (f"vllm:kv_offload_{verb}_time_total", "vllm:kv_offload_total_time_total"),
+            ):
+                assert reg.get_sample_value(new_name, new) == reg.get_sample_value(old_name, old)
+
+
+def test_allocation_failures_and_cpu_usage_follow_the_manager(reg: CollectorRegistry) -> None:
+    def flat(name: str, engine: str) -> float | None:
+        return reg.get_sample_value(name, {"model_name": "m", "engine": engine})
+
+    assert flat("vllm:kv_offload_allocation_failure_total", "0") == 3  # 1 + 2
+    assert flat("vllm:kv_offload_allocation_failure_total", "1") == 0
+    # The latest interval's pinned share: 0 of 1000 on engine 0, 1 of 500 on engine 1.
+    assert flat("vllm:kv_offload_cpu_cache_usage_perc", "0") == 0.0
+    assert flat("vllm:kv_offload_cpu_cache_usage_perc", "1") == 1 / 500
+
+
+def test_flat_names_present_at_zero_and_usage_zero_without_capacity() -> None:
+    reg = CollectorRegistry()
+    OffloadPromMetrics(reg, vllm_compatible=True, engines=("0",))
+    for name in (
+        "vllm:kv_offload_load_bytes_total",
+        "vllm:kv_offload_store_time_total",
+        "vllm:kv_offload_load_size_count",
+        "vllm:kv_offload_allocation_failure_total",
+        "vllm:kv_offload_cpu_cache_usage_perc",
+    ):
+        assert reg.get_sample_value(name, {"engine": "0"}) == 0, name

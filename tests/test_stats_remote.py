@@ -209,13 +209,18 @@ def test_the_exporter_shows_which_tier_served_the_hit_and_the_remote_tier() -> N
 def test_the_vllm_series_carry_only_the_gpu_directions() -> None:
     reg = CollectorRegistry()
     OffloadPromMetrics(reg, vllm_compatible=True).observe(remote_interval())
+    vllm = [f for f in reg.collect() if f.name.startswith("vllm:")]
+    # The deprecated families by transfer_type; 0.33.0's flat ones say load / store by name.
     types = {
-        s.labels["transfer_type"]
-        for f in reg.collect()
-        if f.name.startswith("vllm:")
-        for s in f.samples
+        s.labels["transfer_type"] for f in vllm for s in f.samples if "transfer_type" in s.labels
     }
     assert types == {"GPU_to_CPU", "CPU_to_GPU"}
+    flat = {f.name for f in vllm if not any("transfer_type" in s.labels for s in f.samples)}
+    assert flat == {
+        f"vllm:kv_offload_{verb}_{what}"
+        for verb in ("load", "store")
+        for what in ("bytes", "time", "size")
+    } | {"vllm:kv_offload_allocation_failure", "vllm:kv_offload_cpu_cache_usage_perc"}
 
 
 def test_the_log_line_adds_a_remote_part_only_when_the_tier_was_busy() -> None:

@@ -277,3 +277,32 @@ def test_cuda_stores_and_loads_run_together() -> None:
         assert torch.equal(t.cpu_block(j), original[j])
     for i, b in enumerate(range(63, 31, -1)):
         assert torch.equal(after[b], original[i])
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_job_starts_after_the_previous_job_of_its_direction() -> None:
+    # A job's timing is the link's time for it alone: it starts when the job before it in the
+    # same direction has ended, even when its first piece is on the other stream.
+    kv, name = make_kv("kv_split", device="cuda", num_blocks=64, block_shape=(16, 8, 64))
+    slot = CpuGpuTransfer(kv, GPU_BS, GPU_BS, 1, layout=name).gpu_block_bytes
+    t = CpuGpuTransfer(kv, GPU_BS, GPU_BS, 64, layout=name, staging_bytes=2 * 8 * slot)
+    original = all_blocks(kv, name, 64)
+    torch.cuda.synchronize()
+    jobs = {  # direction: (gpu ids, cpu ids) of its two jobs; the loads move the blocks
+        "GPU_to_CPU": ((range(24), range(24)), (range(24, 40), range(24, 40))),
+        "CPU_to_GPU": ((range(40, 64), range(24)), (range(16), range(24, 40))),
+    }
+    for base, (direction, pair) in enumerate(jobs.items()):
+        ids = [10 * base + 1, 10 * base + 2]
+        for jid, (gpu, cpu) in zip(ids, pair, strict=True):  # the first: 3 pieces
+            t.transfer_async(jid, direction, list(gpu), list(cpu))
+        first, second = (t._jobs[j] for j in ids)
+        second.end.synchronize()
+        assert first.end.elapsed_time(second.start) >= 0
+        assert [r.success for r in t.wait(ids)] == [True, True]
+    after = all_blocks(kv, name, 64)
+    for i in range(24):
+        assert torch.equal(after[40 + i], original[i])
+    for i in range(16):
+        assert torch.equal(after[i], original[24 + i])

@@ -147,3 +147,48 @@ def test_reset_prefix_cache_with_connector_empties_the_tier(model_dir: Path) -> 
     recs = eng.run()
     assert flatten(recs, "loads") == []
     assert flatten(recs, "stores") == [("r2", [0, 1])]  # ids start afresh after the reset
+
+
+def test_preempted_request_flushes_its_store_and_loads_back_on_resume(model_dir: Path) -> None:
+    # 7 usable GPU blocks for two requests of 40 prompt tokens that keep decoding: when both
+    # need a 4th block, vLLM preempts the later one (b) and frees its blocks. Decode blocks are
+    # stored too (offload_prompt_only=False), so b has a store in flight at that moment.
+    eng = Engine(
+        model_dir,
+        kvoff_extra(cpu_bytes_to_use=16 * CHUNK_BYTES, offload_prompt_only=False),
+        num_gpu_blocks=8,
+    )
+    eng.add("a", prompt(1, 40), max_tokens=60)
+    eng.add("b", prompt(2, 40), max_tokens=40)
+    recs = eng.run()
+    (at,) = [i for i, r in enumerate(recs) if r.preempted]
+    assert recs[at].preempted == ["b"]
+    # The scheduler flushes b's store of its block 2 (created the step before): the harness
+    # checks that kvoff's worker waited for it before the blocks were handed to a.
+    assert recs[at - 1].stores == [("a", [4]), ("b", [5])]
+    assert recs[at].flushed == [("store", "b", [5])]
+    # b's store was waited for, so kvoff's worker reports it first; then a's.
+    assert recs[at].stored == [*ext(eng, "b", range(2, 3)), *ext(eng, "a", range(2, 3))]
+    # While b waits, a alone decodes on and stores each block it fills.
+    assert flatten(recs[at + 1 :], "stores")[:3] == [("a", [6]), ("a", [7]), ("a", [8])]
+    # b resumes after a finishes: the 3 blocks it had computed come back from the CPU tier
+    # (its GPU copies were reused by a), byte for byte, and it then stores its next block.
+    (back,) = [i for i, r in enumerate(recs) if r.loads]
+    assert back > at
+    assert recs[back].loads == [("b", [2, 3, 5], 3)]
+    assert eng.loads_checked == 3
+    assert flatten(recs, "stores") == [
+        ("a", [0, 1]),
+        ("b", [2, 3]),
+        ("a", [4]),
+        ("b", [5]),
+        ("a", [6]),
+        ("a", [7]),
+        ("a", [8]),
+        ("b", [9]),
+    ]
+    assert flatten(recs, "preempted") == ["b"]
+    assert flatten(recs, "removed") == []
+    assert eng.finished == ["a", "b"]
+    assert len(eng.manager.core) == 10
+    assert eng.manager.core.pinned == 0

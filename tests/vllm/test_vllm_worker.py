@@ -3,6 +3,8 @@ TransferResult, ``wait``, and the layouts it refuses."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytest.importorskip(
@@ -117,3 +119,60 @@ def test_partial_chunks_kvoff_cannot_express_are_refused(
         else:
             w.submit_load(1, cpu, gpu(ids, sizes, starts))
     assert w.get_finished() == []  # nothing was submitted
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transfer_result_size_is_blocks_times_pages_and_time_is_within_the_wall_clock(
+    groups: int,
+) -> None:
+    kv, _ = caches(groups=groups)
+    w = KvoffOffloadingWorker(kv, blocks_per_chunk=1, num_chunks=8, copier="torch")
+    sizes = [3] if groups == 1 else [2, 1]  # two groups: two engine jobs, one vLLM result
+    for job_id, (submit, spec_pair) in enumerate(
+        [
+            (w.submit_store, (gpu([1, 2, 3], sizes, [0] * groups), CPULoadStoreSpec([5, 6, 7]))),
+            (w.submit_load, (CPULoadStoreSpec([5, 6, 7]), gpu([9, 10, 11], sizes, [0] * groups))),
+        ]
+    ):
+        start = time.perf_counter()
+        assert submit(job_id, *spec_pair)
+        (res,) = w.get_finished()
+        wall = time.perf_counter() - start
+        # Both canonical tensors hold a PAGE-byte row per block.
+        assert (res.job_id, res.success, res.transfer_size) == (job_id, True, 3 * 2 * PAGE)
+        assert 0.0 < res.transfer_time <= wall
+
+
+def test_failed_job_reports_its_size_and_no_time() -> None:
+    kv, _ = caches()
+    w = KvoffOffloadingWorker(kv, blocks_per_chunk=1, num_chunks=4)  # host copier on CPU
+    host = w.engine._host
+    assert host is not None
+
+    def failing(plan: object, store: bool) -> None:
+        raise RuntimeError("injected copy failure")
+
+    host.run_job = failing  # type: ignore[method-assign]
+    assert w.submit_store(4, gpu([0, 1], [2], [0]), CPULoadStoreSpec([0, 1]))
+    (res,) = w.get_finished()
+    assert (res.job_id, res.success, res.transfer_size, res.transfer_time) == (
+        4,
+        False,
+        2 * 2 * PAGE,
+        0.0,
+    )
+    snap = w.stats.take().to_dict()["transfers"]["GPU_to_CPU"]
+    assert (snap["ops"], snap["failed_ops"], snap["failed_bytes"]) == (0, 1, 2 * 2 * PAGE)
+
+
+def test_wait_takes_jobs_out_of_flight_before_get_finished_reports_them() -> None:
+    # What vLLM's preemption flush relies on: after wait(ids) those jobs' copies are done.
+    kv, _ = caches()
+    w = KvoffOffloadingWorker(kv, blocks_per_chunk=1, num_chunks=4, copier="torch")
+    w.submit_store(1, gpu([0, 1], [2], [0]), CPULoadStoreSpec([0, 1]))
+    w.submit_load(2, CPULoadStoreSpec([0]), gpu([5], [1], [0]))
+    assert w.in_flight() == {1, 2}
+    w.wait({1})
+    assert w.in_flight() == {2}
+    assert sorted(r.job_id for r in w.get_finished()) == [1, 2]
+    assert w.in_flight() == set()

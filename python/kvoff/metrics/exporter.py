@@ -54,7 +54,7 @@ __all__ = [
     "OffloadPromMetrics",
 ]
 
-# Every engine label appears on each of the engine's 308 series (vllm_compatible), so its length
+# Every engine label appears on each of the engine's 340 series (vllm_compatible), so its length
 # multiplies (docs/METRICS.md gives the scrape sizes at the bounds).
 # vLLM's engine labels are small ints; a host name and a rank fit easily.
 MAX_ENGINE_LABEL_LENGTH = 128
@@ -181,7 +181,8 @@ class OffloadPromMetrics(Collector):
 
     ``labels`` are constant labels put on every series (e.g. ``{"model_name": ...}``, which
     vLLM dashboards filter on). ``namespace`` prefixes every kvoff metric name.
-    ``vllm_compatible=True`` also exposes ``vllm:kv_offload_total_bytes``,
+    ``vllm_compatible=True`` also exposes vLLM's ``vllm:kv_offload_*`` series: vLLM 0.33.0's
+    names (``vllm:kv_offload_load_bytes`` …) and the deprecated ``vllm:kv_offload_total_bytes``,
     ``vllm:kv_offload_total_time`` and ``vllm:kv_offload_size`` (see docs/METRICS.md).
 
     A registry may hold one exporter per namespace: registering a second one whose names clash

@@ -1,9 +1,10 @@
 """Each in-flight job's GPU block ids, in a pinned host ring and its device mirror.
 
-``transfer_async`` writes a job's ids into the pinned ring (no CUDA call), and each piece copies
-its own few ids to the device ring, at the same offset, on its own stream just before its
-kernel: stream order makes them ready in time, and no event or device allocation is needed. A
-job's range of both rings is held until the job's end event has completed, then reused.
+``transfer_async`` writes a job's ids into the pinned ring (no CUDA call), and the job's first
+stream copies them all to the device ring, at the same offset, before its first kernel; the
+job's other streams wait for that copy (one event), so a job costs one id copy however many
+pieces it has. A job's range of both rings is held until the job's end event has completed,
+then reused.
 (Reading the ids from pinned memory inside the kernel saves those copies, but stalls every
 program on a read across the link: measured, it made the copies steal far more compute.)
 """

@@ -8,11 +8,19 @@ makes a piece wait for its buffer's previous user and for its own earlier steps,
 needs no event. Piece ``p + 1`` (next stream, next buffer) overlaps piece ``p``; when both DMA
 at once they share the link, which is what the link is for.
 
-Per job: one event on the compute stream that the streams wait for (stores read what compute
-wrote; loads overwrite blocks compute may still read), timing events at the start and at the
-end, and, when several streams took part, one event per extra stream joining them before the
-end. Events are pooled and reused: waiting on an event captures its state at that moment, so
-re-recording it later cannot disturb a wait already enqueued.
+Per job: one event on the compute stream that the job's first stream waits for (stores read
+what compute wrote; loads overwrite blocks compute may still read), together with the previous
+job's end; a start timing event; one copy of all the job's block ids to the device ring, after
+which one event releases the job's other streams; and, when several streams took part, one event
+per extra stream joining them before the end timing event. Events are pooled and reused: waiting
+on an event captures its state at that moment, so re-recording it later cannot disturb a wait
+already enqueued.
+
+A job starts when the previous job of its direction has ended, as vLLM's own CPU offloading
+worker orders its transfers (0.33, ``vllm/v1/kv_offload/cpu/gpu_worker.py``): jobs of one
+direction share one link, so overlapping them would gain only the first gather, and the job's
+measured time would then include its wait behind the previous one. Its timing events thus
+measure the link's time for this job alone; a job's queueing shows in the engine's step time.
 
 Host cost: with the kernel launched directly and the copies made by cuda-python (both checked
 at construction, see ``kernels.py`` and ``memcpy.py``) every call names its stream and a piece
@@ -46,6 +54,8 @@ class CudaLane:
         ]
         self._compute_mark = torch.cuda.Event()  # type: ignore[no-untyped-call]
         self._join = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        self._ids_ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        self._last_end: Any = None  # the newest job's end event: the next job starts after it
         self._timing: list[Any] = []  # free timing events
         self._next = 0  # the stream (and buffer) of the next piece
 
@@ -71,14 +81,25 @@ class CudaLane:
         pieces = plan.pieces
         k = len(self.streams)
         used = [self.streams[(self._next + i) % k] for i in range(max(1, min(k, len(pieces))))]
+        head = used[0]
         self._compute_mark.record(compute)
-        for s in used:
-            s.wait_event(self._compute_mark)
+        head.wait_event(self._compute_mark)
+        if self._last_end is not None:
+            head.wait_event(self._last_end)  # before the pool can hand that event out again
         start = self.timing_event()
-        start.record(used[0])
+        start.record(head)
         copy = self.memcpy.copy
         set_stream = not (copier.explicit_stream and self.memcpy.explicit_stream)
         try:
+            if set_stream:
+                torch.cuda.set_stream(head)
+            n = plan.gpu_ids.size
+            if n:
+                copy(ring.dev_bytes, 8 * at, ring.host_bytes, 8 * at, 8 * n, head)
+            if len(used) > 1:
+                self._ids_ready.record(head)
+                for s in used[1:]:
+                    s.wait_event(self._ids_ready)
             for piece in pieces:
                 b = self._next
                 self._next = (b + 1) % k
@@ -86,7 +107,6 @@ class CudaLane:
                 if set_stream:
                     torch.cuda.set_stream(s)
                 first = at + piece.first
-                copy(ring.dev_bytes, 8 * first, ring.host_bytes, 8 * first, 8 * piece.count, s)
                 if store:
                     copier.gather(ring.dev, first, piece.count, buf, s)
                     for so, c, co, nb in piece.runs:
@@ -108,6 +128,7 @@ class CudaLane:
             last.wait_event(self._join)
         end = self.timing_event()
         end.record(last)
+        self._last_end = end
         return end
 
     def drain(self) -> Any:

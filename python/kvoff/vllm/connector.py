@@ -1,9 +1,12 @@
 """``KvoffConnector``: vLLM's ``OffloadingConnector`` with kvoff's spec and kvoff's statistics.
 
-Everything vLLM's connector does stays as it is; this subclass only selects kvoff's spec (when
-the config names none) and carries kvoff's ``OffloadingConnectorStats`` through vLLM's stats
-hooks: the workers' transfer snapshots and the scheduler's manager snapshot travel in
-``KvoffConnectorStats``, aggregate there, and reach vLLM's ``/metrics`` via ``KvoffPromMetrics``.
+Everything vLLM's connector does stays as it is; this subclass selects kvoff's spec (when the
+config names none), carries kvoff's ``OffloadingConnectorStats`` through vLLM's stats hooks (the
+workers' transfer snapshots and the scheduler's manager snapshot travel in
+``KvoffConnectorStats``, aggregate there, and reach vLLM's ``/metrics`` via
+``KvoffPromMetrics``), and runs its two roles as ``KvoffConnectorWorker`` /
+``KvoffConnectorScheduler``, which turn a failed transfer into a cache miss where vLLM's own
+roles assert (``kvoff.vllm.transfer_failures``).
 """
 
 from __future__ import annotations
@@ -11,21 +14,26 @@ from __future__ import annotations
 from typing import Any
 
 from vllm.config import KVTransferConfig, VllmConfig
-from vllm.distributed.kv_transfer.kv_connector.v1 import KVConnectorRole
+from vllm.distributed.kv_transfer.kv_connector.v1 import KVConnectorBase_V1, KVConnectorRole
 from vllm.distributed.kv_transfer.kv_connector.v1.metrics import (
     KVConnectorPromMetrics,
     KVConnectorStats,
     PromMetric,
     PromMetricT,
 )
+from vllm.distributed.kv_transfer.kv_connector.v1.offloading.config import (
+    build_offloading_config,
+)
 from vllm.distributed.kv_transfer.kv_connector.v1.offloading_connector import (
     OffloadingConnector,
 )
 from vllm.v1.kv_cache_interface import KVCacheConfig
+from vllm.v1.kv_offload.factory import OffloadingSpecFactory
 
 from kvoff.errors import InvalidArgumentError
 from kvoff.vllm.manager import KvoffOffloadingManager
 from kvoff.vllm.stats import KvoffConnectorStats, KvoffPromMetrics
+from kvoff.vllm.transfer_failures import KvoffConnectorScheduler, KvoffConnectorWorker
 from kvoff.vllm.worker import KvoffOffloadingWorker
 
 __all__ = ["SPEC_NAME", "KvoffConnector"]
@@ -54,7 +62,24 @@ class KvoffConnector(OffloadingConnector):
         self, vllm_config: VllmConfig, role: KVConnectorRole, kv_cache_config: KVCacheConfig
     ) -> None:
         _select_kvoff_spec(vllm_config.kv_transfer_config)
-        super().__init__(vllm_config, role, kv_cache_config)
+        # OffloadingConnector.__init__ builds vLLM's own roles and has no hook to choose them, so
+        # this does what it does (0.33.0) with kvoff's roles in their place.
+        KVConnectorBase_V1.__init__(self, vllm_config, role, kv_cache_config)
+        offloading_config = build_offloading_config(vllm_config, kv_cache_config)
+        self._canonical_layout = offloading_config.canonical_layout
+        spec = OffloadingSpecFactory.create_spec(offloading_config)
+        self.connector_scheduler: KvoffConnectorScheduler | None = None
+        self.connector_worker: KvoffConnectorWorker | None = None
+        if role == KVConnectorRole.SCHEDULER:
+            self.connector_scheduler = KvoffConnectorScheduler(spec, vllm_config, kv_cache_config)
+        elif role == KVConnectorRole.WORKER:
+            self.connector_worker = KvoffConnectorWorker(spec, vllm_config, kv_cache_config)
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        # vLLM's model runner turns these into KVConnectorOutput.invalid_block_ids.
+        if self.connector_worker is None:
+            return set()
+        return self.connector_worker.take_load_errors()
 
     def get_kv_connector_stats(self) -> KVConnectorStats | None:
         base = super().get_kv_connector_stats()

@@ -100,6 +100,11 @@ class KvoffPromMetrics(KVConnectorPromMetrics):
     ) -> None:
         super().__init__(vllm_config, metric_types, labelnames, per_engine_labelvalues)
         self._vllm = VllmPromMetrics(vllm_config, metric_types, labelnames, per_engine_labelvalues)
+        # vLLM 0.33 still feeds its deprecated transfer series (vllm:kv_offload_total_bytes,
+        # _total_time, _size by transfer_type), but only for specs that subclass its CPU spec;
+        # kvoff's spec does not, so they would sit at zero. Under KvoffConnector they are fed
+        # as for vLLM's CPU spec, so a dashboard on the old names keeps its values.
+        self._vllm._observe_deprecated_metrics = True
         if "engine" not in labelnames:
             raise InvalidArgumentError(f"vLLM label names {labelnames} have no 'engine'")
         e = labelnames.index("engine")

@@ -207,6 +207,12 @@ class KvoffOffloadingWorker(OffloadingWorker):
         waited, self._waited = self._waited, []
         return self._absorb(waited + self._engine.get_finished())
 
+    def in_flight(self) -> set[int]:
+        """vLLM job ids with copies not yet finished-and-collected (``wait`` or
+        ``get_finished`` takes a job out of this set)."""
+        engine_ids = set(self._engine.in_flight())
+        return {j for e, j in self._parent.items() if e in engine_ids}
+
     def wait(self, job_ids: set[int]) -> None:
         # Like vLLM's worker, ids not in flight are ignored; results still come from get_finished.
         in_flight = set(self._engine.in_flight())
