@@ -202,6 +202,7 @@ DESELECTED: dict[str, str] = {
 
 # Where the plugin writes what it did (test_vllm_own_suite.py reads it), if set.
 REPORT_ENV = "KVOFF_VLLM_SUITE_REPORT"
+_report_key = pytest.StashKey[dict[str, Any]]()
 
 _built: dict[str, int] = {}  # vLLM test id -> kvoff managers it built
 _outcomes: dict[str, str] = {}  # vLLM test id -> "passed", "failed" or "skipped"
@@ -274,9 +275,6 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _outcomes.setdefault(report.nodeid, "skipped")
     elif report.when == "call":
         _outcomes.setdefault(report.nodeid, "passed")
-
-
-_report_key = pytest.StashKey[dict[str, Any]]()
 
 
 @pytest.fixture(autouse=True)
