@@ -70,13 +70,22 @@ fn state_of<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRequestState>
     Ok(s)
 }
 
-/// Reads a key's position from `ctx` (`get_offload_key_position`), by the key's index.
+/// Reads a key's position from `ctx` (`get_offload_key_position`), by the key's index. The
+/// bound method is looked up once per call, on the first key that needs a position.
 fn position_reader<'a, 'py>(
     ctx: &'a Bound<'py, PyAny>,
     objs: &'a [Bound<'py, PyAny>],
 ) -> impl FnMut(usize) -> Option<i64> + 'a {
+    let mut method: Option<Bound<'py, PyAny>> = None;
     move |i| {
-        ctx.call_method1(intern!(ctx.py(), "get_offload_key_position"), (&objs[i],))
+        if method.is_none() {
+            method = ctx
+                .getattr(intern!(ctx.py(), "get_offload_key_position"))
+                .ok();
+        }
+        method
+            .as_ref()?
+            .call1((&objs[i],))
             .ok()
             .and_then(|v| v.extract::<Option<i64>>().ok())
             .flatten()

@@ -17,6 +17,7 @@ use arc::ArcPolicy;
 use lru::{LruPolicy, Rank};
 use ordered::OrderedKeys;
 pub use request::RequestAccess;
+use request::Seen;
 
 /// vLLM's `OffloadKey`: block hash bytes followed by a 4-byte big-endian group index.
 pub type Key = Arc<[u8]>;
@@ -80,6 +81,17 @@ pub struct TierUsage {
 enum Policy {
     Lru(LruPolicy),
     Arc(ArcPolicy),
+}
+
+/// What a call does to one of its keys in the request's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Not recorded (a store in flight; a candidate the reuse filter held back).
+    Skip,
+    /// A resident, readable key loaded or offered again.
+    Reuse,
+    /// An offered key that is not resident: a store miss, to be stored if it fits.
+    StoreCandidate,
 }
 
 /// Where a call's keys' positions come from: asked once per key, when a request first sees it,
@@ -216,39 +228,65 @@ impl VllmTier {
         self.allocated - self.free.len() as u32 - self.evictable
     }
 
-    /// Record `keys` (those `record` selects) as accessed by `req`; new ones get their
-    /// positions and, under LRU, the request's running rank.
+    /// Refuse, before anything changes, a finished request that brings keys it never saw.
+    fn check_not_finished(
+        req: &RequestAccess,
+        keys: &[Key],
+        access: impl Fn(usize) -> Access,
+    ) -> Result<()> {
+        let brings_new =
+            |(i, k): (usize, &Key)| access(i) != Access::Skip && !req.seen.contains_key(&**k);
+        if req.finished && keys.iter().enumerate().any(brings_new) {
+            return Err(KvoffError::InvalidState(
+                "a request offered or loaded new keys after it finished".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Record `keys` as accessed by `req`, each as `access` classifies it; new ones get their
+    /// positions and, under LRU, the request's running rank. The caller has checked
+    /// [`Self::check_not_finished`].
     fn record(
         &mut self,
         keys: &[Key],
-        record: &dyn Fn(usize) -> bool,
+        access: impl Fn(usize) -> Access,
         req: &mut RequestAccess,
         positions: Positions<'_>,
-    ) -> Result<()> {
+    ) {
         let mut new_keys = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            if !record(i) || req.seen.contains_key(&**key) {
+            let how = access(i);
+            if how == Access::Skip {
                 continue;
             }
-            if req.finished {
-                return Err(KvoffError::InvalidState(
-                    "a request offered or loaded new keys after it finished".into(),
-                ));
+            let seen = match req.seen.entry(key.clone()) {
+                hashbrown::hash_map::Entry::Occupied(o) => o.into_mut(),
+                hashbrown::hash_map::Entry::Vacant(v) => {
+                    let position = positions(i);
+                    req.groups
+                        .entry(group_index(key))
+                        .or_default()
+                        .push(key.clone());
+                    new_keys.push((key.clone(), position));
+                    v.insert(Seen {
+                        position,
+                        ..Seen::default()
+                    })
+                }
+            };
+            match how {
+                // Re-reading a key this request inserted is not a second access.
+                Access::Reuse => seen.reused |= !seen.inserted,
+                Access::StoreCandidate => seen.store_miss = true,
+                Access::Skip => {}
             }
-            let pos = positions(i);
-            req.seen.insert(key.clone(), pos);
-            req.groups
-                .entry(group_index(key))
-                .or_default()
-                .push(key.clone());
-            new_keys.push((key.clone(), pos));
         }
         if !new_keys.is_empty() {
             if let Policy::Lru(l) = &mut self.policy {
                 l.on_request_access(&mut self.chunks, &new_keys, req);
             }
         }
-        Ok(())
     }
 
     pub fn prepare_load(
@@ -269,30 +307,20 @@ impl VllmTier {
             }
         }
         self.bind(req);
-        if req.finished && keys.iter().any(|k| !req.seen.contains_key(&**k)) {
-            return Err(KvoffError::InvalidState(
-                "a request loaded new keys after it finished".into(),
-            ));
-        }
+        Self::check_not_finished(req, keys, |_| Access::Reuse)?;
         let mut ids = Vec::with_capacity(keys.len());
         for key in keys {
             let c = self.chunks.get_mut(&**key).expect("checked above");
-            if c.ref_cnt == 0 {
+            c.ref_cnt += 1;
+            ids.push(c.id);
+            if c.ref_cnt == 1 {
                 self.evictable -= 1;
                 if let Policy::Lru(l) = &mut self.policy {
                     l.mark_non_evictable(&self.chunks, key);
                 }
             }
-            let c = self.chunks.get_mut(&**key).expect("checked above");
-            c.ref_cnt += 1;
-            ids.push(c.id);
         }
-        self.record(keys, &|_| true, req, positions)?;
-        for key in keys {
-            if !req.inserted.contains(&**key) {
-                req.reused.insert(key.clone());
-            }
-        }
+        self.record(keys, |_| Access::Reuse, req, positions);
         Ok(ids)
     }
 
@@ -350,19 +378,19 @@ impl VllmTier {
                 protected.insert(key.clone());
             }
         }
-        let mut unprotected = counts.len() - protected.len();
+        let mut unprotected = counts.total_len() - protected.len();
         for key in keys {
             if counts.contains(key) {
                 continue;
             }
-            if counts.len() >= self.max_tracker_size {
+            if counts.total_len() >= self.max_tracker_size {
                 if unprotected == 0 {
                     continue;
                 }
-                counts.pop_front();
+                counts.pop_front(0);
                 unprotected -= 1;
             }
-            counts.push_back(key.clone(), 1);
+            counts.push_back(0, key.clone(), 1);
         }
     }
 
@@ -374,45 +402,42 @@ impl VllmTier {
         positions: Positions<'_>,
     ) -> Result<Option<StoreOutput>> {
         self.bind(req);
+        // Each offered key's part, by index: a duplicate gets its twin's part (the same key
+        // answers every test the same), as vLLM's set test gives it.
+        let mut access: Vec<Access> = keys
+            .iter()
+            .map(|key| match self.chunks.get(&**key) {
+                None => Access::StoreCandidate,
+                Some(c) if c.ref_cnt >= 0 => Access::Reuse,
+                Some(_) => Access::Skip,
+            })
+            .collect();
+        Self::check_not_finished(req, keys, |i| access[i])?;
         self.count_offers(keys);
-        let mut candidates: Vec<usize> = Vec::new();
-        let mut ready: Vec<usize> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            match self.chunks.get(&**key) {
-                None => candidates.push(i),
-                Some(c) if c.ref_cnt >= 0 => ready.push(i),
-                Some(_) => {}
-            }
-        }
         if let Some(counts) = &mut self.counts {
-            let before = candidates.len();
             let threshold = u64::from(self.store_threshold);
-            candidates.retain(|&i| counts.get_mut(&keys[i]).is_some_and(|n| *n >= threshold));
-            self.stores_skipped += (before - candidates.len()) as u64;
-        }
-        let new_misses: Vec<Key> = candidates
-            .iter()
-            .map(|&i| keys[i].clone())
-            .filter(|k| !req.store_misses.contains(&**k))
-            .collect();
-        if !new_misses.is_empty() {
-            if let Policy::Arc(a) = &mut self.policy {
-                a.on_store_miss(new_misses.iter());
-            }
-            req.store_misses.extend(new_misses);
-        }
-        // A key offered twice is recorded wherever it appears, as vLLM's set test does.
-        let recorded_keys: KeySet = candidates
-            .iter()
-            .chain(&ready)
-            .map(|&i| keys[i].clone())
-            .collect();
-        self.record(keys, &|i| recorded_keys.contains(&*keys[i]), req, positions)?;
-        for &i in &ready {
-            if !req.inserted.contains(&*keys[i]) {
-                req.reused.insert(keys[i].clone());
+            for (i, key) in keys.iter().enumerate() {
+                if access[i] == Access::StoreCandidate
+                    && !counts.get_mut(key).is_some_and(|n| *n >= threshold)
+                {
+                    access[i] = Access::Skip;
+                    self.stores_skipped += 1;
+                }
             }
         }
+        let candidates: Vec<usize> = (0..keys.len())
+            .filter(|&i| access[i] == Access::StoreCandidate)
+            .collect();
+        // Misses this request has not reported yet, read before `record` marks them.
+        let new_misses: Vec<&Key> = candidates
+            .iter()
+            .map(|&i| &keys[i])
+            .filter(|k| !req.seen.get(&***k).is_some_and(|s| s.store_miss))
+            .collect();
+        if let (Policy::Arc(a), false) = (&mut self.policy, new_misses.is_empty()) {
+            a.on_store_miss(new_misses.into_iter());
+        }
+        self.record(keys, |i| access[i], req, positions);
         if candidates.is_empty() {
             return Ok(Some(StoreOutput::default()));
         }
@@ -473,14 +498,13 @@ impl VllmTier {
                     rank: (0, 0),
                 },
             );
+            let seen = req.seen.get_mut(&**key).expect("recorded above");
+            seen.inserted = true;
+            let position = seen.position;
             match &mut self.policy {
-                Policy::Lru(l) => {
-                    let pos = req.position_of(key);
-                    l.insert(&mut self.chunks, key, pos, req);
-                }
+                Policy::Lru(l) => l.insert(&mut self.chunks, key, position, req),
                 Policy::Arc(a) => a.insert(key),
             }
-            req.inserted.insert(key.clone());
             out.keys.push(key.clone());
             out.ids.push(id);
         }
@@ -534,9 +558,11 @@ impl VllmTier {
         let ordered = req.prefix_order();
         match &mut self.policy {
             Policy::Lru(l) => {
-                l.refresh_reversed(&mut self.chunks, ordered.iter().map(|(k, _)| k));
+                l.refresh_reversed(&mut self.chunks, ordered.iter().map(|(k, _)| *k));
             }
-            Policy::Arc(a) => a.on_request_finished(&ordered, &req.inserted, &req.reused),
+            Policy::Arc(a) => {
+                a.on_request_finished(ordered.iter().map(|(k, s)| (*k, s.inserted, s.reused)));
+            }
         }
     }
 
