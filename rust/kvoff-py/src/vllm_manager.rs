@@ -103,12 +103,15 @@ impl PyVllmManager {
     }
 
     fn event<'py>(&self, py: Python<'py>, e: &TierEvent) -> PyResult<Bound<'py, PyAny>> {
-        let kw = PyDict::new(py);
-        kw.set_item("keys", key_list(py, &e.keys)?)?;
-        kw.set_item("medium", self.medium.bind(py))?;
-        kw.set_item("removed", e.removed)?;
-        kw.set_item("metadata_only", e.metadata_only)?;
-        self.offloading_event.bind(py).call((), Some(&kw))
+        let args = (key_list(py, &e.keys)?, self.medium.bind(py), e.removed);
+        let kw = if e.metadata_only {
+            let kw = PyDict::new(py);
+            kw.set_item(intern!(py, "metadata_only"), true)?;
+            Some(kw)
+        } else {
+            None
+        };
+        self.offloading_event.bind(py).call(args, kw.as_ref())
     }
 }
 
@@ -285,14 +288,15 @@ impl PyVllmManager {
         let Some(out) = out else {
             return Ok(None);
         };
-        let kw = PyDict::new(py);
-        kw.set_item("keys_to_store", key_list(py, &out.keys)?)?;
-        kw.set_item("store_spec", self.spec(py, out.ids)?)?;
-        kw.set_item("evicted_keys", key_list(py, &out.evicted)?)?;
-        self.prepare_store_output
-            .bind(py)
-            .call((), Some(&kw))
-            .map(Some)
+        // The caller's own key objects go back, as vLLM's manager returns them; the fields go
+        // positionally, in the dataclass's order (keys_to_store, store_spec, evicted_keys).
+        let to_store = PyList::new(py, out.offer_indices.iter().map(|&i| &objs[i]))?;
+        let args = (
+            to_store,
+            self.spec(py, out.ids)?,
+            key_list(py, &out.evicted)?,
+        );
+        self.prepare_store_output.bind(py).call1(args).map(Some)
     }
 
     #[pyo3(signature = (keys, ctx=None, success=true))]

@@ -62,6 +62,8 @@ pub struct TierEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoreOutput {
     pub keys: Vec<Key>,
+    /// Where each of `keys` is in the offer (so a binding can hand back the caller's objects).
+    pub offer_indices: Vec<usize>,
     pub ids: Vec<u32>,
     pub evicted: Vec<Key>,
 }
@@ -114,6 +116,8 @@ pub struct VllmTier {
     store_threshold: u32,
     max_tracker_size: usize,
     counts: Option<OrderedKeys<u64>>,
+    /// Numbers the calls that record accesses (see `Seen::store_miss_call`).
+    call_serial: u64,
     stores_skipped: u64,
     allocation_sizes: Vec<u32>,
     counters: TierCounters,
@@ -155,6 +159,7 @@ impl VllmTier {
             store_threshold,
             max_tracker_size,
             counts: (store_threshold >= 2).then(OrderedKeys::default),
+            call_serial: 0,
             stores_skipped: 0,
             allocation_sizes: Vec::new(),
             counters: TierCounters::default(),
@@ -245,7 +250,8 @@ impl VllmTier {
     }
 
     /// Record `keys` as accessed by `req`, each as `access` classifies it; new ones get their
-    /// positions and, under LRU, the request's running rank. The caller has checked
+    /// positions and, under LRU, the request's running rank. Returns the indices of the store
+    /// candidates the request had not missed on before this call. The caller has checked
     /// [`Self::check_not_finished`].
     fn record(
         &mut self,
@@ -253,7 +259,10 @@ impl VllmTier {
         access: impl Fn(usize) -> Access,
         req: &mut RequestAccess,
         positions: Positions<'_>,
-    ) {
+    ) -> Vec<usize> {
+        self.call_serial += 1;
+        let call = self.call_serial;
+        let mut new_misses = Vec::new();
         let mut new_keys = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let how = access(i);
@@ -278,7 +287,14 @@ impl VllmTier {
             match how {
                 // Re-reading a key this request inserted is not a second access.
                 Access::Reuse => seen.reused |= !seen.inserted,
-                Access::StoreCandidate => seen.store_miss = true,
+                Access::StoreCandidate => {
+                    if seen.store_miss_call == 0 {
+                        seen.store_miss_call = call;
+                    }
+                    if seen.store_miss_call == call {
+                        new_misses.push(i);
+                    }
+                }
                 Access::Skip => {}
             }
         }
@@ -287,6 +303,7 @@ impl VllmTier {
                 l.on_request_access(&mut self.chunks, &new_keys, req);
             }
         }
+        new_misses
     }
 
     pub fn prepare_load(
@@ -428,16 +445,12 @@ impl VllmTier {
         let candidates: Vec<usize> = (0..keys.len())
             .filter(|&i| access[i] == Access::StoreCandidate)
             .collect();
-        // Misses this request has not reported yet, read before `record` marks them.
-        let new_misses: Vec<&Key> = candidates
-            .iter()
-            .map(|&i| &keys[i])
-            .filter(|k| !req.seen.get(&***k).is_some_and(|s| s.store_miss))
-            .collect();
-        if let (Policy::Arc(a), false) = (&mut self.policy, new_misses.is_empty()) {
-            a.on_store_miss(new_misses.into_iter());
+        let new_misses = self.record(keys, |i| access[i], req, positions);
+        // Only ARC learns from misses (its ghosts); recording does not touch its lists, so the
+        // order of the two steps does not matter.
+        if let Policy::Arc(a) = &mut self.policy {
+            a.on_store_miss(new_misses.iter().map(|&i| &keys[i]));
         }
-        self.record(keys, |i| access[i], req, positions);
         if candidates.is_empty() {
             return Ok(Some(StoreOutput::default()));
         }
@@ -450,8 +463,13 @@ impl VllmTier {
                 self.counters.allocation_failures += 1;
                 return Ok(None);
             }
-            let offered: KeySet = keys.iter().cloned().collect();
-            let protected = |k: &[u8]| offered.contains(k);
+            // Of the offered keys only the resident, readable ones could be picked: protect
+            // those (usually none, so the set is usually empty and never hashed into).
+            let offered: KeySet = (0..keys.len())
+                .filter(|&i| access[i] == Access::Reuse)
+                .map(|i| keys[i].clone())
+                .collect();
+            let protected = |k: &[u8]| !offered.is_empty() && offered.contains(k);
             let victims = match &mut self.policy {
                 Policy::Lru(l) => l.evict(need as usize, &protected),
                 Policy::Arc(a) => a.evict(need as usize, &self.chunks, &protected),
@@ -479,6 +497,7 @@ impl VllmTier {
         }
         let mut out = StoreOutput {
             keys: Vec::with_capacity(candidates.len()),
+            offer_indices: candidates.clone(),
             ids: Vec::with_capacity(candidates.len()),
             evicted,
         };

@@ -13,7 +13,10 @@ pub(crate) struct Seen {
     pub(crate) position: Option<i64>,
     pub(crate) inserted: bool,
     pub(crate) reused: bool,
-    pub(crate) store_miss: bool,
+    /// The `prepare_store` call (the tier's call serial) that first reported the key as a store
+    /// miss; 0: never. A duplicate within that same call is reported again, as vLLM's
+    /// list-then-set does.
+    pub(crate) store_miss_call: u64,
 }
 
 #[derive(Debug, Default)]
