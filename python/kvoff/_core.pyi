@@ -488,7 +488,10 @@ class VllmOffloadingManager:
         prepare_store_output: object,
         offloading_event: object,
         medium: object,
-    ) -> VllmOffloadingManager: ...
+        req_context: object,
+    ) -> VllmOffloadingManager:
+        """``req_context`` is vLLM's ``ReqContext`` class: a context of exactly that class has
+        its key positions read from its dict rather than through a method call per key."""
     @property
     def num_chunks(self) -> int: ...
     @property

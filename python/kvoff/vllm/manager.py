@@ -73,6 +73,7 @@ class KvoffOffloadingManager(OffloadingManager):
             PrepareStoreOutput,
             OffloadingEvent,
             Medium.CPU,
+            ReqContext,
         )
         self._core = core
         # The native methods take vLLM's arguments as they come: bind them on the instance.

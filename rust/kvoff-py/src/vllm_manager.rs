@@ -31,25 +31,39 @@ pub(crate) struct PyVllmManager {
     prepare_store_output: Py<PyAny>,
     offloading_event: Py<PyAny>,
     medium: Py<PyAny>,
+    /// vLLM's `ReqContext` class (see `position_reader`).
+    req_context: Py<PyAny>,
 }
 
-fn keys_of<'py>(keys: &Bound<'py, PyAny>) -> PyResult<(Vec<Key>, Vec<Bound<'py, PyAny>>)> {
-    let mut owned = Vec::new();
+/// The keys of a call as the caller's `bytes` objects; anything else is refused.
+fn key_objects<'py>(keys: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
     let mut objs = Vec::new();
     for item in keys.try_iter()? {
         let item = item?;
-        let Ok(bytes) = item.cast::<PyBytes>() else {
-            let name = item
-                .get_type()
-                .name()
-                .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-            return to_py(Err(KvoffError::InvalidArgument(format!(
-                "an OffloadKey must be bytes, got {name}"
-            ))));
-        };
-        owned.push(Arc::<[u8]>::from(bytes.as_bytes()));
-        objs.push(item);
+        match item.cast_into::<PyBytes>() {
+            Ok(bytes) => objs.push(bytes),
+            Err(e) => {
+                let name = e
+                    .into_inner()
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                return to_py(Err(KvoffError::InvalidArgument(format!(
+                    "an OffloadKey must be bytes, got {name}"
+                ))));
+            }
+        }
     }
+    Ok(objs)
+}
+
+/// Owned keys, for the calls that may keep them (`prepare_*`, `touch`).
+fn keys_of<'py>(keys: &Bound<'py, PyAny>) -> PyResult<(Vec<Key>, Vec<Bound<'py, PyBytes>>)> {
+    let objs = key_objects(keys)?;
+    let owned = objs
+        .iter()
+        .map(|b| Arc::<[u8]>::from(b.as_bytes()))
+        .collect();
     Ok((owned, objs))
 }
 
@@ -70,23 +84,45 @@ fn state_of<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRequestState>
     Ok(s)
 }
 
-/// Reads a key's position from `ctx` (`get_offload_key_position`), by the key's index. The
-/// bound method is looked up once per call, on the first key that needs a position.
+/// Reads a key's position from `ctx`, by the key's index. `ctx.get_offload_key_position(key)`
+/// is a Python call per key; when `ctx` is exactly vLLM's `ReqContext` (`plain`), whose method
+/// is a `get` on its `_offload_key_positions` dict, that dict is read directly instead (the
+/// same answer, without a Python frame per key). Any other context, a subclass included, is
+/// asked through its method, bound once per call.
 fn position_reader<'a, 'py>(
     ctx: &'a Bound<'py, PyAny>,
-    objs: &'a [Bound<'py, PyAny>],
+    objs: &'a [Bound<'py, PyBytes>],
+    plain: &'a Py<PyAny>,
 ) -> impl FnMut(usize) -> Option<i64> + 'a {
-    let mut method: Option<Bound<'py, PyAny>> = None;
+    enum Source<'py> {
+        Unread,
+        Dict(Bound<'py, PyDict>),
+        Method(Bound<'py, PyAny>),
+        Missing,
+    }
+    let mut source = Source::Unread;
     move |i| {
-        if method.is_none() {
-            method = ctx
-                .getattr(intern!(ctx.py(), "get_offload_key_position"))
-                .ok();
+        if matches!(source, Source::Unread) {
+            let py = ctx.py();
+            let dict = ctx
+                .get_type()
+                .is(plain.bind(py))
+                .then(|| ctx.getattr(intern!(py, "_offload_key_positions")).ok())
+                .flatten()
+                .and_then(|d| d.cast_into::<PyDict>().ok());
+            source = match dict {
+                Some(d) => Source::Dict(d),
+                None => ctx
+                    .getattr(intern!(py, "get_offload_key_position"))
+                    .map_or(Source::Missing, Source::Method),
+            };
         }
-        method
-            .as_ref()?
-            .call1((&objs[i],))
-            .ok()
+        let value = match &source {
+            Source::Dict(d) => d.get_item(&objs[i]).ok().flatten(),
+            Source::Method(m) => m.call1((&objs[i],)).ok(),
+            Source::Unread | Source::Missing => None,
+        };
+        value
             .and_then(|v| v.extract::<Option<i64>>().ok())
             .flatten()
     }
@@ -120,7 +156,7 @@ impl PyVllmManager {
     #[new]
     #[pyo3(signature = (num_chunks, policy, enable_events, store_threshold, max_tracker_size,
                         lookup_results, load_store_spec, prepare_store_output, offloading_event,
-                        medium))]
+                        medium, req_context))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         num_chunks: i64,
@@ -133,6 +169,7 @@ impl PyVllmManager {
         prepare_store_output: Py<PyAny>,
         offloading_event: Py<PyAny>,
         medium: Py<PyAny>,
+        req_context: Py<PyAny>,
     ) -> PyResult<Self> {
         let bad = |m: String| to_py::<Self>(Err(KvoffError::InvalidArgument(m)));
         let Ok(n) = u32::try_from(num_chunks) else {
@@ -166,6 +203,7 @@ impl PyVllmManager {
             prepare_store_output,
             offloading_event,
             medium,
+            req_context,
         })
     }
 
@@ -244,7 +282,7 @@ impl PyVllmManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let (owned, objs) = keys_of(keys)?;
         let st = state_of(ctx)?;
-        let mut pos = position_reader(ctx, &objs);
+        let mut pos = position_reader(ctx, &objs, &self.req_context);
         let ids = to_py(
             self.tier
                 .prepare_load(&owned, &mut st.borrow_mut().inner, &mut pos),
@@ -267,8 +305,9 @@ impl PyVllmManager {
         ctx: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let _ = ctx;
-        let (owned, _) = keys_of(keys)?;
-        to_py(self.tier.complete_load(&owned))
+        let objs = key_objects(keys)?;
+        let keys: Vec<&[u8]> = objs.iter().map(|b| b.as_bytes()).collect();
+        to_py(self.tier.complete_load(&keys))
     }
 
     /// vLLM's `PrepareStoreOutput`, or `None` when the keys cannot fit (nothing changed).
@@ -280,7 +319,7 @@ impl PyVllmManager {
         let py = keys.py();
         let (owned, objs) = keys_of(keys)?;
         let st = state_of(ctx)?;
-        let mut pos = position_reader(ctx, &objs);
+        let mut pos = position_reader(ctx, &objs, &self.req_context);
         let out = to_py(
             self.tier
                 .prepare_store(&owned, &mut st.borrow_mut().inner, &mut pos),
@@ -307,8 +346,9 @@ impl PyVllmManager {
         success: bool,
     ) -> PyResult<()> {
         let _ = ctx;
-        let (owned, _) = keys_of(keys)?;
-        self.tier.complete_store(&owned, success);
+        let objs = key_objects(keys)?;
+        let keys: Vec<&[u8]> = objs.iter().map(|b| b.as_bytes()).collect();
+        self.tier.complete_store(&keys, success);
         Ok(())
     }
 

@@ -263,6 +263,8 @@ impl VllmTier {
         self.call_serial += 1;
         let call = self.call_serial;
         let mut new_misses = Vec::new();
+        let lru = matches!(self.policy, Policy::Lru(_));
+        // Only LRU ranks the keys a request sees first.
         let mut new_keys = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let how = access(i);
@@ -277,7 +279,9 @@ impl VllmTier {
                         .entry(group_index(key))
                         .or_default()
                         .push(key.clone());
-                    new_keys.push((key.clone(), position));
+                    if lru {
+                        new_keys.push((key.clone(), position));
+                    }
                     v.insert(Seen {
                         position,
                         ..Seen::default()
@@ -348,14 +352,15 @@ impl VllmTier {
         }
     }
 
-    pub fn complete_load(&mut self, keys: &[Key]) -> Result<()> {
+    pub fn complete_load<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<()> {
         // Check first so that a bad call changes nothing; repeats must fit the pin count.
-        let mut need: KeyMap<i32> = KeyMap::default();
+        let mut need: hashbrown::HashMap<&[u8], i32, foldhash::fast::FixedState> =
+            hashbrown::HashMap::default();
         for key in keys {
-            *need.entry(key.clone()).or_default() += 1;
+            *need.entry(key.as_ref()).or_default() += 1;
         }
         for (key, n) in &need {
-            match self.chunks.get(&**key) {
+            match self.chunks.get(*key) {
                 None => return Err(KvoffError::UnknownHash(format!("{key:?}"))),
                 Some(c) if c.ref_cnt < *n => {
                     return Err(KvoffError::InvalidState(format!(
@@ -367,12 +372,16 @@ impl VllmTier {
             }
         }
         for key in keys {
-            let c = self.chunks.get_mut(&**key).expect("checked above");
+            let (owned, c) = self
+                .chunks
+                .get_key_value_mut(key.as_ref())
+                .expect("checked above");
             c.ref_cnt -= 1;
             if c.ref_cnt == 0 {
                 self.evictable += 1;
+                let owned = owned.clone();
                 if let Policy::Lru(l) = &mut self.policy {
-                    l.mark_evictable(&self.chunks, key);
+                    l.mark_evictable(&self.chunks, &owned);
                 }
             }
         }
@@ -497,7 +506,7 @@ impl VllmTier {
         }
         let mut out = StoreOutput {
             keys: Vec::with_capacity(candidates.len()),
-            offer_indices: candidates.clone(),
+            offer_indices: Vec::new(),
             ids: Vec::with_capacity(candidates.len()),
             evicted,
         };
@@ -528,37 +537,39 @@ impl VllmTier {
             out.ids.push(id);
         }
         self.write_pending += want;
+        out.offer_indices = candidates;
         Ok(Some(out))
     }
 
     /// Keys absent or already stored are skipped. Success makes the rest readable ("stored"
     /// event); failure drops them (a `metadata_only` removal event).
-    pub fn complete_store(&mut self, keys: &[Key], success: bool) {
+    pub fn complete_store<K: AsRef<[u8]>>(&mut self, keys: &[K], success: bool) {
         let mut done = Vec::new();
         for key in keys {
-            let Some(c) = self.chunks.get_mut(&**key) else {
+            let Some((owned, c)) = self.chunks.get_key_value_mut(key.as_ref()) else {
                 continue;
             };
             if c.ref_cnt >= 0 {
                 continue;
             }
+            let owned = owned.clone();
             self.write_pending -= 1;
             if success {
                 c.ref_cnt = 0;
                 self.evictable += 1;
                 self.counters.stored += 1;
                 if let Policy::Lru(l) = &mut self.policy {
-                    l.mark_evictable(&self.chunks, key);
+                    l.mark_evictable(&self.chunks, &owned);
                 }
             } else {
                 let id = c.id;
-                self.chunks.remove(&**key);
+                self.chunks.remove(&*owned);
                 if let Policy::Arc(a) = &mut self.policy {
-                    a.remove(key);
+                    a.remove(&owned);
                 }
                 self.free.push(id);
             }
-            done.push(key.clone());
+            done.push(owned);
         }
         if let (Some(ev), false) = (&mut self.events, done.is_empty()) {
             ev.push(TierEvent {
