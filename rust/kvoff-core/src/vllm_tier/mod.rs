@@ -8,6 +8,8 @@ mod arc;
 mod lru;
 mod ordered;
 mod request;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
