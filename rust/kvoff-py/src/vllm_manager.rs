@@ -12,9 +12,9 @@ use kvoff_core::KvoffError;
 use numpy::PyArray1;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyTuple};
 
-use crate::errors::to_py;
+use crate::errors::{hash_type_error, new_err, to_py, CoreError};
 
 /// One request's record, stored in its `ReqContext` (`set_state`, keyed by this type).
 #[pyclass(module = "kvoff._core", name = "VllmRequestState")]
@@ -35,26 +35,56 @@ pub(crate) struct PyVllmManager {
     req_context: Py<PyAny>,
 }
 
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn hash_type_err(py: Python<'_>, msg: String) -> PyErr {
+    new_err(py, hash_type_error(py), msg)
+}
+
+/// One key as the caller's `bytes` object; anything else is a `HashTypeError`.
+fn key_object<'py>(key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    key.cast::<PyBytes>().cloned().map_err(|_| {
+        hash_type_err(
+            key.py(),
+            format!("an OffloadKey must be bytes, got {}", type_name(key)),
+        )
+    })
+}
+
 /// The keys of a call as the caller's `bytes` objects; anything else is refused.
 fn key_objects<'py>(keys: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let py = keys.py();
+    let items = keys.try_iter().map_err(|_| {
+        hash_type_err(
+            py,
+            format!(
+                "keys must be an iterable of OffloadKey bytes, got {}",
+                type_name(keys)
+            ),
+        )
+    })?;
     let mut objs = Vec::new();
-    for item in keys.try_iter()? {
-        let item = item?;
-        match item.cast_into::<PyBytes>() {
-            Ok(bytes) => objs.push(bytes),
-            Err(e) => {
-                let name = e
-                    .into_inner()
-                    .get_type()
-                    .name()
-                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-                return to_py(Err(KvoffError::InvalidArgument(format!(
-                    "an OffloadKey must be bytes, got {name}"
-                ))));
-            }
-        }
+    for item in items {
+        objs.push(key_object(&item?)?);
     }
     Ok(objs)
+}
+
+/// `success` as vLLM passes it: a bool.
+fn success_flag(success: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    let Some(flag) = success else {
+        return Ok(true);
+    };
+    flag.cast::<PyBool>().map(|b| b.is_true()).map_err(|_| {
+        PyErr::from(CoreError(KvoffError::InvalidArgument(format!(
+            "success must be a bool, got {}",
+            type_name(flag)
+        ))))
+    })
 }
 
 /// Owned keys, for the calls that may keep them (`prepare_*`, `touch`).
@@ -71,12 +101,22 @@ fn key_list<'py>(py: Python<'py>, keys: &[Key]) -> PyResult<Bound<'py, PyList>> 
     PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
 }
 
+/// `ctx.get_state(VllmRequestState)`; a `ctx` without vLLM's `ReqContext` methods is refused.
+fn stored_state<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = ctx.py();
+    let Ok(get_state) = ctx.getattr(intern!(py, "get_state")) else {
+        return to_py(Err(KvoffError::InvalidArgument(format!(
+            "ctx must be vLLM's ReqContext (with get_state / set_state), got {}",
+            type_name(ctx)
+        ))));
+    };
+    get_state.call1((py.get_type::<PyRequestState>(),))
+}
+
 /// The request's record in `ctx`, made and stored there on first use.
 fn state_of<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRequestState>> {
     let py = ctx.py();
-    let cls = py.get_type::<PyRequestState>();
-    let got = ctx.call_method1(intern!(py, "get_state"), (&cls,))?;
-    if let Ok(s) = got.cast_into::<PyRequestState>() {
+    if let Ok(s) = stored_state(ctx)?.cast_into::<PyRequestState>() {
         return Ok(s);
     }
     let s = Bound::new(py, PyRequestState::default())?;
@@ -253,8 +293,8 @@ impl PyVllmManager {
         self.tier.len()
     }
 
-    fn __contains__(&self, key: &[u8]) -> bool {
-        self.tier.contains(key)
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.tier.contains(key_object(key)?.as_bytes()))
     }
 
     fn on_new_request(&self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -265,14 +305,19 @@ impl PyVllmManager {
 
     /// `MISS` / `HIT` / `HIT_PENDING`, as the `lookup_results` given at construction.
     #[pyo3(signature = (key, ctx=None))]
-    fn lookup(&mut self, py: Python<'_>, key: &[u8], ctx: Option<&Bound<'_, PyAny>>) -> Py<PyAny> {
+    fn lookup(
+        &mut self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        ctx: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let _ = ctx;
-        let i = match self.tier.lookup(key) {
+        let i = match self.tier.lookup(key_object(key)?.as_bytes()) {
             Lookup::Miss => 0,
             Lookup::Hit => 1,
             Lookup::HitPending => 2,
         };
-        self.lookup_results[i].clone_ref(py)
+        Ok(self.lookup_results[i].clone_ref(py))
     }
 
     fn prepare_load<'py>(
@@ -338,14 +383,18 @@ impl PyVllmManager {
         self.prepare_store_output.bind(py).call1(args).map(Some)
     }
 
-    #[pyo3(signature = (keys, ctx=None, success=true))]
+    // `success` is checked here rather than by PyO3, so that a non-bool is a kvoff error; the
+    // text signature shows the default vLLM's ABC has.
+    #[pyo3(signature = (keys, ctx=None, success=None),
+           text_signature = "($self, keys, ctx=None, success=True)")]
     fn complete_store(
         &mut self,
         keys: &Bound<'_, PyAny>,
         ctx: Option<&Bound<'_, PyAny>>,
-        success: bool,
+        success: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let _ = ctx;
+        let success = success_flag(success)?;
         let objs = key_objects(keys)?;
         let keys: Vec<&[u8]> = objs.iter().map(|b| b.as_bytes()).collect();
         self.tier.complete_store(&keys, success);
@@ -353,9 +402,7 @@ impl PyVllmManager {
     }
 
     fn on_request_finished(&mut self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = ctx.py();
-        let got = ctx.call_method1(intern!(py, "get_state"), (py.get_type::<PyRequestState>(),))?;
-        if let Ok(st) = got.cast_into::<PyRequestState>() {
+        if let Ok(st) = stored_state(ctx)?.cast_into::<PyRequestState>() {
             self.tier.on_request_finished(&mut st.borrow_mut().inner);
         }
         Ok(())

@@ -35,6 +35,13 @@ pub(crate) struct Chunk {
 }
 pub(crate) type Chunks = KeyMap<Chunk>;
 
+/// A key for an error message: its hash bytes in hex and its group.
+pub(crate) fn show(key: &[u8]) -> String {
+    let hash = &key[..key.len().saturating_sub(4)];
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex} (group {})", group_index(key))
+}
+
 /// The KV-cache group index of a key (its last four bytes, big-endian).
 pub(crate) fn group_index(key: &[u8]) -> u32 {
     let tail = &key[key.len().saturating_sub(4)..];
@@ -320,10 +327,11 @@ impl VllmTier {
     ) -> Result<Vec<u32>> {
         for key in keys {
             match self.chunks.get(&**key) {
-                None => return Err(KvoffError::UnknownHash(format!("{key:?}"))),
+                None => return Err(KvoffError::UnknownHash(show(key))),
                 Some(c) if c.ref_cnt < 0 => {
                     return Err(KvoffError::InvalidState(format!(
-                        "key {key:?} is not ready for reading (its store is in flight)"
+                        "OffloadKey {} is not ready for reading (its store is in flight)",
+                        show(key)
                     )))
                 }
                 Some(_) => {}
@@ -363,11 +371,12 @@ impl VllmTier {
         }
         for (key, n) in &need {
             match self.chunks.get(*key) {
-                None => return Err(KvoffError::UnknownHash(format!("{key:?}"))),
+                None => return Err(KvoffError::UnknownHash(show(key))),
                 Some(c) if c.ref_cnt < *n => {
                     return Err(KvoffError::InvalidState(format!(
-                        "key {key:?} is not being loaded (ref count {})",
-                        c.ref_cnt
+                        "OffloadKey {} is not being loaded ({} load(s) in flight, {n} completed)",
+                        show(key),
+                        c.ref_cnt.max(0)
                     )))
                 }
                 Some(_) => {}
