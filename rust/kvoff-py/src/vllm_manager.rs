@@ -79,12 +79,14 @@ fn success_flag(success: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
     let Some(flag) = success else {
         return Ok(true);
     };
-    flag.cast::<PyBool>().map(|b| b.is_true()).map_err(|_| {
-        PyErr::from(CoreError(KvoffError::InvalidArgument(format!(
-            "success must be a bool, got {}",
-            type_name(flag)
-        ))))
-    })
+    flag.cast::<PyBool>()
+        .map(PyBoolMethods::is_true)
+        .map_err(|_| {
+            PyErr::from(CoreError(KvoffError::InvalidArgument(format!(
+                "success must be a bool, got {}",
+                type_name(flag)
+            ))))
+        })
 }
 
 /// Owned keys, for the calls that may keep them (`prepare_*`, `touch`).
@@ -351,7 +353,7 @@ impl PyVllmManager {
     ) -> PyResult<()> {
         let _ = ctx;
         let objs = key_objects(keys)?;
-        let keys: Vec<&[u8]> = objs.iter().map(|b| b.as_bytes()).collect();
+        let keys: Vec<&[u8]> = objs.iter().map(PyBytesMethods::as_bytes).collect();
         to_py(self.tier.complete_load(&keys))
     }
 
@@ -396,7 +398,7 @@ impl PyVllmManager {
         let _ = ctx;
         let success = success_flag(success)?;
         let objs = key_objects(keys)?;
-        let keys: Vec<&[u8]> = objs.iter().map(|b| b.as_bytes()).collect();
+        let keys: Vec<&[u8]> = objs.iter().map(PyBytesMethods::as_bytes).collect();
         self.tier.complete_store(&keys, success);
         Ok(())
     }

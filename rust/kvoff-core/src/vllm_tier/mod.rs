@@ -9,8 +9,14 @@ mod lru;
 mod ordered;
 mod request;
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::many_single_char_names,
+    clippy::cast_possible_wrap
+)]
 mod tests;
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -38,8 +44,12 @@ pub(crate) type Chunks = KeyMap<Chunk>;
 /// A key for an error message: its hash bytes in hex and its group.
 pub(crate) fn show(key: &[u8]) -> String {
     let hash = &key[..key.len().saturating_sub(4)];
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex} (group {})", group_index(key))
+    let mut out = String::with_capacity(hash.len() * 2 + 12);
+    for b in hash {
+        let _ = write!(out, "{b:02x}");
+    }
+    let _ = write!(out, " (group {})", group_index(key));
+    out
 }
 
 /// The KV-cache group index of a key (its last four bytes, big-endian).
@@ -455,7 +465,7 @@ impl VllmTier {
             let threshold = u64::from(self.store_threshold);
             for (i, key) in keys.iter().enumerate() {
                 if access[i] == Access::StoreCandidate
-                    && !counts.get_mut(key).is_some_and(|n| *n >= threshold)
+                    && counts.get_mut(key).is_none_or(|n| *n < threshold)
                 {
                     access[i] = Access::Skip;
                     self.stores_skipped += 1;
