@@ -12,7 +12,7 @@ use kvoff_core::KvoffError;
 use numpy::PyArray1;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::errors::{hash_type_error, new_err, to_py, CoreError};
 
@@ -103,26 +103,55 @@ fn key_list<'py>(py: Python<'py>, keys: &[Key]) -> PyResult<Bound<'py, PyList>> 
     PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
 }
 
+/// `ctx`'s dict `attr` when `ctx` is exactly vLLM's `ReqContext` (`plain`), whose
+/// `get_state` / `set_state` / `get_offload_key_position` are plain dict reads and writes: the
+/// binding does those itself, without a Python frame per call or per key. `None` for any other
+/// context (a subclass included), which is then asked through its methods.
+fn plain_dict<'py>(
+    ctx: &Bound<'py, PyAny>,
+    plain: &Py<PyAny>,
+    attr: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyDict>> {
+    if !ctx.get_type().is(plain.bind(ctx.py())) {
+        return None;
+    }
+    ctx.getattr(attr).ok()?.cast_into::<PyDict>().ok()
+}
+
 /// `ctx.get_state(VllmRequestState)`; a `ctx` without vLLM's `ReqContext` methods is refused.
-fn stored_state<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn stored_state<'py>(ctx: &Bound<'py, PyAny>, plain: &Py<PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = ctx.py();
+    let cls = py.get_type::<PyRequestState>();
+    if let Some(states) = plain_dict(ctx, plain, intern!(py, "_state")) {
+        return Ok(states
+            .get_item(&cls)?
+            .unwrap_or_else(|| py.None().into_bound(py)));
+    }
     let Ok(get_state) = ctx.getattr(intern!(py, "get_state")) else {
         return to_py(Err(KvoffError::InvalidArgument(format!(
             "ctx must be vLLM's ReqContext (with get_state / set_state), got {}",
             type_name(ctx)
         ))));
     };
-    get_state.call1((py.get_type::<PyRequestState>(),))
+    get_state.call1((cls,))
 }
 
 /// The request's record in `ctx`, made and stored there on first use.
-fn state_of<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRequestState>> {
+fn state_of<'py>(
+    ctx: &Bound<'py, PyAny>,
+    plain: &Py<PyAny>,
+) -> PyResult<Bound<'py, PyRequestState>> {
     let py = ctx.py();
-    if let Ok(s) = stored_state(ctx)?.cast_into::<PyRequestState>() {
+    if let Ok(s) = stored_state(ctx, plain)?.cast_into::<PyRequestState>() {
         return Ok(s);
     }
     let s = Bound::new(py, PyRequestState::default())?;
-    ctx.call_method1(intern!(py, "set_state"), (&s,))?;
+    match plain_dict(ctx, plain, intern!(py, "_state")) {
+        Some(states) => states.set_item(py.get_type::<PyRequestState>(), &s)?,
+        None => {
+            ctx.call_method1(intern!(py, "set_state"), (&s,))?;
+        }
+    }
     Ok(s)
 }
 
@@ -146,13 +175,7 @@ fn position_reader<'a, 'py>(
     move |i| {
         if matches!(source, Source::Unread) {
             let py = ctx.py();
-            let dict = ctx
-                .get_type()
-                .is(plain.bind(py))
-                .then(|| ctx.getattr(intern!(py, "_offload_key_positions")).ok())
-                .flatten()
-                .and_then(|d| d.cast_into::<PyDict>().ok());
-            source = match dict {
+            source = match plain_dict(ctx, plain, intern!(py, "_offload_key_positions")) {
                 Some(d) => Source::Dict(d),
                 None => ctx
                     .getattr(intern!(py, "get_offload_key_position"))
@@ -300,7 +323,7 @@ impl PyVllmManager {
     }
 
     fn on_new_request(&self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
-        let st = state_of(ctx)?;
+        let st = state_of(ctx, &self.req_context)?;
         self.tier.on_new_request(&mut st.borrow_mut().inner);
         Ok(())
     }
@@ -328,7 +351,7 @@ impl PyVllmManager {
         ctx: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (owned, objs) = keys_of(keys)?;
-        let st = state_of(ctx)?;
+        let st = state_of(ctx, &self.req_context)?;
         let mut pos = position_reader(ctx, &objs, &self.req_context);
         let ids = to_py(
             self.tier
@@ -365,7 +388,7 @@ impl PyVllmManager {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = keys.py();
         let (owned, objs) = keys_of(keys)?;
-        let st = state_of(ctx)?;
+        let st = state_of(ctx, &self.req_context)?;
         let mut pos = position_reader(ctx, &objs, &self.req_context);
         let out = to_py(
             self.tier
@@ -404,7 +427,7 @@ impl PyVllmManager {
     }
 
     fn on_request_finished(&mut self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
-        if let Ok(st) = stored_state(ctx)?.cast_into::<PyRequestState>() {
+        if let Ok(st) = stored_state(ctx, &self.req_context)?.cast_into::<PyRequestState>() {
             self.tier.on_request_finished(&mut st.borrow_mut().inner);
         }
         Ok(())
