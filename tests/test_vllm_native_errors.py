@@ -37,11 +37,11 @@ def key(name: str) -> bytes:
     return name.encode() + (0).to_bytes(4, "big")
 
 
-def make(num_chunks: int = 4, policy: str = "lru") -> VllmOffloadingManager:
+def make(num_chunks: int = 4, policy: str = "lru", events: bool = True) -> VllmOffloadingManager:
     return VllmOffloadingManager(
         num_chunks,
         policy,
-        True,
+        events,
         0,
         64_000,
         (MISS, HIT, HIT_PENDING),
@@ -204,3 +204,25 @@ def test_bad_construction_arguments_name_the_field(field: str, value: object, me
             Context,
         )
     assert str(err.value) == message
+
+
+def test_events_keep_their_order_and_stored_keys_are_the_callers_objects() -> None:
+    m = make(num_chunks=2)
+    ctx = Context()
+    a, b, c = (bytes(key(n)) for n in "abc")
+    out = m.prepare_store([a, b], ctx)
+    assert out is not None and out[0][0] is a  # the offered objects come back
+    m.complete_store([a], ctx)
+    m.complete_store([b], ctx, success=False)
+    out = m.prepare_store([c, b], Context())  # evicts a
+    assert out is not None
+    m.complete_store(out[0], ctx)
+    events = m.take_events()
+    # b's failed-store removal is dropped at the drain: b was stored again since.
+    assert events == [([a], False, False), ([a], True, False), ([c, b], False, False)]
+    assert events[0][0][0] is a and events[2][0][0] is c
+    # Events off: completions keep nothing for them.
+    quiet = make(num_chunks=2, events=False)
+    quiet.prepare_store([a], ctx)
+    quiet.complete_store([a], ctx)
+    assert quiet.take_events() == []

@@ -5,6 +5,7 @@
 //! A request's record lives in a `VllmRequestState` kept in the request's `ReqContext`, so it
 //! goes when the request does, as vLLM's own record does.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use kvoff_core::vllm_tier::{Key, Lookup, RequestAccess, TierEvent, VllmPolicy, VllmTier};
@@ -33,6 +34,10 @@ pub(crate) struct PyVllmManager {
     medium: Py<PyAny>,
     /// vLLM's `ReqContext` class (see `position_reader`).
     req_context: Py<PyAny>,
+    /// The caller's key objects of each "stored" event the tier holds, oldest first: a stored
+    /// event's keys go back as the objects `complete_store` was given (as vLLM's own do), not
+    /// as new `bytes`. The tier never drops or filters a stored event, so the two stay aligned.
+    stored_keys: VecDeque<Py<PyList>>,
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -203,8 +208,18 @@ impl PyVllmManager {
             .call1((PyArray1::from_vec(py, ids),))
     }
 
-    fn event<'py>(&self, py: Python<'py>, e: &TierEvent) -> PyResult<Bound<'py, PyAny>> {
-        let args = (key_list(py, &e.keys)?, self.medium.bind(py), e.removed);
+    /// vLLM's `OffloadingEvent` for `e`; `keys`: the caller's objects, when the binding has them.
+    fn event<'py>(
+        &self,
+        py: Python<'py>,
+        e: &TierEvent,
+        keys: Option<Py<PyList>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keys = match keys {
+            Some(k) => k.into_bound(py),
+            None => key_list(py, &e.keys)?,
+        };
+        let args = (keys, self.medium.bind(py), e.removed);
         let kw = if e.metadata_only {
             let kw = PyDict::new(py);
             kw.set_item(intern!(py, "metadata_only"), true)?;
@@ -269,6 +284,7 @@ impl PyVllmManager {
             offloading_event,
             medium,
             req_context,
+            stored_keys: VecDeque::new(),
         })
     }
 
@@ -419,10 +435,15 @@ impl PyVllmManager {
         success: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let _ = ctx;
+        let py = keys.py();
         let success = success_flag(success)?;
         let objs = key_objects(keys)?;
         let keys: Vec<&[u8]> = objs.iter().map(PyBytesMethods::as_bytes).collect();
-        self.tier.complete_store(&keys, success);
+        let done = self.tier.complete_store(&keys, success);
+        if success && !done.is_empty() && self.tier.events_enabled() {
+            let objs = PyList::new(py, done.iter().map(|&i| &objs[i]))?;
+            self.stored_keys.push_back(objs.unbind());
+        }
         Ok(())
     }
 
@@ -442,7 +463,8 @@ impl PyVllmManager {
         let events = self.tier.take_events();
         let list = PyList::empty(py);
         for e in &events {
-            list.append(self.event(py, e)?)?;
+            let stored = (!e.removed).then(|| self.stored_keys.pop_front()).flatten();
+            list.append(self.event(py, e, stored)?)?;
         }
         Ok(list)
     }

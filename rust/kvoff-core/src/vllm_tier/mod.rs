@@ -563,10 +563,12 @@ impl VllmTier {
     }
 
     /// Keys absent or already stored are skipped. Success makes the rest readable ("stored"
-    /// event); failure drops them (a `metadata_only` removal event).
-    pub fn complete_store<K: AsRef<[u8]>>(&mut self, keys: &[K], success: bool) {
+    /// event); failure drops them (a `metadata_only` removal event). Returns where the keys
+    /// completed are in `keys` (an event's keys, in its order).
+    pub fn complete_store<K: AsRef<[u8]>>(&mut self, keys: &[K], success: bool) -> Vec<usize> {
         let mut done = Vec::new();
-        for key in keys {
+        let mut done_at = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
             let Some((owned, c)) = self.chunks.get_key_value_mut(key.as_ref()) else {
                 continue;
             };
@@ -591,6 +593,7 @@ impl VllmTier {
                 self.free.push(id);
             }
             done.push(owned);
+            done_at.push(i);
         }
         if let (Some(ev), false) = (&mut self.events, done.is_empty()) {
             ev.push(TierEvent {
@@ -599,6 +602,12 @@ impl VllmTier {
                 metadata_only: !success,
             });
         }
+        done_at
+    }
+
+    #[must_use]
+    pub fn events_enabled(&self) -> bool {
+        self.events.is_some()
     }
 
     pub fn on_request_finished(&mut self, req: &mut RequestAccess) {
