@@ -5,6 +5,7 @@
 //! A request's record lives in a `VllmRequestState` kept in the request's `ReqContext`, so it
 //! goes when the request does, as vLLM's own record does.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use kvoff_core::vllm_tier::{Key, Lookup, RequestAccess, TierEvent, VllmPolicy, VllmTier};
@@ -12,9 +13,9 @@ use kvoff_core::KvoffError;
 use numpy::PyArray1;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyTuple};
 
-use crate::errors::to_py;
+use crate::errors::{hash_type_error, new_err, to_py, CoreError};
 
 /// One request's record, stored in its `ReqContext` (`set_state`, keyed by this type).
 #[pyclass(module = "kvoff._core", name = "VllmRequestState")]
@@ -31,25 +32,73 @@ pub(crate) struct PyVllmManager {
     prepare_store_output: Py<PyAny>,
     offloading_event: Py<PyAny>,
     medium: Py<PyAny>,
+    /// The caller's key objects of each "stored" event the tier holds, oldest first: a stored
+    /// event's keys go back as the objects `complete_store` was given (as vLLM's own do), not
+    /// as new `bytes`. The tier never drops or filters a stored event, so the two stay aligned.
+    stored_keys: VecDeque<Py<PyList>>,
 }
 
-fn keys_of<'py>(keys: &Bound<'py, PyAny>) -> PyResult<(Vec<Key>, Vec<Bound<'py, PyAny>>)> {
-    let mut owned = Vec::new();
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn hash_type_err(py: Python<'_>, msg: String) -> PyErr {
+    new_err(py, hash_type_error(py), msg)
+}
+
+/// One key as the caller's `bytes` object; anything else is a `HashTypeError`.
+fn key_object<'py>(key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    key.cast::<PyBytes>().cloned().map_err(|_| {
+        hash_type_err(
+            key.py(),
+            format!("an OffloadKey must be bytes, got {}", type_name(key)),
+        )
+    })
+}
+
+/// The keys of a call as the caller's `bytes` objects; anything else is refused.
+fn key_objects<'py>(keys: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let py = keys.py();
+    let items = keys.try_iter().map_err(|_| {
+        hash_type_err(
+            py,
+            format!(
+                "keys must be an iterable of OffloadKey bytes, got {}",
+                type_name(keys)
+            ),
+        )
+    })?;
     let mut objs = Vec::new();
-    for item in keys.try_iter()? {
-        let item = item?;
-        let Ok(bytes) = item.cast::<PyBytes>() else {
-            let name = item
-                .get_type()
-                .name()
-                .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-            return to_py(Err(KvoffError::InvalidArgument(format!(
-                "an OffloadKey must be bytes, got {name}"
-            ))));
-        };
-        owned.push(Arc::<[u8]>::from(bytes.as_bytes()));
-        objs.push(item);
+    for item in items {
+        objs.push(key_object(&item?)?);
     }
+    Ok(objs)
+}
+
+/// `success` as vLLM passes it: a bool.
+fn success_flag(success: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    let Some(flag) = success else {
+        return Ok(true);
+    };
+    flag.cast::<PyBool>()
+        .map(PyBoolMethods::is_true)
+        .map_err(|_| {
+            PyErr::from(CoreError(KvoffError::InvalidArgument(format!(
+                "success must be a bool, got {}",
+                type_name(flag)
+            ))))
+        })
+}
+
+/// Owned keys, for the calls that may keep them (`prepare_*`, `touch`).
+fn keys_of<'py>(keys: &Bound<'py, PyAny>) -> PyResult<(Vec<Key>, Vec<Bound<'py, PyBytes>>)> {
+    let objs = key_objects(keys)?;
+    let owned = objs
+        .iter()
+        .map(|b| Arc::<[u8]>::from(b.as_bytes()))
+        .collect();
     Ok((owned, objs))
 }
 
@@ -57,12 +106,23 @@ fn key_list<'py>(py: Python<'py>, keys: &[Key]) -> PyResult<Bound<'py, PyList>> 
     PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
 }
 
+/// `ctx.get_state(VllmRequestState)`; a `ctx` without vLLM's `ReqContext` methods is refused.
+fn stored_state<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = ctx.py();
+    let cls = py.get_type::<PyRequestState>();
+    let Ok(get_state) = ctx.getattr(intern!(py, "get_state")) else {
+        return to_py(Err(KvoffError::InvalidArgument(format!(
+            "ctx must be vLLM's ReqContext (with get_state / set_state), got {}",
+            type_name(ctx)
+        ))));
+    };
+    get_state.call1((cls,))
+}
+
 /// The request's record in `ctx`, made and stored there on first use.
 fn state_of<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRequestState>> {
     let py = ctx.py();
-    let cls = py.get_type::<PyRequestState>();
-    let got = ctx.call_method1(intern!(py, "get_state"), (&cls,))?;
-    if let Ok(s) = got.cast_into::<PyRequestState>() {
+    if let Ok(s) = stored_state(ctx)?.cast_into::<PyRequestState>() {
         return Ok(s);
     }
     let s = Bound::new(py, PyRequestState::default())?;
@@ -70,15 +130,23 @@ fn state_of<'py>(ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRequestState>
     Ok(s)
 }
 
-/// Reads a key's position from `ctx` (`get_offload_key_position`), by the key's index.
+/// Reads a key's position from `ctx`, by the key's index, through
+/// `ctx.get_offload_key_position(key)` (bound once per call, on first use).
 fn position_reader<'a, 'py>(
     ctx: &'a Bound<'py, PyAny>,
-    objs: &'a [Bound<'py, PyAny>],
+    objs: &'a [Bound<'py, PyBytes>],
 ) -> impl FnMut(usize) -> Option<i64> + 'a {
+    let mut method: Option<Option<Bound<'py, PyAny>>> = None;
     move |i| {
-        ctx.call_method1(intern!(ctx.py(), "get_offload_key_position"), (&objs[i],))
+        let m = method.get_or_insert_with(|| {
+            ctx.getattr(intern!(ctx.py(), "get_offload_key_position"))
+                .ok()
+        });
+        m.as_ref()?
+            .call1((&objs[i],))
+            .ok()?
+            .extract::<Option<i64>>()
             .ok()
-            .and_then(|v| v.extract::<Option<i64>>().ok())
             .flatten()
     }
 }
@@ -93,13 +161,26 @@ impl PyVllmManager {
             .call1((PyArray1::from_vec(py, ids),))
     }
 
-    fn event<'py>(&self, py: Python<'py>, e: &TierEvent) -> PyResult<Bound<'py, PyAny>> {
-        let kw = PyDict::new(py);
-        kw.set_item("keys", key_list(py, &e.keys)?)?;
-        kw.set_item("medium", self.medium.bind(py))?;
-        kw.set_item("removed", e.removed)?;
-        kw.set_item("metadata_only", e.metadata_only)?;
-        self.offloading_event.bind(py).call((), Some(&kw))
+    /// vLLM's `OffloadingEvent` for `e`; `keys`: the caller's objects, when the binding has them.
+    fn event<'py>(
+        &self,
+        py: Python<'py>,
+        e: &TierEvent,
+        keys: Option<Py<PyList>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keys = match keys {
+            Some(k) => k.into_bound(py),
+            None => key_list(py, &e.keys)?,
+        };
+        let args = (keys, self.medium.bind(py), e.removed);
+        let kw = if e.metadata_only {
+            let kw = PyDict::new(py);
+            kw.set_item(intern!(py, "metadata_only"), true)?;
+            Some(kw)
+        } else {
+            None
+        };
+        self.offloading_event.bind(py).call(args, kw.as_ref())
     }
 }
 
@@ -154,6 +235,7 @@ impl PyVllmManager {
             prepare_store_output,
             offloading_event,
             medium,
+            stored_keys: VecDeque::new(),
         })
     }
 
@@ -203,8 +285,8 @@ impl PyVllmManager {
         self.tier.len()
     }
 
-    fn __contains__(&self, key: &[u8]) -> bool {
-        self.tier.contains(key)
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.tier.contains(key_object(key)?.as_bytes()))
     }
 
     fn on_new_request(&self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -215,14 +297,19 @@ impl PyVllmManager {
 
     /// `MISS` / `HIT` / `HIT_PENDING`, as the `lookup_results` given at construction.
     #[pyo3(signature = (key, ctx=None))]
-    fn lookup(&mut self, py: Python<'_>, key: &[u8], ctx: Option<&Bound<'_, PyAny>>) -> Py<PyAny> {
+    fn lookup(
+        &mut self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        ctx: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let _ = ctx;
-        let i = match self.tier.lookup(key) {
+        let i = match self.tier.lookup(key_object(key)?.as_bytes()) {
             Lookup::Miss => 0,
             Lookup::Hit => 1,
             Lookup::HitPending => 2,
         };
-        self.lookup_results[i].clone_ref(py)
+        Ok(self.lookup_results[i].clone_ref(py))
     }
 
     fn prepare_load<'py>(
@@ -255,8 +342,9 @@ impl PyVllmManager {
         ctx: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let _ = ctx;
-        let (owned, _) = keys_of(keys)?;
-        to_py(self.tier.complete_load(&owned))
+        let objs = key_objects(keys)?;
+        let keys: Vec<&[u8]> = objs.iter().map(PyBytesMethods::as_bytes).collect();
+        to_py(self.tier.complete_load(&keys))
     }
 
     /// vLLM's `PrepareStoreOutput`, or `None` when the keys cannot fit (nothing changed).
@@ -276,33 +364,42 @@ impl PyVllmManager {
         let Some(out) = out else {
             return Ok(None);
         };
-        let kw = PyDict::new(py);
-        kw.set_item("keys_to_store", key_list(py, &out.keys)?)?;
-        kw.set_item("store_spec", self.spec(py, out.ids)?)?;
-        kw.set_item("evicted_keys", key_list(py, &out.evicted)?)?;
-        self.prepare_store_output
-            .bind(py)
-            .call((), Some(&kw))
-            .map(Some)
+        // The caller's own key objects go back, as vLLM's manager returns them; the fields go
+        // positionally, in the dataclass's order (keys_to_store, store_spec, evicted_keys).
+        let to_store = PyList::new(py, out.offer_indices.iter().map(|&i| &objs[i]))?;
+        let args = (
+            to_store,
+            self.spec(py, out.ids)?,
+            key_list(py, &out.evicted)?,
+        );
+        self.prepare_store_output.bind(py).call1(args).map(Some)
     }
 
-    #[pyo3(signature = (keys, ctx=None, success=true))]
+    // `success` is checked here rather than by PyO3, so that a non-bool is a kvoff error; the
+    // text signature shows the default vLLM's ABC has.
+    #[pyo3(signature = (keys, ctx=None, success=None),
+           text_signature = "($self, keys, ctx=None, success=True)")]
     fn complete_store(
         &mut self,
         keys: &Bound<'_, PyAny>,
         ctx: Option<&Bound<'_, PyAny>>,
-        success: bool,
+        success: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let _ = ctx;
-        let (owned, _) = keys_of(keys)?;
-        self.tier.complete_store(&owned, success);
+        let py = keys.py();
+        let success = success_flag(success)?;
+        let objs = key_objects(keys)?;
+        let keys: Vec<&[u8]> = objs.iter().map(PyBytesMethods::as_bytes).collect();
+        let done = self.tier.complete_store(&keys, success);
+        if success && !done.is_empty() && self.tier.events_enabled() {
+            let objs = PyList::new(py, done.iter().map(|&i| &objs[i]))?;
+            self.stored_keys.push_back(objs.unbind());
+        }
         Ok(())
     }
 
     fn on_request_finished(&mut self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = ctx.py();
-        let got = ctx.call_method1(intern!(py, "get_state"), (py.get_type::<PyRequestState>(),))?;
-        if let Ok(st) = got.cast_into::<PyRequestState>() {
+        if let Ok(st) = stored_state(ctx)?.cast_into::<PyRequestState>() {
             self.tier.on_request_finished(&mut st.borrow_mut().inner);
         }
         Ok(())
@@ -317,7 +414,8 @@ impl PyVllmManager {
         let events = self.tier.take_events();
         let list = PyList::empty(py);
         for e in &events {
-            list.append(self.event(py, e)?)?;
+            let stored = (!e.removed).then(|| self.stored_keys.pop_front()).flatten();
+            list.append(self.event(py, e, stored)?)?;
         }
         Ok(list)
     }

@@ -4,16 +4,23 @@
 //! reuse, applied when a request finishes, promotes T1 to T2.
 
 use super::ordered::OrderedKeys;
-use super::{Chunks, Key, KeySet};
+use super::{Chunks, Key};
+
+// The four lists, all in one `OrderedKeys` so that a key's move between them is one lookup.
+const T1: usize = 0;
+const T2: usize = 1;
+const B1: usize = 2;
+const B2: usize = 3;
+
+fn resident(list: usize) -> bool {
+    list == T1 || list == T2
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct ArcPolicy {
     capacity: usize,
     pub(crate) target_t1: f64,
-    t1: OrderedKeys<()>,
-    t2: OrderedKeys<()>,
-    b1: OrderedKeys<()>,
-    b2: OrderedKeys<()>,
+    lists: OrderedKeys<(), 4>,
 }
 
 impl ArcPolicy {
@@ -24,26 +31,27 @@ impl ArcPolicy {
         }
     }
 
+    /// A newly stored key (never resident before the call) joins T1, leaving its ghost list.
     pub(crate) fn insert(&mut self, key: &Key) {
-        self.t1.push_back(key.clone(), ());
-        self.b1.remove(key);
-        self.b2.remove(key);
+        let was = self.lists.put_back(T1, key, ());
+        debug_assert!(was.is_none_or(|l| !resident(l)), "insert of a resident key");
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) {
-        if self.t1.remove(key).is_none() {
-            self.t2.remove(key);
+        if self.lists.list_of(key).is_some_and(resident) {
+            self.lists.remove(key);
         }
     }
 
+    /// A ghost seen again moves the target and becomes its list's newest. `key` is not resident.
     fn adapt_to_ghost(&mut self, key: &[u8]) {
-        let (b1, b2) = (self.b1.len() as f64, self.b2.len() as f64);
-        if self.b1.contains(key) {
-            self.target_t1 = (self.target_t1 + (b2 / b1).max(1.0)).min(self.capacity as f64);
-            self.b1.move_to_back(key);
-        } else if self.b2.contains(key) {
-            self.target_t1 = (self.target_t1 - (b1 / b2).max(1.0)).max(0.0);
-            self.b2.move_to_back(key);
+        let (b1, b2) = (self.lists.len(B1) as f64, self.lists.len(B2) as f64);
+        match self.lists.relink(key, |l| (!resident(l)).then_some(l)) {
+            Some(B1) => {
+                self.target_t1 = (self.target_t1 + (b2 / b1).max(1.0)).min(self.capacity as f64);
+            }
+            Some(B2) => self.target_t1 = (self.target_t1 - (b1 / b2).max(1.0)).max(0.0),
+            _ => {}
         }
     }
 
@@ -60,14 +68,15 @@ impl ArcPolicy {
         keys: impl DoubleEndedIterator<Item = &'a Key>,
     ) {
         for key in keys.rev() {
-            if let Some((k, ())) = self.t1.remove(key) {
-                let ready = chunks.get(&**key).is_some_and(|c| c.ref_cnt >= 0);
-                if ready {
-                    self.t2.push_back(k, ());
-                } else {
-                    self.t1.push_back(k, ());
-                }
-            } else if !self.t2.move_to_back(key) {
+            // T1 to T2 when ready (a key whose store is in flight only becomes T1's newest);
+            // T2 refreshed; a ghost adapts the target.
+            let ready = || chunks.get(&**key).is_some_and(|c| c.ref_cnt >= 0);
+            let was = self.lists.relink(key, |l| match l {
+                T1 if ready() => Some(T2),
+                T1 | T2 => Some(l),
+                _ => None,
+            });
+            if was.is_some_and(|l| !resident(l)) {
                 self.adapt_to_ghost(key);
             }
         }
@@ -76,35 +85,27 @@ impl ArcPolicy {
     /// A finished request's keys head to tail: processed tail first; keys it only inserted
     /// keep their list and become its newest, keys it reused are promoted to (or refreshed in)
     /// T2.
-    pub(crate) fn on_request_finished(
+    pub(crate) fn on_request_finished<'a>(
         &mut self,
-        ordered: &[(Key, Option<i64>)],
-        inserted: &KeySet,
-        reused: &KeySet,
+        ordered: impl DoubleEndedIterator<Item = (&'a Key, bool, bool)>,
     ) {
-        for (key, _) in ordered.iter().rev() {
-            let k: &[u8] = key;
-            if inserted.contains(k) && !reused.contains(k) {
-                if !self.t1.move_to_back(k) {
-                    self.t2.move_to_back(k);
-                }
-            } else if reused.contains(k) {
-                if let Some((owned, ())) = self.t1.remove(k) {
-                    self.t2.push_back(owned, ());
-                } else {
-                    self.t2.move_to_back(k);
-                }
+        for (key, inserted, reused) in ordered.rev() {
+            if inserted && !reused {
+                self.lists.relink(key, |l| resident(l).then_some(l));
+            } else if reused {
+                self.lists.relink(key, |l| resident(l).then_some(T2));
             }
         }
     }
 
     fn next_candidate(
-        list: &OrderedKeys<()>,
+        lists: &OrderedKeys<(), 4>,
+        list: usize,
         cursor: &mut Option<u32>,
         chunks: &Chunks,
         protected: &dyn Fn(&[u8]) -> bool,
     ) -> Option<Key> {
-        while let Some((slot, key)) = list.next_after(*cursor) {
+        while let Some((slot, key)) = lists.next_after(list, *cursor) {
             *cursor = Some(slot);
             if chunks.get(&**key).is_some_and(|c| c.ref_cnt == 0) && !protected(key) {
                 return Some(key.clone());
@@ -123,23 +124,23 @@ impl ArcPolicy {
         protected: &dyn Fn(&[u8]) -> bool,
     ) -> Option<Vec<Key>> {
         let mut picked: Vec<(Key, bool)> = Vec::with_capacity(n);
-        let mut virtual_t1 = self.t1.len();
+        let mut virtual_t1 = self.lists.len(T1);
         let (mut c1, mut c2) = (None, None);
         let target = self.target_t1.trunc() as usize;
         for _ in 0..n {
             let mut pick = None;
             if virtual_t1 >= target {
-                if let Some(k) = Self::next_candidate(&self.t1, &mut c1, chunks, protected) {
+                if let Some(k) = Self::next_candidate(&self.lists, T1, &mut c1, chunks, protected) {
                     pick = Some((k, true));
                     virtual_t1 = virtual_t1.saturating_sub(1);
                 }
             }
             if pick.is_none() {
-                pick =
-                    Self::next_candidate(&self.t2, &mut c2, chunks, protected).map(|k| (k, false));
+                pick = Self::next_candidate(&self.lists, T2, &mut c2, chunks, protected)
+                    .map(|k| (k, false));
             }
             if pick.is_none() {
-                let k = Self::next_candidate(&self.t1, &mut c1, chunks, protected)?;
+                let k = Self::next_candidate(&self.lists, T1, &mut c1, chunks, protected)?;
                 virtual_t1 = virtual_t1.saturating_sub(1);
                 pick = Some((k, true));
             }
@@ -147,18 +148,13 @@ impl ArcPolicy {
         }
         let mut victims = Vec::with_capacity(n);
         for (key, from_t1) in picked {
-            if from_t1 {
-                self.t1.remove(&key);
-                self.b1.push_back(key.clone(), ());
-            } else {
-                self.t2.remove(&key);
-                self.b2.push_back(key.clone(), ());
-            }
+            let ghost = if from_t1 { B1 } else { B2 };
+            self.lists.relink(&key, |_| Some(ghost));
             victims.push(key);
         }
-        for ghost in [&mut self.b1, &mut self.b2] {
-            while ghost.len() > self.capacity {
-                ghost.pop_front();
+        for ghost in [B1, B2] {
+            while self.lists.len(ghost) > self.capacity {
+                self.lists.pop_front(ghost);
             }
         }
         Some(victims)
@@ -169,7 +165,7 @@ impl ArcPolicy {
     }
 
     #[cfg(test)]
-    pub(crate) fn lists(&self) -> [usize; 4] {
-        [self.t1.len(), self.t2.len(), self.b1.len(), self.b2.len()]
+    pub(crate) fn lists(&self) -> [Vec<Key>; 4] {
+        [T1, T2, B1, B2].map(|l| self.lists.keys(l))
     }
 }

@@ -8,7 +8,15 @@ mod arc;
 mod lru;
 mod ordered;
 mod request;
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::many_single_char_names,
+    clippy::cast_possible_wrap
+)]
+mod tests;
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -17,6 +25,7 @@ use arc::ArcPolicy;
 use lru::{LruPolicy, Rank};
 use ordered::OrderedKeys;
 pub use request::RequestAccess;
+use request::Seen;
 
 /// vLLM's `OffloadKey`: block hash bytes followed by a 4-byte big-endian group index.
 pub type Key = Arc<[u8]>;
@@ -31,6 +40,17 @@ pub(crate) struct Chunk {
     rank: Rank,
 }
 pub(crate) type Chunks = KeyMap<Chunk>;
+
+/// A key for an error message: its hash bytes in hex and its group.
+pub(crate) fn show(key: &[u8]) -> String {
+    let hash = &key[..key.len().saturating_sub(4)];
+    let mut out = String::with_capacity(hash.len() * 2 + 12);
+    for b in hash {
+        let _ = write!(out, "{b:02x}");
+    }
+    let _ = write!(out, " (group {})", group_index(key));
+    out
+}
 
 /// The KV-cache group index of a key (its last four bytes, big-endian).
 pub(crate) fn group_index(key: &[u8]) -> u32 {
@@ -61,6 +81,8 @@ pub struct TierEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoreOutput {
     pub keys: Vec<Key>,
+    /// Where each of `keys` is in the offer (so a binding can hand back the caller's objects).
+    pub offer_indices: Vec<usize>,
     pub ids: Vec<u32>,
     pub evicted: Vec<Key>,
 }
@@ -80,6 +102,17 @@ pub struct TierUsage {
 enum Policy {
     Lru(LruPolicy),
     Arc(ArcPolicy),
+}
+
+/// What a call does to one of its keys in the request's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Not recorded (a store in flight; a candidate the reuse filter held back).
+    Skip,
+    /// A resident, readable key loaded or offered again.
+    Reuse,
+    /// An offered key that is not resident: a store miss, to be stored if it fits.
+    StoreCandidate,
 }
 
 /// Where a call's keys' positions come from: asked once per key, when a request first sees it,
@@ -102,6 +135,8 @@ pub struct VllmTier {
     store_threshold: u32,
     max_tracker_size: usize,
     counts: Option<OrderedKeys<u64>>,
+    /// Numbers the calls that record accesses (see `Seen::store_miss_call`).
+    call_serial: u64,
     stores_skipped: u64,
     allocation_sizes: Vec<u32>,
     counters: TierCounters,
@@ -143,6 +178,7 @@ impl VllmTier {
             store_threshold,
             max_tracker_size,
             counts: (store_threshold >= 2).then(OrderedKeys::default),
+            call_serial: 0,
             stores_skipped: 0,
             allocation_sizes: Vec::new(),
             counters: TierCounters::default(),
@@ -216,39 +252,81 @@ impl VllmTier {
         self.allocated - self.free.len() as u32 - self.evictable
     }
 
-    /// Record `keys` (those `record` selects) as accessed by `req`; new ones get their
-    /// positions and, under LRU, the request's running rank.
+    /// Refuse, before anything changes, a finished request that brings keys it never saw.
+    fn check_not_finished(
+        req: &RequestAccess,
+        keys: &[Key],
+        access: impl Fn(usize) -> Access,
+    ) -> Result<()> {
+        let brings_new =
+            |(i, k): (usize, &Key)| access(i) != Access::Skip && !req.seen.contains_key(&**k);
+        if req.finished && keys.iter().enumerate().any(brings_new) {
+            return Err(KvoffError::InvalidState(
+                "a request offered or loaded new keys after it finished".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Record `keys` as accessed by `req`, each as `access` classifies it; new ones get their
+    /// positions and, under LRU, the request's running rank. Returns the indices of the store
+    /// candidates the request had not missed on before this call. The caller has checked
+    /// [`Self::check_not_finished`].
     fn record(
         &mut self,
         keys: &[Key],
-        record: &dyn Fn(usize) -> bool,
+        access: impl Fn(usize) -> Access,
         req: &mut RequestAccess,
         positions: Positions<'_>,
-    ) -> Result<()> {
+    ) -> Vec<usize> {
+        self.call_serial += 1;
+        let call = self.call_serial;
+        let mut new_misses = Vec::new();
+        let lru = matches!(self.policy, Policy::Lru(_));
+        // Only LRU ranks the keys a request sees first.
         let mut new_keys = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            if !record(i) || req.seen.contains_key(&**key) {
+            let how = access(i);
+            if how == Access::Skip {
                 continue;
             }
-            if req.finished {
-                return Err(KvoffError::InvalidState(
-                    "a request offered or loaded new keys after it finished".into(),
-                ));
+            let seen = match req.seen.entry(key.clone()) {
+                hashbrown::hash_map::Entry::Occupied(o) => o.into_mut(),
+                hashbrown::hash_map::Entry::Vacant(v) => {
+                    let position = positions(i);
+                    req.groups
+                        .entry(group_index(key))
+                        .or_default()
+                        .push(key.clone());
+                    if lru {
+                        new_keys.push((key.clone(), position));
+                    }
+                    v.insert(Seen {
+                        position,
+                        ..Seen::default()
+                    })
+                }
+            };
+            match how {
+                // Re-reading a key this request inserted is not a second access.
+                Access::Reuse => seen.reused |= !seen.inserted,
+                Access::StoreCandidate => {
+                    if seen.store_miss_call == 0 {
+                        seen.store_miss_call = call;
+                    }
+                    if seen.store_miss_call == call {
+                        new_misses.push(i);
+                    }
+                }
+                Access::Skip => {}
             }
-            let pos = positions(i);
-            req.seen.insert(key.clone(), pos);
-            req.groups
-                .entry(group_index(key))
-                .or_default()
-                .push(key.clone());
-            new_keys.push((key.clone(), pos));
         }
         if !new_keys.is_empty() {
             if let Policy::Lru(l) = &mut self.policy {
                 l.on_request_access(&mut self.chunks, &new_keys, req);
             }
         }
-        Ok(())
+        new_misses
     }
 
     pub fn prepare_load(
@@ -259,40 +337,31 @@ impl VllmTier {
     ) -> Result<Vec<u32>> {
         for key in keys {
             match self.chunks.get(&**key) {
-                None => return Err(KvoffError::UnknownHash(format!("{key:?}"))),
+                None => return Err(KvoffError::UnknownHash(show(key))),
                 Some(c) if c.ref_cnt < 0 => {
                     return Err(KvoffError::InvalidState(format!(
-                        "key {key:?} is not ready for reading (its store is in flight)"
+                        "OffloadKey {} is not ready for reading (its store is in flight)",
+                        show(key)
                     )))
                 }
                 Some(_) => {}
             }
         }
         self.bind(req);
-        if req.finished && keys.iter().any(|k| !req.seen.contains_key(&**k)) {
-            return Err(KvoffError::InvalidState(
-                "a request loaded new keys after it finished".into(),
-            ));
-        }
+        Self::check_not_finished(req, keys, |_| Access::Reuse)?;
         let mut ids = Vec::with_capacity(keys.len());
         for key in keys {
             let c = self.chunks.get_mut(&**key).expect("checked above");
-            if c.ref_cnt == 0 {
+            c.ref_cnt += 1;
+            ids.push(c.id);
+            if c.ref_cnt == 1 {
                 self.evictable -= 1;
                 if let Policy::Lru(l) = &mut self.policy {
                     l.mark_non_evictable(&self.chunks, key);
                 }
             }
-            let c = self.chunks.get_mut(&**key).expect("checked above");
-            c.ref_cnt += 1;
-            ids.push(c.id);
         }
-        self.record(keys, &|_| true, req, positions)?;
-        for key in keys {
-            if !req.inserted.contains(&**key) {
-                req.reused.insert(key.clone());
-            }
-        }
+        self.record(keys, |_| Access::Reuse, req, positions);
         Ok(ids)
     }
 
@@ -303,31 +372,37 @@ impl VllmTier {
         }
     }
 
-    pub fn complete_load(&mut self, keys: &[Key]) -> Result<()> {
+    pub fn complete_load<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<()> {
         // Check first so that a bad call changes nothing; repeats must fit the pin count.
-        let mut need: KeyMap<i32> = KeyMap::default();
+        let mut need: hashbrown::HashMap<&[u8], i32, foldhash::fast::FixedState> =
+            hashbrown::HashMap::default();
         for key in keys {
-            *need.entry(key.clone()).or_default() += 1;
+            *need.entry(key.as_ref()).or_default() += 1;
         }
         for (key, n) in &need {
-            match self.chunks.get(&**key) {
-                None => return Err(KvoffError::UnknownHash(format!("{key:?}"))),
+            match self.chunks.get(*key) {
+                None => return Err(KvoffError::UnknownHash(show(key))),
                 Some(c) if c.ref_cnt < *n => {
                     return Err(KvoffError::InvalidState(format!(
-                        "key {key:?} is not being loaded (ref count {})",
-                        c.ref_cnt
+                        "OffloadKey {} is not being loaded ({} load(s) in flight, {n} completed)",
+                        show(key),
+                        c.ref_cnt.max(0)
                     )))
                 }
                 Some(_) => {}
             }
         }
         for key in keys {
-            let c = self.chunks.get_mut(&**key).expect("checked above");
+            let (owned, c) = self
+                .chunks
+                .get_key_value_mut(key.as_ref())
+                .expect("checked above");
             c.ref_cnt -= 1;
             if c.ref_cnt == 0 {
                 self.evictable += 1;
+                let owned = owned.clone();
                 if let Policy::Lru(l) = &mut self.policy {
-                    l.mark_evictable(&self.chunks, key);
+                    l.mark_evictable(&self.chunks, &owned);
                 }
             }
         }
@@ -350,19 +425,19 @@ impl VllmTier {
                 protected.insert(key.clone());
             }
         }
-        let mut unprotected = counts.len() - protected.len();
+        let mut unprotected = counts.total_len() - protected.len();
         for key in keys {
             if counts.contains(key) {
                 continue;
             }
-            if counts.len() >= self.max_tracker_size {
+            if counts.total_len() >= self.max_tracker_size {
                 if unprotected == 0 {
                     continue;
                 }
-                counts.pop_front();
+                counts.pop_front(0);
                 unprotected -= 1;
             }
-            counts.push_back(key.clone(), 1);
+            counts.push_back(0, key.clone(), 1);
         }
     }
 
@@ -374,44 +449,37 @@ impl VllmTier {
         positions: Positions<'_>,
     ) -> Result<Option<StoreOutput>> {
         self.bind(req);
+        // Each offered key's part, by index: a duplicate gets its twin's part (the same key
+        // answers every test the same), as vLLM's set test gives it.
+        let mut access: Vec<Access> = keys
+            .iter()
+            .map(|key| match self.chunks.get(&**key) {
+                None => Access::StoreCandidate,
+                Some(c) if c.ref_cnt >= 0 => Access::Reuse,
+                Some(_) => Access::Skip,
+            })
+            .collect();
+        Self::check_not_finished(req, keys, |i| access[i])?;
         self.count_offers(keys);
-        let mut candidates: Vec<usize> = Vec::new();
-        let mut ready: Vec<usize> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            match self.chunks.get(&**key) {
-                None => candidates.push(i),
-                Some(c) if c.ref_cnt >= 0 => ready.push(i),
-                Some(_) => {}
-            }
-        }
         if let Some(counts) = &mut self.counts {
-            let before = candidates.len();
             let threshold = u64::from(self.store_threshold);
-            candidates.retain(|&i| counts.get_mut(&keys[i]).is_some_and(|n| *n >= threshold));
-            self.stores_skipped += (before - candidates.len()) as u64;
-        }
-        let new_misses: Vec<Key> = candidates
-            .iter()
-            .map(|&i| keys[i].clone())
-            .filter(|k| !req.store_misses.contains(&**k))
-            .collect();
-        if !new_misses.is_empty() {
-            if let Policy::Arc(a) = &mut self.policy {
-                a.on_store_miss(new_misses.iter());
+            for (i, key) in keys.iter().enumerate() {
+                if access[i] == Access::StoreCandidate
+                    && counts.get_mut(key).is_none_or(|n| *n < threshold)
+                {
+                    access[i] = Access::Skip;
+                    self.stores_skipped += 1;
+                }
             }
-            req.store_misses.extend(new_misses);
         }
-        // A key offered twice is recorded wherever it appears, as vLLM's set test does.
-        let recorded_keys: KeySet = candidates
-            .iter()
-            .chain(&ready)
-            .map(|&i| keys[i].clone())
+        let candidates: Vec<usize> = (0..keys.len())
+            .filter(|&i| access[i] == Access::StoreCandidate)
             .collect();
-        self.record(keys, &|i| recorded_keys.contains(&*keys[i]), req, positions)?;
-        for &i in &ready {
-            if !req.inserted.contains(&*keys[i]) {
-                req.reused.insert(keys[i].clone());
-            }
+        let new_misses = self.record(keys, |i| access[i], req, positions);
+        // Only ARC learns from misses (its ghosts); recording does not touch its lists, so the
+        // order of the two steps does not matter.
+        if let Policy::Arc(a) = &mut self.policy {
+            a.on_store_miss(new_misses.iter().map(|&i| &keys[i]));
         }
         if candidates.is_empty() {
             return Ok(Some(StoreOutput::default()));
@@ -425,8 +493,13 @@ impl VllmTier {
                 self.counters.allocation_failures += 1;
                 return Ok(None);
             }
-            let offered: KeySet = keys.iter().cloned().collect();
-            let protected = |k: &[u8]| offered.contains(k);
+            // Of the offered keys only the resident, readable ones could be picked: protect
+            // those (usually none, so the set is usually empty and never hashed into).
+            let offered: KeySet = (0..keys.len())
+                .filter(|&i| access[i] == Access::Reuse)
+                .map(|i| keys[i].clone())
+                .collect();
+            let protected = |k: &[u8]| !offered.is_empty() && offered.contains(k);
             let victims = match &mut self.policy {
                 Policy::Lru(l) => l.evict(need as usize, &protected),
                 Policy::Arc(a) => a.evict(need as usize, &self.chunks, &protected),
@@ -454,6 +527,7 @@ impl VllmTier {
         }
         let mut out = StoreOutput {
             keys: Vec::with_capacity(candidates.len()),
+            offer_indices: Vec::new(),
             ids: Vec::with_capacity(candidates.len()),
             evicted,
         };
@@ -473,49 +547,53 @@ impl VllmTier {
                     rank: (0, 0),
                 },
             );
+            let seen = req.seen.get_mut(&**key).expect("recorded above");
+            seen.inserted = true;
+            let position = seen.position;
             match &mut self.policy {
-                Policy::Lru(l) => {
-                    let pos = req.position_of(key);
-                    l.insert(&mut self.chunks, key, pos, req);
-                }
+                Policy::Lru(l) => l.insert(&mut self.chunks, key, position, req),
                 Policy::Arc(a) => a.insert(key),
             }
-            req.inserted.insert(key.clone());
             out.keys.push(key.clone());
             out.ids.push(id);
         }
         self.write_pending += want;
+        out.offer_indices = candidates;
         Ok(Some(out))
     }
 
     /// Keys absent or already stored are skipped. Success makes the rest readable ("stored"
-    /// event); failure drops them (a `metadata_only` removal event).
-    pub fn complete_store(&mut self, keys: &[Key], success: bool) {
+    /// event); failure drops them (a `metadata_only` removal event). Returns where the keys
+    /// completed are in `keys` (an event's keys, in its order).
+    pub fn complete_store<K: AsRef<[u8]>>(&mut self, keys: &[K], success: bool) -> Vec<usize> {
         let mut done = Vec::new();
-        for key in keys {
-            let Some(c) = self.chunks.get_mut(&**key) else {
+        let mut done_at = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let Some((owned, c)) = self.chunks.get_key_value_mut(key.as_ref()) else {
                 continue;
             };
             if c.ref_cnt >= 0 {
                 continue;
             }
+            let owned = owned.clone();
             self.write_pending -= 1;
             if success {
                 c.ref_cnt = 0;
                 self.evictable += 1;
                 self.counters.stored += 1;
                 if let Policy::Lru(l) = &mut self.policy {
-                    l.mark_evictable(&self.chunks, key);
+                    l.mark_evictable(&self.chunks, &owned);
                 }
             } else {
                 let id = c.id;
-                self.chunks.remove(&**key);
+                self.chunks.remove(&*owned);
                 if let Policy::Arc(a) = &mut self.policy {
-                    a.remove(key);
+                    a.remove(&owned);
                 }
                 self.free.push(id);
             }
-            done.push(key.clone());
+            done.push(owned);
+            done_at.push(i);
         }
         if let (Some(ev), false) = (&mut self.events, done.is_empty()) {
             ev.push(TierEvent {
@@ -524,6 +602,12 @@ impl VllmTier {
                 metadata_only: !success,
             });
         }
+        done_at
+    }
+
+    #[must_use]
+    pub fn events_enabled(&self) -> bool {
+        self.events.is_some()
     }
 
     pub fn on_request_finished(&mut self, req: &mut RequestAccess) {
@@ -534,9 +618,11 @@ impl VllmTier {
         let ordered = req.prefix_order();
         match &mut self.policy {
             Policy::Lru(l) => {
-                l.refresh_reversed(&mut self.chunks, ordered.iter().map(|(k, _)| k));
+                l.refresh_reversed(&mut self.chunks, ordered.iter().map(|(k, _)| *k));
             }
-            Policy::Arc(a) => a.on_request_finished(&ordered, &req.inserted, &req.reused),
+            Policy::Arc(a) => {
+                a.on_request_finished(ordered.iter().map(|(k, s)| (*k, s.inserted, s.reused)));
+            }
         }
     }
 

@@ -1,5 +1,7 @@
-//! An insertion-ordered hash map with O(1) move-to-back: what Python's `OrderedDict` gives
-//! vLLM's ARC lists and reuse tracker, over a slab of doubly-linked nodes.
+//! Insertion-ordered key lists with O(1) move-to-back, over one hash map and a slab of
+//! doubly-linked nodes: what Python's `OrderedDict` gives vLLM's ARC lists and reuse tracker.
+//! A key is in at most one of the `L` lists, so moving it between lists (ARC's T1 to T2, a
+//! resident key to a ghost list) costs one hash lookup instead of a removal and an insertion.
 
 use super::{Key, KeyMap};
 
@@ -9,43 +11,66 @@ const NIL: u32 = u32::MAX;
 struct Node<V> {
     key: Key,
     val: V,
+    list: u8,
     prev: u32,
     next: u32,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+const EMPTY: Ends = Ends {
+    head: NIL,
+    tail: NIL,
+    len: 0,
+};
+
 #[derive(Debug)]
-pub(crate) struct OrderedKeys<V> {
+pub(crate) struct OrderedKeys<V, const L: usize = 1> {
     slots: KeyMap<u32>,
     nodes: Vec<Option<Node<V>>>,
     free: Vec<u32>,
-    head: u32,
-    tail: u32,
+    lists: [Ends; L],
 }
 
-impl<V> Default for OrderedKeys<V> {
+impl<V, const L: usize> Default for OrderedKeys<V, L> {
     fn default() -> Self {
         OrderedKeys {
             slots: KeyMap::default(),
             nodes: Vec::new(),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            lists: [EMPTY; L],
         }
     }
 }
 
-impl<V> OrderedKeys<V> {
-    pub(crate) fn len(&self) -> usize {
+impl<V, const L: usize> OrderedKeys<V, L> {
+    /// Keys in all lists.
+    pub(crate) fn total_len(&self) -> usize {
         self.slots.len()
+    }
+
+    pub(crate) fn len(&self, list: usize) -> usize {
+        self.lists[list].len
     }
 
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
         self.slots.contains_key(key)
     }
 
+    /// The list holding `key`.
+    pub(crate) fn list_of(&self, key: &[u8]) -> Option<usize> {
+        let slot = *self.slots.get(key)?;
+        Some(usize::from(self.node(slot).list))
+    }
+
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let slot = *self.slots.get(key)?;
-        self.nodes[slot as usize].as_mut().map(|n| &mut n.val)
+        Some(&mut self.node_mut(slot).val)
     }
 
     fn node(&self, slot: u32) -> &Node<V> {
@@ -60,90 +85,138 @@ impl<V> OrderedKeys<V> {
             .expect("a linked slot holds a node")
     }
 
-    fn link_back(&mut self, slot: u32) {
-        let tail = self.tail;
+    fn link_back(&mut self, slot: u32, list: usize) {
+        let tail = self.lists[list].tail;
         {
             let n = self.node_mut(slot);
+            n.list = list as u8;
             n.prev = tail;
             n.next = NIL;
         }
         if tail == NIL {
-            self.head = slot;
+            self.lists[list].head = slot;
         } else {
             self.node_mut(tail).next = slot;
         }
-        self.tail = slot;
+        self.lists[list].tail = slot;
+        self.lists[list].len += 1;
     }
 
-    fn unlink(&mut self, slot: u32) {
-        let (p, n) = {
+    fn unlink(&mut self, slot: u32) -> usize {
+        let (p, n, list) = {
             let node = self.node(slot);
-            (node.prev, node.next)
+            (node.prev, node.next, usize::from(node.list))
         };
         if p == NIL {
-            self.head = n;
+            self.lists[list].head = n;
         } else {
             self.node_mut(p).next = n;
         }
         if n == NIL {
-            self.tail = p;
+            self.lists[list].tail = p;
         } else {
             self.node_mut(n).prev = p;
         }
+        self.lists[list].len -= 1;
+        list
     }
 
-    /// Append `key`, which the caller knows to be absent.
-    pub(crate) fn push_back(&mut self, key: Key, val: V) {
+    fn new_node(&mut self, key: Key, val: V) -> u32 {
         let node = Some(Node {
-            key: key.clone(),
+            key,
             val,
+            list: 0,
             prev: NIL,
             next: NIL,
         });
-        let slot = if let Some(s) = self.free.pop() {
+        if let Some(s) = self.free.pop() {
             self.nodes[s as usize] = node;
             s
         } else {
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
-        };
-        self.slots.insert(key, slot);
-        self.link_back(slot);
-    }
-
-    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<(Key, V)> {
-        let slot = self.slots.remove(key)?;
-        self.unlink(slot);
-        self.free.push(slot);
-        self.nodes[slot as usize].take().map(|n| (n.key, n.val))
-    }
-
-    /// Move `key` to the most recent end; false when absent.
-    pub(crate) fn move_to_back(&mut self, key: &[u8]) -> bool {
-        let Some(&slot) = self.slots.get(key) else {
-            return false;
-        };
-        if self.tail != slot {
-            self.unlink(slot);
-            self.link_back(slot);
         }
-        true
     }
 
-    pub(crate) fn pop_front(&mut self) -> Option<(Key, V)> {
-        if self.head == NIL {
+    /// Append `key`, which the caller knows to be absent, to `list`.
+    pub(crate) fn push_back(&mut self, list: usize, key: Key, val: V) {
+        let slot = self.new_node(key.clone(), val);
+        self.slots.insert(key, slot);
+        self.link_back(slot, list);
+    }
+
+    /// Put `key` at the back of `list`: moved there from wherever it is (its value kept), or
+    /// appended with `val`. Returns the list it was in.
+    pub(crate) fn put_back(&mut self, list: usize, key: &Key, val: V) -> Option<usize> {
+        if let Some(&slot) = self.slots.get(&**key) {
+            let was = self.unlink(slot);
+            self.link_back(slot, list);
+            return Some(was);
+        }
+        self.push_back(list, key.clone(), val);
+        None
+    }
+
+    /// Remove `key` from whichever list holds it: `(list, key, value)`.
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<(usize, Key, V)> {
+        let slot = self.slots.remove(key)?;
+        let list = self.unlink(slot);
+        self.free.push(slot);
+        self.nodes[slot as usize]
+            .take()
+            .map(|n| (list, n.key, n.val))
+    }
+
+    /// Look `key` up once; when `to(its list)` names a list, move it to that list's back.
+    /// Returns the list it was in (`None`: absent).
+    pub(crate) fn relink(
+        &mut self,
+        key: &[u8],
+        to: impl FnOnce(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        let slot = *self.slots.get(key)?;
+        let list = usize::from(self.node(slot).list);
+        if let Some(dest) = to(list) {
+            if dest != list || self.lists[list].tail != slot {
+                self.unlink(slot);
+                self.link_back(slot, dest);
+            }
+        }
+        Some(list)
+    }
+
+    /// Move `key` to the back of its own list; false when absent.
+    pub(crate) fn move_to_back(&mut self, key: &[u8]) -> bool {
+        self.relink(key, Some).is_some()
+    }
+
+    pub(crate) fn pop_front(&mut self, list: usize) -> Option<(Key, V)> {
+        let head = self.lists[list].head;
+        if head == NIL {
             return None;
         }
-        let key = self.node(self.head).key.clone();
-        self.remove(&key)
+        let key = self.node(head).key.clone();
+        self.remove(&key).map(|(_, k, v)| (k, v))
     }
 
-    /// Keys from oldest to newest, starting after `cursor` (`None`: from the oldest).
-    pub(crate) fn next_after(&self, cursor: Option<u32>) -> Option<(u32, &Key)> {
+    /// `list`'s keys from oldest to newest, starting after `cursor` (`None`: from the oldest).
+    pub(crate) fn next_after(&self, list: usize, cursor: Option<u32>) -> Option<(u32, &Key)> {
         let slot = match cursor {
-            None => self.head,
+            None => self.lists[list].head,
             Some(s) => self.node(s).next,
         };
         (slot != NIL).then(|| (slot, &self.node(slot).key))
+    }
+
+    /// `list`'s keys from oldest to newest.
+    #[cfg(test)]
+    pub(crate) fn keys(&self, list: usize) -> Vec<Key> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        while let Some((slot, key)) = self.next_after(list, cursor) {
+            out.push(key.clone());
+            cursor = Some(slot);
+        }
+        out
     }
 }

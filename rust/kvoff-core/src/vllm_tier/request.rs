@@ -2,8 +2,22 @@
 //! the keys it loaded or offered (grouped by KV-cache group, with their token positions),
 //! which it inserted, reused or missed on, and the LRU rank its running keys share.
 
-use super::{Key, KeyMap, KeySet};
+use super::{Key, KeyMap};
 use std::collections::BTreeMap;
+
+/// One key as a request saw it. vLLM keeps four sets (seen, inserted, reused, store misses);
+/// every key in the last three is also seen, so one map with flags answers each with one lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// The key's end-token position, read once, when the request first saw it.
+    pub(crate) position: Option<i64>,
+    pub(crate) inserted: bool,
+    pub(crate) reused: bool,
+    /// The `prepare_store` call (the tier's call serial) that first reported the key as a store
+    /// miss; 0: never. A duplicate within that same call is reported again, as vLLM's
+    /// list-then-set does.
+    pub(crate) store_miss_call: u64,
+}
 
 #[derive(Debug, Default)]
 pub struct RequestAccess {
@@ -11,38 +25,32 @@ pub struct RequestAccess {
     pub(crate) generation: u64,
     /// Per group index (ascending), keys in first-seen order.
     pub(crate) groups: BTreeMap<u32, Vec<Key>>,
-    /// Every key seen, with its end-token position (read once, when first seen).
-    pub(crate) seen: KeyMap<Option<i64>>,
-    pub(crate) inserted: KeySet,
-    pub(crate) reused: KeySet,
-    pub(crate) store_misses: KeySet,
+    pub(crate) seen: KeyMap<Seen>,
     pub(crate) finished: bool,
     /// The LRU major rank this request's positioned keys share while it runs.
     pub(crate) lru_rank: Option<u64>,
 }
 
 impl RequestAccess {
-    pub(crate) fn position_of(&self, key: &[u8]) -> Option<i64> {
-        self.seen.get(key).copied().flatten()
+    fn seen_of(&self, key: &[u8]) -> Seen {
+        self.seen.get(key).copied().unwrap_or_default()
     }
 
     /// Head to tail, as vLLM orders a finished request: each group by position when all of
     /// its keys have one, groups in index order, then all keys by position when all have one
     /// (both sorts stable).
-    pub(crate) fn prefix_order(&self) -> Vec<(Key, Option<i64>)> {
+    pub(crate) fn prefix_order(&self) -> Vec<(&Key, Seen)> {
         let mut all = Vec::with_capacity(self.seen.len());
         for keys in self.groups.values() {
-            let mut g: Vec<(Key, Option<i64>)> = keys
-                .iter()
-                .map(|k| (k.clone(), self.position_of(k)))
-                .collect();
-            if g.iter().all(|(_, p)| p.is_some()) {
-                g.sort_by_key(|(_, p)| *p);
+            let start = all.len();
+            all.extend(keys.iter().map(|k| (k, self.seen_of(k))));
+            let group = &mut all[start..];
+            if group.iter().all(|(_, s)| s.position.is_some()) {
+                group.sort_by_key(|(_, s)| s.position);
             }
-            all.extend(g);
         }
-        if all.iter().all(|(_, p)| p.is_some()) {
-            all.sort_by_key(|(_, p)| *p);
+        if all.iter().all(|(_, s)| s.position.is_some()) {
+            all.sort_by_key(|(_, s)| s.position);
         }
         all
     }
