@@ -19,7 +19,7 @@ pytest.importorskip(
     "vllm.v1.kv_offload.base", reason="needs vLLM 0.33.0 (pip install 'kvoff[vllm]')"
 )
 
-from _engine import CHUNK_BYTES, Engine
+from _engine import CHUNK_BYTES, Engine, StepRecord
 from vllm.v1.core.kv_cache_utils import maybe_convert_block_hash
 from vllm.v1.kv_offload.base import LookupResult, Medium, make_offload_key
 from vllm.v1.request import RequestStatus
@@ -132,14 +132,19 @@ def test_vllms_own_connector_stops_on_a_failed_store(model_dir: Path) -> None:
     assert "transfer_result.success" in str(info.traceback[-1].statement)
 
 
-def test_failed_load_is_recomputed_by_vllm_and_the_chunks_stay(model_dir: Path) -> None:
-    eng = engine(model_dir, kv_load_failure_policy="recompute")
+def _b_loads_a_prompt_with_its_first_load_failing(eng: Engine) -> list[StepRecord]:
+    """a stores a prompt; with the GPU prefix cache emptied, b's load of it fails once."""
     eng.add("a", prompt(1, 40))
     eng.run()
     assert eng.scheduler.reset_prefix_cache()
     eng.fail_next_transfer(rank=0, store=False)
     eng.add("b", prompt(1, 40))
-    recs = eng.run()
+    return eng.run()
+
+
+def test_failed_load_is_recomputed_by_vllm_and_the_chunks_stay(model_dir: Path) -> None:
+    eng = engine(model_dir, kv_load_failure_policy="recompute")
+    recs = _b_loads_a_prompt_with_its_first_load_failing(eng)
     # The first load fails; vLLM treats its GPU blocks as invalid, looks b up again and loads
     # the same chunks a second time, which succeeds and is checked byte for byte.
     assert flatten(recs, "loads") == [("b", [0, 1], 2), ("b", [0, 1], 2)]
@@ -190,12 +195,7 @@ def test_store_failed_on_one_rank_completes_as_failed_once_both_report(
 
 def test_failed_load_fails_the_request_under_vllms_default_policy(model_dir: Path) -> None:
     eng = engine(model_dir)  # kv_load_failure_policy="fail", vLLM's default
-    eng.add("a", prompt(1, 40))
-    eng.run()
-    assert eng.scheduler.reset_prefix_cache()
-    eng.fail_next_transfer(rank=0, store=False)
-    eng.add("b", prompt(1, 40))
-    recs = eng.run()
+    recs = _b_loads_a_prompt_with_its_first_load_failing(eng)
     assert flatten(recs, "loads") == [("b", [0, 1], 2)]
     assert eng.requests["b"].status == RequestStatus.FINISHED_ERROR
     assert eng.finished == ["a", "b"]
