@@ -6,7 +6,6 @@
 //! goes when the request does, as vLLM's own record does.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use kvoff_core::vllm_tier::{Key, Lookup, RequestAccess, TierEvent, VllmPolicy, VllmTier};
 use kvoff_core::KvoffError;
@@ -32,10 +31,12 @@ pub(crate) struct PyVllmManager {
     prepare_store_output: Py<PyAny>,
     offloading_event: Py<PyAny>,
     medium: Py<PyAny>,
-    /// The caller's key objects of each "stored" event the tier holds, oldest first: a stored
-    /// event's keys go back as the objects `complete_store` was given (as vLLM's own do), not
-    /// as new `bytes`. The tier never drops or filters a stored event, so the two stay aligned.
-    stored_keys: VecDeque<Py<PyList>>,
+    /// The key lists of the "stored" and eviction events the tier holds, oldest first: a stored
+    /// event's keys are the objects `complete_store` was given, and an eviction's list is the
+    /// `evicted_keys` list `prepare_store` returned, as vLLM's own manager shares them. The
+    /// tier never drops or filters these two kinds, so the two queues stay aligned; only a
+    /// failed store's removal (`metadata_only`) is built from the tier's keys.
+    event_keys: VecDeque<Py<PyList>>,
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -92,12 +93,12 @@ fn success_flag(success: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         })
 }
 
-/// Owned keys, for the calls that may keep them (`prepare_*`, `touch`).
+/// The keys of a call as the tier's keys (each hashed once here), and the caller's objects.
 fn keys_of<'py>(keys: &Bound<'py, PyAny>) -> PyResult<(Vec<Key>, Vec<Bound<'py, PyBytes>>)> {
     let objs = key_objects(keys)?;
     let owned = objs
         .iter()
-        .map(|b| Arc::<[u8]>::from(b.as_bytes()))
+        .map(|b| Key::from(b.as_bytes()))
         .collect();
     Ok((owned, objs))
 }
@@ -235,7 +236,7 @@ impl PyVllmManager {
             prepare_store_output,
             offloading_event,
             medium,
-            stored_keys: VecDeque::new(),
+            event_keys: VecDeque::new(),
         })
     }
 
@@ -286,7 +287,7 @@ impl PyVllmManager {
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.tier.contains(key_object(key)?.as_bytes()))
+        Ok(self.tier.contains(&Key::from(key_object(key)?.as_bytes())))
     }
 
     fn on_new_request(&self, ctx: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -304,7 +305,7 @@ impl PyVllmManager {
         ctx: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let _ = ctx;
-        let i = match self.tier.lookup(key_object(key)?.as_bytes()) {
+        let i = match self.tier.lookup(&Key::from(key_object(key)?.as_bytes())) {
             Lookup::Miss => 0,
             Lookup::Hit => 1,
             Lookup::HitPending => 2,
@@ -342,8 +343,7 @@ impl PyVllmManager {
         ctx: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let _ = ctx;
-        let objs = key_objects(keys)?;
-        let keys: Vec<&[u8]> = objs.iter().map(PyBytesMethods::as_bytes).collect();
+        let (keys, _) = keys_of(keys)?;
         to_py(self.tier.complete_load(&keys))
     }
 
@@ -367,11 +367,11 @@ impl PyVllmManager {
         // The caller's own key objects go back, as vLLM's manager returns them; the fields go
         // positionally, in the dataclass's order (keys_to_store, store_spec, evicted_keys).
         let to_store = PyList::new(py, out.offer_indices.iter().map(|&i| &objs[i]))?;
-        let args = (
-            to_store,
-            self.spec(py, out.ids)?,
-            key_list(py, &out.evicted)?,
-        );
+        let evicted = key_list(py, &out.evicted)?;
+        if !out.evicted.is_empty() && self.tier.events_enabled() {
+            self.event_keys.push_back(evicted.clone().unbind());
+        }
+        let args = (to_store, self.spec(py, out.ids)?, evicted);
         self.prepare_store_output.bind(py).call1(args).map(Some)
     }
 
@@ -388,12 +388,11 @@ impl PyVllmManager {
         let _ = ctx;
         let py = keys.py();
         let success = success_flag(success)?;
-        let objs = key_objects(keys)?;
-        let keys: Vec<&[u8]> = objs.iter().map(PyBytesMethods::as_bytes).collect();
+        let (keys, objs) = keys_of(keys)?;
         let done = self.tier.complete_store(&keys, success);
         if success && !done.is_empty() && self.tier.events_enabled() {
             let objs = PyList::new(py, done.iter().map(|&i| &objs[i]))?;
-            self.stored_keys.push_back(objs.unbind());
+            self.event_keys.push_back(objs.unbind());
         }
         Ok(())
     }
@@ -414,8 +413,10 @@ impl PyVllmManager {
         let events = self.tier.take_events();
         let list = PyList::empty(py);
         for e in &events {
-            let stored = (!e.removed).then(|| self.stored_keys.pop_front()).flatten();
-            list.append(self.event(py, e, stored)?)?;
+            let keys = (!e.metadata_only)
+                .then(|| self.event_keys.pop_front())
+                .flatten();
+            list.append(self.event(py, e, keys)?)?;
         }
         Ok(list)
     }

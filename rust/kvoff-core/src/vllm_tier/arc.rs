@@ -37,14 +37,14 @@ impl ArcPolicy {
         debug_assert!(was.is_none_or(|l| !resident(l)), "insert of a resident key");
     }
 
-    pub(crate) fn remove(&mut self, key: &[u8]) {
+    pub(crate) fn remove(&mut self, key: &Key) {
         if self.lists.list_of(key).is_some_and(resident) {
             self.lists.remove(key);
         }
     }
 
     /// A ghost seen again moves the target and becomes its list's newest. `key` is not resident.
-    fn adapt_to_ghost(&mut self, key: &[u8]) {
+    fn adapt_to_ghost(&mut self, key: &Key) {
         let (b1, b2) = (self.lists.len(B1) as f64, self.lists.len(B2) as f64);
         match self.lists.relink(key, |l| (!resident(l)).then_some(l)) {
             Some(B1) => {
@@ -70,7 +70,7 @@ impl ArcPolicy {
         for key in keys.rev() {
             // T1 to T2 when ready (a key whose store is in flight only becomes T1's newest);
             // T2 refreshed; a ghost adapts the target.
-            let ready = || chunks.get(&**key).is_some_and(|c| c.ref_cnt >= 0);
+            let ready = || chunks.get(key).is_some_and(|c| c.ref_cnt >= 0);
             let was = self.lists.relink(key, |l| match l {
                 T1 if ready() => Some(T2),
                 T1 | T2 => Some(l),
@@ -103,12 +103,12 @@ impl ArcPolicy {
         list: usize,
         cursor: &mut Option<u32>,
         chunks: &Chunks,
-        protected: &dyn Fn(&[u8]) -> bool,
-    ) -> Option<Key> {
+        protected: &dyn Fn(&Key) -> bool,
+    ) -> Option<u32> {
         while let Some((slot, key)) = lists.next_after(list, *cursor) {
             *cursor = Some(slot);
-            if chunks.get(&**key).is_some_and(|c| c.ref_cnt == 0) && !protected(key) {
-                return Some(key.clone());
+            if chunks.get(key).is_some_and(|c| c.ref_cnt == 0) && !protected(key) {
+                return Some(slot);
             }
         }
         None
@@ -121,9 +121,10 @@ impl ArcPolicy {
         &mut self,
         n: usize,
         chunks: &Chunks,
-        protected: &dyn Fn(&[u8]) -> bool,
+        protected: &dyn Fn(&Key) -> bool,
     ) -> Option<Vec<Key>> {
-        let mut picked: Vec<(Key, bool)> = Vec::with_capacity(n);
+        // (slot, from T1): slots stay put until the victims are relinked below.
+        let mut picked: Vec<(u32, bool)> = Vec::with_capacity(n);
         let mut virtual_t1 = self.lists.len(T1);
         let (mut c1, mut c2) = (None, None);
         let target = self.target_t1.trunc() as usize;
@@ -147,10 +148,9 @@ impl ArcPolicy {
             picked.extend(pick);
         }
         let mut victims = Vec::with_capacity(n);
-        for (key, from_t1) in picked {
-            let ghost = if from_t1 { B1 } else { B2 };
-            self.lists.relink(&key, |_| Some(ghost));
-            victims.push(key);
+        for (slot, from_t1) in picked {
+            victims.push(self.lists.key_at(slot).clone());
+            self.lists.relink_slot(slot, if from_t1 { B1 } else { B2 });
         }
         for ghost in [B1, B2] {
             while self.lists.len(ghost) > self.capacity {

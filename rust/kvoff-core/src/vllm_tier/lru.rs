@@ -34,7 +34,7 @@ impl LruPolicy {
     }
 
     fn set_rank(&mut self, chunks: &mut Chunks, key: &Key, rank: Rank) {
-        let Some(c) = chunks.get_mut(&**key) else {
+        let Some(c) = chunks.get_mut(key) else {
             return;
         };
         let old = c.rank;
@@ -57,7 +57,7 @@ impl LruPolicy {
             None => (self.fresh(), 0),
             Some(p) => (self.request_rank(req), -p),
         };
-        if let Some(c) = chunks.get_mut(&**key) {
+        if let Some(c) = chunks.get_mut(key) {
             c.rank = rank;
         }
     }
@@ -69,7 +69,7 @@ impl LruPolicy {
         keys: impl DoubleEndedIterator<Item = &'a Key>,
     ) {
         for key in keys.rev() {
-            if chunks.contains_key(&**key) {
+            if chunks.contains_key(key) {
                 let r = self.fresh();
                 self.set_rank(chunks, key, (r, 0));
             }
@@ -86,7 +86,7 @@ impl LruPolicy {
         let major = self.request_rank(req);
         for (key, pos) in keys {
             let Some(p) = *pos else { continue };
-            let Some(c) = chunks.get(&**key) else {
+            let Some(c) = chunks.get(key) else {
                 continue;
             };
             let rank = (major, -p);
@@ -97,13 +97,13 @@ impl LruPolicy {
     }
 
     pub(crate) fn mark_evictable(&mut self, chunks: &Chunks, key: &Key) {
-        if let Some(c) = chunks.get(&**key) {
+        if let Some(c) = chunks.get(key) {
             self.evictable.insert((c.rank, key.clone()));
         }
     }
 
     pub(crate) fn mark_non_evictable(&mut self, chunks: &Chunks, key: &Key) {
-        if let Some(c) = chunks.get(&**key) {
+        if let Some(c) = chunks.get(key) {
             self.evictable.remove(&(c.rank, key.clone()));
         }
     }
@@ -113,7 +113,7 @@ impl LruPolicy {
     pub(crate) fn evict(
         &mut self,
         n: usize,
-        protected: &dyn Fn(&[u8]) -> bool,
+        protected: &dyn Fn(&Key) -> bool,
     ) -> Option<Vec<Key>> {
         let picked: Vec<(Rank, Key)> = self
             .evictable

@@ -6,6 +6,7 @@
 
 mod arc;
 mod lru;
+mod offload_key;
 mod ordered;
 mod request;
 #[cfg(test)]
@@ -18,7 +19,6 @@ mod tests;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::{KvoffError, Result};
 use arc::ArcPolicy;
@@ -27,10 +27,10 @@ use ordered::OrderedKeys;
 pub use request::RequestAccess;
 use request::Seen;
 
-/// vLLM's `OffloadKey`: block hash bytes followed by a 4-byte big-endian group index.
-pub type Key = Arc<[u8]>;
-pub(crate) type KeyMap<V> = hashbrown::HashMap<Key, V, foldhash::fast::FixedState>;
-pub(crate) type KeySet = hashbrown::HashSet<Key, foldhash::fast::FixedState>;
+pub use offload_key::Key;
+use offload_key::Prehashed;
+pub(crate) type KeyMap<V> = hashbrown::HashMap<Key, V, Prehashed>;
+pub(crate) type KeySet = hashbrown::HashSet<Key, Prehashed>;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Chunk {
@@ -201,7 +201,7 @@ impl VllmTier {
     }
 
     #[must_use]
-    pub fn contains(&self, key: &[u8]) -> bool {
+    pub fn contains(&self, key: &Key) -> bool {
         self.chunks.contains_key(key)
     }
 
@@ -217,11 +217,7 @@ impl VllmTier {
     /// Bind `req` to this tier: a record from another tier or from before a reset starts over.
     fn bind(&self, req: &mut RequestAccess) {
         if req.owner != self.owner || req.generation != self.generation {
-            *req = RequestAccess {
-                owner: self.owner,
-                generation: self.generation,
-                ..RequestAccess::default()
-            };
+            *req = RequestAccess::bound(self.owner, self.generation);
         }
     }
 
@@ -230,7 +226,7 @@ impl VllmTier {
     }
 
     #[must_use]
-    pub fn lookup(&mut self, key: &[u8]) -> Lookup {
+    pub fn lookup(&mut self, key: &Key) -> Lookup {
         self.counters.lookups += 1;
         match self.chunks.get(key) {
             None => Lookup::Miss,
@@ -259,7 +255,7 @@ impl VllmTier {
         access: impl Fn(usize) -> Access,
     ) -> Result<()> {
         let brings_new =
-            |(i, k): (usize, &Key)| access(i) != Access::Skip && !req.seen.contains_key(&**k);
+            |(i, k): (usize, &Key)| access(i) != Access::Skip && !req.contains(k);
         if req.finished && keys.iter().enumerate().any(brings_new) {
             return Err(KvoffError::InvalidState(
                 "a request offered or loaded new keys after it finished".into(),
@@ -283,30 +279,20 @@ impl VllmTier {
         let call = self.call_serial;
         let mut new_misses = Vec::new();
         let lru = matches!(self.policy, Policy::Lru(_));
-        // Only LRU ranks the keys a request sees first.
         let mut new_keys = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let how = access(i);
             if how == Access::Skip {
                 continue;
             }
-            let seen = match req.seen.entry(key.clone()) {
-                hashbrown::hash_map::Entry::Occupied(o) => o.into_mut(),
-                hashbrown::hash_map::Entry::Vacant(v) => {
-                    let position = positions(i);
-                    req.groups
-                        .entry(group_index(key))
-                        .or_default()
-                        .push(key.clone());
-                    if lru {
-                        new_keys.push((key.clone(), position));
-                    }
-                    v.insert(Seen {
-                        position,
-                        ..Seen::default()
-                    })
-                }
-            };
+            let (seen, first) = req.get_or_insert_with(key, || Seen {
+                position: positions(i),
+                ..Seen::default()
+            });
+            // Only LRU ranks the keys a request sees first.
+            if first && lru {
+                new_keys.push((key.clone(), seen.position));
+            }
             match how {
                 // Re-reading a key this request inserted is not a second access.
                 Access::Reuse => seen.reused |= !seen.inserted,
@@ -336,7 +322,7 @@ impl VllmTier {
         positions: Positions<'_>,
     ) -> Result<Vec<u32>> {
         for key in keys {
-            match self.chunks.get(&**key) {
+            match self.chunks.get(key) {
                 None => return Err(KvoffError::UnknownHash(show(key))),
                 Some(c) if c.ref_cnt < 0 => {
                     return Err(KvoffError::InvalidState(format!(
@@ -351,7 +337,7 @@ impl VllmTier {
         Self::check_not_finished(req, keys, |_| Access::Reuse)?;
         let mut ids = Vec::with_capacity(keys.len());
         for key in keys {
-            let c = self.chunks.get_mut(&**key).expect("checked above");
+            let c = self.chunks.get_mut(key).expect("checked above");
             c.ref_cnt += 1;
             ids.push(c.id);
             if c.ref_cnt == 1 {
@@ -372,12 +358,11 @@ impl VllmTier {
         }
     }
 
-    pub fn complete_load<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<()> {
+    pub fn complete_load(&mut self, keys: &[Key]) -> Result<()> {
         // Check first so that a bad call changes nothing; repeats must fit the pin count.
-        let mut need: hashbrown::HashMap<&[u8], i32, foldhash::fast::FixedState> =
-            hashbrown::HashMap::default();
+        let mut need: hashbrown::HashMap<&Key, i32, Prehashed> = hashbrown::HashMap::default();
         for key in keys {
-            *need.entry(key.as_ref()).or_default() += 1;
+            *need.entry(key).or_default() += 1;
         }
         for (key, n) in &need {
             match self.chunks.get(*key) {
@@ -395,7 +380,7 @@ impl VllmTier {
         for key in keys {
             let (owned, c) = self
                 .chunks
-                .get_key_value_mut(key.as_ref())
+                .get_key_value_mut(key)
                 .expect("checked above");
             c.ref_cnt -= 1;
             if c.ref_cnt == 0 {
@@ -453,7 +438,7 @@ impl VllmTier {
         // answers every test the same), as vLLM's set test gives it.
         let mut access: Vec<Access> = keys
             .iter()
-            .map(|key| match self.chunks.get(&**key) {
+            .map(|key| match self.chunks.get(key) {
                 None => Access::StoreCandidate,
                 Some(c) if c.ref_cnt >= 0 => Access::Reuse,
                 Some(_) => Access::Skip,
@@ -499,7 +484,7 @@ impl VllmTier {
                 .filter(|&i| access[i] == Access::Reuse)
                 .map(|i| keys[i].clone())
                 .collect();
-            let protected = |k: &[u8]| !offered.is_empty() && offered.contains(k);
+            let protected = |k: &Key| !offered.is_empty() && offered.contains(k);
             let victims = match &mut self.policy {
                 Policy::Lru(l) => l.evict(need as usize, &protected),
                 Policy::Arc(a) => a.evict(need as usize, &self.chunks, &protected),
@@ -511,7 +496,7 @@ impl VllmTier {
             self.evictable -= victims.len() as u32;
             self.counters.evicted += victims.len() as u64;
             for key in &victims {
-                let c = self.chunks.remove(&**key).expect("a victim is resident");
+                let c = self.chunks.remove(key).expect("a victim is resident");
                 self.free.push(c.id);
             }
             evicted = victims;
@@ -547,7 +532,7 @@ impl VllmTier {
                     rank: (0, 0),
                 },
             );
-            let seen = req.seen.get_mut(&**key).expect("recorded above");
+            let seen = req.get_mut(key).expect("recorded above");
             seen.inserted = true;
             let position = seen.position;
             match &mut self.policy {
@@ -565,11 +550,11 @@ impl VllmTier {
     /// Keys absent or already stored are skipped. Success makes the rest readable ("stored"
     /// event); failure drops them (a `metadata_only` removal event). Returns where the keys
     /// completed are in `keys` (an event's keys, in its order).
-    pub fn complete_store<K: AsRef<[u8]>>(&mut self, keys: &[K], success: bool) -> Vec<usize> {
+    pub fn complete_store(&mut self, keys: &[Key], success: bool) -> Vec<usize> {
         let mut done = Vec::new();
         let mut done_at = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let Some((owned, c)) = self.chunks.get_key_value_mut(key.as_ref()) else {
+            let Some((owned, c)) = self.chunks.get_key_value_mut(key) else {
                 continue;
             };
             if c.ref_cnt >= 0 {
@@ -586,7 +571,7 @@ impl VllmTier {
                 }
             } else {
                 let id = c.id;
-                self.chunks.remove(&*owned);
+                self.chunks.remove(&owned);
                 if let Policy::Arc(a) = &mut self.policy {
                     a.remove(&owned);
                 }
@@ -647,7 +632,7 @@ impl VllmTier {
         let mut out = std::mem::take(ev);
         out.retain_mut(|e| {
             if e.metadata_only {
-                e.keys.retain(|k| !self.chunks.contains_key(&**k));
+                e.keys.retain(|k| !self.chunks.contains_key(k));
                 !e.keys.is_empty()
             } else {
                 true

@@ -1,9 +1,13 @@
-//! Insertion-ordered key lists with O(1) move-to-back, over one hash map and a slab of
+//! Insertion-ordered key lists with O(1) move-to-back, over one hash table and a slab of
 //! doubly-linked nodes: what Python's `OrderedDict` gives vLLM's ARC lists and reuse tracker.
 //! A key is in at most one of the `L` lists, so moving it between lists (ARC's T1 to T2, a
 //! resident key to a ghost list) costs one hash lookup instead of a removal and an insertion.
+//! The table holds only slot numbers and finds a slot by the hash its node's key carries, so
+//! each key is stored once, and a caller that already holds a slot moves it without a lookup.
 
-use super::{Key, KeyMap};
+use hashbrown::HashTable;
+
+use super::Key;
 
 const NIL: u32 = u32::MAX;
 
@@ -31,7 +35,8 @@ const EMPTY: Ends = Ends {
 
 #[derive(Debug)]
 pub(crate) struct OrderedKeys<V, const L: usize = 1> {
-    slots: KeyMap<u32>,
+    /// Slot numbers, found by their node's key.
+    slots: HashTable<u32>,
     nodes: Vec<Option<Node<V>>>,
     free: Vec<u32>,
     lists: [Ends; L],
@@ -40,7 +45,7 @@ pub(crate) struct OrderedKeys<V, const L: usize = 1> {
 impl<V, const L: usize> Default for OrderedKeys<V, L> {
     fn default() -> Self {
         OrderedKeys {
-            slots: KeyMap::default(),
+            slots: HashTable::new(),
             nodes: Vec::new(),
             free: Vec::new(),
             lists: [EMPTY; L],
@@ -58,18 +63,30 @@ impl<V, const L: usize> OrderedKeys<V, L> {
         self.lists[list].len
     }
 
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
-        self.slots.contains_key(key)
+    /// The slot holding `key`.
+    fn slot_of(&self, key: &Key) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.slots
+            .find(key.prehash(), |&s| Self::holds(nodes, s, key))
+            .copied()
+    }
+
+    fn holds(nodes: &[Option<Node<V>>], slot: u32, key: &Key) -> bool {
+        nodes[slot as usize].as_ref().is_some_and(|n| n.key == *key)
+    }
+
+    pub(crate) fn contains(&self, key: &Key) -> bool {
+        self.slot_of(key).is_some()
     }
 
     /// The list holding `key`.
-    pub(crate) fn list_of(&self, key: &[u8]) -> Option<usize> {
-        let slot = *self.slots.get(key)?;
+    pub(crate) fn list_of(&self, key: &Key) -> Option<usize> {
+        let slot = self.slot_of(key)?;
         Some(usize::from(self.node(slot).list))
     }
 
-    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        let slot = *self.slots.get(key)?;
+    pub(crate) fn get_mut(&mut self, key: &Key) -> Option<&mut V> {
+        let slot = self.slot_of(key)?;
         Some(&mut self.node_mut(slot).val)
     }
 
@@ -140,15 +157,23 @@ impl<V, const L: usize> OrderedKeys<V, L> {
 
     /// Append `key`, which the caller knows to be absent, to `list`.
     pub(crate) fn push_back(&mut self, list: usize, key: Key, val: V) {
-        let slot = self.new_node(key.clone(), val);
-        self.slots.insert(key, slot);
+        let hash = key.prehash();
+        let slot = self.new_node(key, val);
+        let nodes = &self.nodes;
+        self.slots.insert_unique(hash, slot, |&s| {
+            nodes[s as usize]
+                .as_ref()
+                .expect("a slot in the table holds a node")
+                .key
+                .prehash()
+        });
         self.link_back(slot, list);
     }
 
     /// Put `key` at the back of `list`: moved there from wherever it is (its value kept), or
     /// appended with `val`. Returns the list it was in.
     pub(crate) fn put_back(&mut self, list: usize, key: &Key, val: V) -> Option<usize> {
-        if let Some(&slot) = self.slots.get(&**key) {
+        if let Some(slot) = self.slot_of(key) {
             let was = self.unlink(slot);
             self.link_back(slot, list);
             return Some(was);
@@ -157,36 +182,56 @@ impl<V, const L: usize> OrderedKeys<V, L> {
         None
     }
 
-    /// Remove `key` from whichever list holds it: `(list, key, value)`.
-    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<(usize, Key, V)> {
-        let slot = self.slots.remove(key)?;
+    /// Take `slot` out of the table, its list and the slab.
+    fn remove_slot(&mut self, slot: u32) -> (usize, Key, V) {
+        let hash = self.node(slot).key.prehash();
+        if let Ok(entry) = self.slots.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
         let list = self.unlink(slot);
         self.free.push(slot);
-        self.nodes[slot as usize]
+        let node = self.nodes[slot as usize]
             .take()
-            .map(|n| (list, n.key, n.val))
+            .expect("a linked slot holds a node");
+        (list, node.key, node.val)
+    }
+
+    /// Remove `key` from whichever list holds it: `(list, key, value)`.
+    pub(crate) fn remove(&mut self, key: &Key) -> Option<(usize, Key, V)> {
+        let slot = self.slot_of(key)?;
+        Some(self.remove_slot(slot))
+    }
+
+    /// The key in `slot` (one `next_after` returned).
+    pub(crate) fn key_at(&self, slot: u32) -> &Key {
+        &self.node(slot).key
+    }
+
+    /// Move `slot` to the back of `dest` (a no-op when it is there already).
+    pub(crate) fn relink_slot(&mut self, slot: u32, dest: usize) {
+        if usize::from(self.node(slot).list) != dest || self.lists[dest].tail != slot {
+            self.unlink(slot);
+            self.link_back(slot, dest);
+        }
     }
 
     /// Look `key` up once; when `to(its list)` names a list, move it to that list's back.
     /// Returns the list it was in (`None`: absent).
     pub(crate) fn relink(
         &mut self,
-        key: &[u8],
+        key: &Key,
         to: impl FnOnce(usize) -> Option<usize>,
     ) -> Option<usize> {
-        let slot = *self.slots.get(key)?;
+        let slot = self.slot_of(key)?;
         let list = usize::from(self.node(slot).list);
         if let Some(dest) = to(list) {
-            if dest != list || self.lists[list].tail != slot {
-                self.unlink(slot);
-                self.link_back(slot, dest);
-            }
+            self.relink_slot(slot, dest);
         }
         Some(list)
     }
 
     /// Move `key` to the back of its own list; false when absent.
-    pub(crate) fn move_to_back(&mut self, key: &[u8]) -> bool {
+    pub(crate) fn move_to_back(&mut self, key: &Key) -> bool {
         self.relink(key, Some).is_some()
     }
 
@@ -195,8 +240,8 @@ impl<V, const L: usize> OrderedKeys<V, L> {
         if head == NIL {
             return None;
         }
-        let key = self.node(head).key.clone();
-        self.remove(&key).map(|(_, k, v)| (k, v))
+        let (_, key, val) = self.remove_slot(head);
+        Some((key, val))
     }
 
     /// `list`'s keys from oldest to newest, starting after `cursor` (`None`: from the oldest).
