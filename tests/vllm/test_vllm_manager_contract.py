@@ -161,3 +161,33 @@ def test_get_stats_gauges_and_allocation_sizes_match() -> None:
     both(ms, "prepare_load", keys(1), c)
     a, b = (m.get_stats().data for m in ms)
     assert a == b
+
+
+@pytest.mark.parametrize("policy", ["lru", "arc"])
+def test_handed_back_objects_are_the_ones_vllm_hands_back(policy: str) -> None:
+    """Evicted keys are the very objects that were stored, the eviction event shares
+    prepare_store's evicted list, and each spec holds what CPULoadStoreSpec's constructor makes
+    (kvoff builds it without the constructor's copy of the ids)."""
+    for m in pair(2, policy):
+        c = ctx("r")
+        stored = [key(1), key(2)]
+        first = m.prepare_store(stored, c)
+        m.complete_store(stored, c)
+        loaded = m.prepare_load([key(2)], c)
+        m.complete_load([key(2)], c)
+        second = m.prepare_store([key(3), key(4)], c)
+        name = type(m).__name__
+        assert sorted(second.evicted_keys) == sorted(stored), name
+        assert all(any(e is s for s in stored) for e in second.evicted_keys), name
+        assert list(m.take_events())[-1].keys is second.evicted_keys, name
+        for spec, ids in (
+            (first.store_spec, [0, 1]),
+            (loaded, [1]),
+            (second.store_spec, second.store_spec.block_ids.tolist()),
+        ):
+            ref = CPULoadStoreSpec(ids)
+            assert type(spec) is CPULoadStoreSpec, name
+            assert vars(spec).keys() == vars(ref).keys(), name
+            a, b = spec.block_ids, ref.block_ids
+            assert (a.dtype, a.shape, a.tolist()) == (b.dtype, b.shape, b.tolist()), name
+            assert (a.flags.writeable, a.flags.c_contiguous) == (True, True), name

@@ -37,6 +37,10 @@ pub(crate) struct PyVllmManager {
     /// tier never drops or filters these two kinds, so the two queues stay aligned; only a
     /// failed store's removal (`metadata_only`) is built from the tier's keys.
     event_keys: VecDeque<Py<PyList>>,
+    /// By chunk id, the caller's key object stored there: evicted keys go back as those
+    /// objects, as vLLM's manager returns the keys it holds, not as new `bytes`. An id's
+    /// entry is replaced when the id is handed out again; a reset drops them all.
+    stored_objects: Vec<Option<Py<PyBytes>>>,
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -96,10 +100,7 @@ fn success_flag(success: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
 /// The keys of a call as the tier's keys (each hashed once here), and the caller's objects.
 fn keys_of<'py>(keys: &Bound<'py, PyAny>) -> PyResult<(Vec<Key>, Vec<Bound<'py, PyBytes>>)> {
     let objs = key_objects(keys)?;
-    let owned = objs
-        .iter()
-        .map(|b| Key::from(b.as_bytes()))
-        .collect();
+    let owned = objs.iter().map(|b| Key::from(b.as_bytes())).collect();
     Ok((owned, objs))
 }
 
@@ -153,13 +154,19 @@ fn position_reader<'a, 'py>(
 }
 
 impl PyVllmManager {
-    fn spec<'py>(&self, py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyAny>> {
+    /// vLLM's `CPULoadStoreSpec` over `ids`. Its constructor only converts the ids it is given
+    /// into a new int32 array (`np.array(ids, dtype=np.int32)`, vLLM 0.33's
+    /// `BlockIDsLoadStoreSpec.__init__`); the binding's array already is one, so the spec is
+    /// made with `__new__` and given that array as its public `block_ids`, without the copy.
+    /// `tests/vllm/test_vllm_manager_contract.py` checks the result against the constructor's.
+    fn spec<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyAny>> {
         // Chunk ids are below the tier's size, itself a u32 that vLLM's int32 spec must hold.
         #[allow(clippy::cast_possible_wrap)]
-        let ids: Vec<i32> = ids.into_iter().map(|i| i as i32).collect();
-        self.load_store_spec
-            .bind(py)
-            .call1((PyArray1::from_vec(py, ids),))
+        let ids = PyArray1::<i32>::from_iter(py, ids.iter().map(|&i| i as i32));
+        let cls = self.load_store_spec.bind(py);
+        let spec = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+        spec.setattr(intern!(py, "block_ids"), ids)?;
+        Ok(spec)
     }
 
     /// vLLM's `OffloadingEvent` for `e`; `keys`: the caller's objects, when the binding has them.
@@ -237,6 +244,7 @@ impl PyVllmManager {
             offloading_event,
             medium,
             event_keys: VecDeque::new(),
+            stored_objects: Vec::new(),
         })
     }
 
@@ -325,7 +333,7 @@ impl PyVllmManager {
             self.tier
                 .prepare_load(&owned, &mut st.borrow_mut().inner, &mut pos),
         )?;
-        self.spec(keys.py(), ids)
+        self.spec(keys.py(), &ids)
     }
 
     #[pyo3(signature = (keys, ctx=None))]
@@ -367,11 +375,26 @@ impl PyVllmManager {
         // The caller's own key objects go back, as vLLM's manager returns them; the fields go
         // positionally, in the dataclass's order (keys_to_store, store_spec, evicted_keys).
         let to_store = PyList::new(py, out.offer_indices.iter().map(|&i| &objs[i]))?;
-        let evicted = key_list(py, &out.evicted)?;
+        let evicted = PyList::new(
+            py,
+            out.evicted_ids.iter().zip(&out.evicted).map(|(&id, key)| {
+                self.stored_objects
+                    .get_mut(id as usize)
+                    .and_then(Option::take)
+                    .map_or_else(|| PyBytes::new(py, key), |obj| obj.into_bound(py))
+            }),
+        )?;
+        for (&i, &id) in out.offer_indices.iter().zip(&out.ids) {
+            let id = id as usize;
+            if self.stored_objects.len() <= id {
+                self.stored_objects.resize_with(id + 1, || None);
+            }
+            self.stored_objects[id] = Some(objs[i].clone().unbind());
+        }
         if !out.evicted.is_empty() && self.tier.events_enabled() {
             self.event_keys.push_back(evicted.clone().unbind());
         }
-        let args = (to_store, self.spec(py, out.ids)?, evicted);
+        let args = (to_store, self.spec(py, &out.ids)?, evicted);
         self.prepare_store_output.bind(py).call1(args).map(Some)
     }
 
@@ -406,6 +429,7 @@ impl PyVllmManager {
 
     fn reset_cache(&mut self) {
         self.tier.reset_cache();
+        self.stored_objects.clear();
     }
 
     /// The events since the last call, as vLLM's `OffloadingEvent`s.

@@ -110,11 +110,7 @@ impl LruPolicy {
 
     /// The `n` oldest evictable keys outside `protected`, removed from the order; `None` (and
     /// nothing changed) when there are fewer.
-    pub(crate) fn evict(
-        &mut self,
-        n: usize,
-        protected: &dyn Fn(&Key) -> bool,
-    ) -> Option<Vec<Key>> {
+    pub(crate) fn evict(&mut self, n: usize, protected: &dyn Fn(&Key) -> bool) -> Option<Vec<Key>> {
         let picked: Vec<(Rank, Key)> = self
             .evictable
             .iter()

@@ -85,6 +85,8 @@ pub struct StoreOutput {
     pub offer_indices: Vec<usize>,
     pub ids: Vec<u32>,
     pub evicted: Vec<Key>,
+    /// The ids `evicted` were stored at, in the same order (freed by this call).
+    pub evicted_ids: Vec<u32>,
 }
 
 /// What the gauges of `get_stats` are computed from, and the interval's histogram/counter.
@@ -254,8 +256,7 @@ impl VllmTier {
         keys: &[Key],
         access: impl Fn(usize) -> Access,
     ) -> Result<()> {
-        let brings_new =
-            |(i, k): (usize, &Key)| access(i) != Access::Skip && !req.contains(k);
+        let brings_new = |(i, k): (usize, &Key)| access(i) != Access::Skip && !req.contains(k);
         if req.finished && keys.iter().enumerate().any(brings_new) {
             return Err(KvoffError::InvalidState(
                 "a request offered or loaded new keys after it finished".into(),
@@ -378,10 +379,7 @@ impl VllmTier {
             }
         }
         for key in keys {
-            let (owned, c) = self
-                .chunks
-                .get_key_value_mut(key)
-                .expect("checked above");
+            let (owned, c) = self.chunks.get_key_value_mut(key).expect("checked above");
             c.ref_cnt -= 1;
             if c.ref_cnt == 0 {
                 self.evictable += 1;
@@ -473,6 +471,7 @@ impl VllmTier {
         self.allocation_sizes.push(want);
         let need = want.saturating_sub(self.free_chunks());
         let mut evicted = Vec::new();
+        let mut evicted_ids = Vec::new();
         if need > 0 {
             if need > self.evictable {
                 self.counters.allocation_failures += 1;
@@ -495,9 +494,11 @@ impl VllmTier {
             };
             self.evictable -= victims.len() as u32;
             self.counters.evicted += victims.len() as u64;
+            evicted_ids.reserve(victims.len());
             for key in &victims {
                 let c = self.chunks.remove(key).expect("a victim is resident");
                 self.free.push(c.id);
+                evicted_ids.push(c.id);
             }
             evicted = victims;
         }
@@ -515,6 +516,7 @@ impl VllmTier {
             offer_indices: Vec::new(),
             ids: Vec::with_capacity(candidates.len()),
             evicted,
+            evicted_ids,
         };
         for &i in &candidates {
             let key = &keys[i];

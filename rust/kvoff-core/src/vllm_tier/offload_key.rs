@@ -179,7 +179,10 @@ mod tests {
         let long2 = Key::from(vec![1u8; INLINE + 2]);
         assert_eq!(long, long2);
         assert_ne!(short, long);
-        assert_eq!(short.cmp(&long), [1u8, 2][..].cmp(&vec![1u8; INLINE + 2][..]));
+        assert_eq!(
+            short.cmp(&long),
+            [1u8, 2][..].cmp(&vec![1u8; INLINE + 2][..])
+        );
         // A prefix with trailing zeros is not the shorter key (the length counts).
         assert_ne!(Key::from(&[1u8, 0][..]), Key::from(&[1u8][..]));
     }

@@ -69,6 +69,7 @@ fn ids_are_fresh_in_offer_order_then_freed_ids_last_in_first_out() {
     let mut b = RequestAccess::default();
     let out = offer(&mut t, &mut b, &["x", "y"]).unwrap();
     assert_eq!(out.evicted, keys(&["e", "d"]));
+    assert_eq!(out.evicted_ids, vec![1, 3]);
     assert_eq!(out.ids, vec![3, 1]);
     assert_eq!(out.keys, keys(&["x", "y"]));
 }
