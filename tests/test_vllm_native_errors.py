@@ -33,6 +33,16 @@ class Context:
         return self._positions.get(key)
 
 
+class Spec:
+    """Stands in for ``CPULoadStoreSpec``: the binding makes it with ``__new__`` and sets its
+    ``block_ids``."""
+
+    block_ids: Any
+
+    def __eq__(self, ids: object) -> bool:
+        return bool(self.block_ids.tolist() == ids)
+
+
 def key(name: str) -> bytes:
     return name.encode() + (0).to_bytes(4, "big")
 
@@ -45,7 +55,7 @@ def make(num_chunks: int = 4, policy: str = "lru", events: bool = True) -> VllmO
         0,
         64_000,
         (MISS, HIT, HIT_PENDING),
-        lambda ids: [int(i) for i in ids],
+        Spec,
         lambda keys, spec, evicted: (list(keys), spec, list(evicted)),
         lambda keys, medium, removed, metadata_only=False: (list(keys), removed, metadata_only),
         "CPU",
