@@ -80,13 +80,24 @@ pub struct TierEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoreOutput {
-    pub keys: Vec<Key>,
-    /// Where each of `keys` is in the offer (so a binding can hand back the caller's objects).
+    /// Where each key to store is in the offer, in store order (so a binding hands back the
+    /// caller's objects; [`StoreOutput::keys`] gives the keys themselves).
     pub offer_indices: Vec<usize>,
     pub ids: Vec<u32>,
     pub evicted: Vec<Key>,
     /// The ids `evicted` were stored at, in the same order (freed by this call).
     pub evicted_ids: Vec<u32>,
+}
+
+impl StoreOutput {
+    /// The keys to store, taken from the `offered` keys this output answered.
+    #[must_use]
+    pub fn keys(&self, offered: &[Key]) -> Vec<Key> {
+        self.offer_indices
+            .iter()
+            .map(|&i| offered[i].clone())
+            .collect()
+    }
 }
 
 /// What the gauges of `get_stats` are computed from, and the interval's histogram/counter.
@@ -512,7 +523,6 @@ impl VllmTier {
             }
         }
         let mut out = StoreOutput {
-            keys: Vec::with_capacity(candidates.len()),
             offer_indices: Vec::new(),
             ids: Vec::with_capacity(candidates.len()),
             evicted,
@@ -541,7 +551,6 @@ impl VllmTier {
                 Policy::Lru(l) => l.insert(&mut self.chunks, key, position, req),
                 Policy::Arc(a) => a.insert(key),
             }
-            out.keys.push(key.clone());
             out.ids.push(id);
         }
         self.write_pending += want;
